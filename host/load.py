@@ -1,0 +1,197 @@
+"""Load a Neo recording from disk and select the trials the decoders learn from.
+
+`.mat` files go through the fast reader (`host.matfile`); a `.mat` layout it does not know, and
+every other Neo format (`.nix`, Neo pickle, ...), go through `neo.io`. Whatever the route, the
+result is one `Recording`, and `select_trials` applies METHOD's trial selection, reporting every
+dropped trial with its reason: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from host import matfile, objects
+from host.errors import DataError
+from host.recording import Recording
+
+log = logging.getLogger(__name__)
+MIN_TRIALS_PER_OBJECT = 3  # so that every kept object can appear in train, validation and test
+HOLD, REWARD = "Hold", "Rew"
+NEO_EXTENSIONS = {".nix": "NixIO", ".pkl": "PickleIO", ".pickle": "PickleIO", ".h5": "NixIO"}
+
+
+def load_recording(path: Path | str, progress: bool = False) -> Recording:
+    """Read any supported Neo file into a `Recording`, choosing the reader by extension.
+
+    Raises:
+        DataError: missing, unreadable, corrupt or unusable file (one line: file and problem).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such file", hint="check the path, or run `grasptpu synth` first")
+    if path.suffix.lower() == ".mat":
+        return _load_mat(path, progress)
+    return _load_with_neo(path)
+
+
+def _load_mat(path: Path, progress: bool) -> Recording:
+    try:
+        return matfile.read_recording(path, progress)
+    except matfile.CorruptFile as exc:
+        raise DataError(path, f"corrupt or truncated MAT file: {exc}",
+                        hint="re-export it, or check the copy is complete") from None
+    except matfile.UnknownLayout as exc:
+        log.warning("%s: %s; reading it with neo.io.NeoMatlabIO (slower)", path, exc)
+        return _load_with_neo(path)
+
+
+def _load_with_neo(path: Path) -> Recording:
+    import neo.io
+
+    try:
+        io_name = "NeoMatlabIO" if path.suffix.lower() == ".mat" else NEO_EXTENSIONS.get(path.suffix.lower())
+        if io_name is None:
+            io_cls = neo.io.get_io(str(path)).__class__
+        else:
+            io_cls = getattr(neo.io, io_name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reader = io_cls(str(path)) if io_name != "NixIO" else io_cls(str(path), mode="ro")
+            block = reader.read_block()
+            if hasattr(reader, "close"):
+                reader.close()
+    except DataError:
+        raise
+    except Exception as exc:  # neo raises anything from IOError to KeyError on bad files
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(path, f"not a readable Neo file ({type(exc).__name__}: {message})",
+                        hint="supported: .mat (NeoMatlabIO), .nix, .pkl (Neo pickle)") from None
+    if block is None:
+        raise DataError(path, "the file holds no Neo block")
+    return recording_from_block(block, path)
+
+
+def recording_from_block(block, path: Path) -> Recording:
+    """Flatten a Neo Block (one Segment per trial) into a `Recording`."""
+    segments = list(block.segments)
+    trains = [list(seg.spiketrains) for seg in segments]
+    counts = [np.array([len(st) for st in sts], np.int64) for sts in trains]
+    spikes = [np.asarray(st.rescale("s").magnitude, np.float64).reshape(-1) for sts in trains for st in sts]
+    events = [_first_event(seg) for seg in segments]
+    return Recording.from_trials(
+        path=path,
+        name=block.name or path.name.split(".")[0],
+        n_units=len(trains[0]) if trains else 0,
+        unit_counts=[len(sts) for sts in trains],
+        train_counts=counts,
+        t_start_s=[np.array([float(st.t_start.rescale("s")) for st in sts] or [np.nan]) for sts in trains],
+        t_stop_s=[np.array([float(st.t_stop.rescale("s")) for st in sts] or [np.nan]) for sts in trains],
+        object_ids=[_annotation(seg, "obj") for seg in segments],
+        correct=[_annotation(seg, "correct") for seg in segments],
+        event_labels=[e[0] for e in events],
+        event_times_s=[e[1] for e in events],
+        spike_times_s=np.concatenate(spikes) if spikes else np.empty(0),
+    )
+
+
+def _first_event(seg) -> tuple[list[str], np.ndarray]:
+    if not seg.events:
+        return [], np.empty(0)
+    ev = seg.events[0]
+    return [str(x).strip() for x in np.asarray(ev.labels).reshape(-1)], np.asarray(ev.rescale("s").magnitude, float).reshape(-1)
+
+
+def _annotation(seg, key: str) -> float:
+    try:
+        return float(np.asarray(seg.annotations[key]).reshape(-1)[0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return np.nan
+
+
+# --------------------------------------------------------------------------- trial selection
+
+
+@dataclass
+class Trials:
+    """The kept trials of a session, in file order, with their grasp (hold) interval.
+
+    Attributes:
+        index: trial index in the file (segment number).
+        object_id: merged object id per kept trial.
+        hold_s, reward_s: onset of Hold and of Rew, seconds, relative to the trial start.
+        duration_s: trial length (t_stop - t_start), seconds.
+        drops: reason -> count, for every trial not kept (and every object dropped).
+        dropped_objects: object id -> kept trials it had, for objects dropped as too rare.
+    """
+
+    index: np.ndarray
+    object_id: np.ndarray
+    hold_s: np.ndarray
+    reward_s: np.ndarray
+    duration_s: np.ndarray
+    drops: dict[str, int] = field(default_factory=dict)
+    dropped_objects: dict[int, int] = field(default_factory=dict)
+    merged: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Kept object ids in catalogue order: neighbouring classes are neighbouring sizes."""
+        return np.unique(self.object_id)
+
+    @property
+    def class_index(self) -> np.ndarray:
+        return np.searchsorted(self.classes, self.object_id).astype(np.uint8)
+
+
+def _phase_onset(rec: Recording, k: int, label: str) -> float:
+    labels = rec.event_labels[k]
+    if label not in labels:
+        return np.nan
+    return float(rec.event_times_s[k][labels.index(label)] - rec.t_start_s[k])
+
+
+def select_trials(rec: Recording, path: Path | str = "") -> Trials:
+    """Apply METHOD's selection: correct trials, obj < 85, a Hold..Rew interval, >= 3 per object.
+
+    Raises:
+        DataError: when no trial survives, saying which rule removed them.
+    """
+    drops: Counter[str] = Counter()
+    keep = rec.correct == 1
+    drops["incorrect trial (correct != 1)"] = int((~keep).sum())
+    excluded = keep & (rec.object_ids >= objects.FIRST_EXCLUDED_ID)
+    drops[f"not a grasp object (obj >= {objects.FIRST_EXCLUDED_ID})"] = int(excluded.sum())
+    keep &= ~excluded
+    hold = np.array([_phase_onset(rec, k, HOLD) if keep[k] else np.nan for k in range(rec.n_trials)])
+    reward = np.array([_phase_onset(rec, k, REWARD) if keep[k] else np.nan for k in range(rec.n_trials)])
+    no_events = keep & np.array([len(lbl) == 0 for lbl in rec.event_labels])
+    drops["no phase events"] = int(no_events.sum())
+    keep &= ~no_events
+    no_phase = keep & (np.isnan(hold) | np.isnan(reward))
+    drops[f"no '{HOLD}' or '{REWARD}' event"] = int(no_phase.sum())
+    keep &= ~no_phase
+    bad_order = keep & ~(reward > hold)
+    drops[f"'{REWARD}' does not follow '{HOLD}'"] = int(bad_order.sum())
+    keep &= ~bad_order
+    merged = objects.merge_duplicates(rec.object_ids)
+    n_merged = dict(Counter(int(o) for o in rec.object_ids[keep & (merged != rec.object_ids)]))
+    ids, counts = np.unique(merged[keep], return_counts=True)
+    rare = {int(i): int(c) for i, c in zip(ids, counts) if c < MIN_TRIALS_PER_OBJECT}
+    rare_trials = keep & np.isin(merged, list(rare))
+    drops[f"object with < {MIN_TRIALS_PER_OBJECT} kept trials"] = int(rare_trials.sum())
+    keep &= ~rare_trials
+    if not keep.any():
+        reason = max(drops, key=drops.get) if drops else "no trials"
+        raise DataError(path or rec.name, f"no usable trial is left (largest cause: {reason})",
+                        hint="check the 'correct'/'obj' annotations and the Hold/Rew events")
+    kept = np.flatnonzero(keep)
+    return Trials(index=kept.astype(np.int32), object_id=merged[kept].astype(np.int16),
+                  hold_s=hold[kept], reward_s=reward[kept],
+                  duration_s=(rec.t_stop_s - rec.t_start_s)[kept],
+                  drops={k: v for k, v in drops.items() if v}, dropped_objects=rare, merged=n_merged)

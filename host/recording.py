@@ -1,0 +1,114 @@
+"""A recording session as flat arrays: the form every reader returns and every writer takes.
+
+One Neo `Segment` per trial and one `SpikeTrain` per unit would mean ~430 000 Python objects for
+the largest session; here all spike times sit in one float64 array, trial-major then unit-minor,
+with `train_offsets` delimiting each (trial, unit) train. Times are in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from host.errors import DataError
+
+
+@dataclass
+class Recording:
+    """Spike trains, phase events and trial annotations of one session, as read from the file.
+
+    Attributes:
+        name: session name (e.g. ``MRec41``).
+        n_units: spike trains per trial (the same in every trial of a session).
+        object_ids: ``annotations['obj']`` per trial, as in the file (no merging).
+        correct: ``annotations['correct']`` per trial (1 = correct).
+        t_start_s, t_stop_s: trial (segment) bounds, seconds.
+        event_labels: per trial, the phase names of ``events[0]`` with padding stripped.
+        event_times_s: per trial, the phase onsets in seconds (same length as its labels).
+        spike_times_s: all spike times, trial-major then unit-minor.
+        train_offsets: ``n_trials * n_units + 1`` offsets into ``spike_times_s``.
+    """
+
+    name: str
+    n_units: int
+    object_ids: np.ndarray
+    correct: np.ndarray
+    t_start_s: np.ndarray
+    t_stop_s: np.ndarray
+    event_labels: list[list[str]]
+    event_times_s: list[np.ndarray]
+    spike_times_s: np.ndarray
+    train_offsets: np.ndarray
+    annotations: dict = field(default_factory=dict)
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.object_ids)
+
+    def train(self, trial: int, unit: int) -> np.ndarray:
+        """Spike times (s) of one unit in one trial: a view, no copy."""
+        k = trial * self.n_units + unit
+        return self.spike_times_s[self.train_offsets[k]:self.train_offsets[k + 1]]
+
+    def spike_counts(self) -> np.ndarray:
+        """Spikes per (trial, unit), shape ``(n_trials, n_units)``."""
+        return np.diff(self.train_offsets).reshape(self.n_trials, self.n_units)
+
+    @classmethod
+    def from_trials(cls, *, path: Path, name: str, n_units: int, unit_counts: Sequence[int],
+                    train_counts: Sequence[np.ndarray], t_start_s: Sequence[np.ndarray],
+                    t_stop_s: Sequence[np.ndarray], object_ids: Sequence[float],
+                    correct: Sequence[float], event_labels: list[list[str]],
+                    event_times_s: list[np.ndarray], spike_times_s: np.ndarray,
+                    annotations: dict | None = None) -> "Recording":
+        """Check per-trial pieces read from a file and join them; a DataError names what is wrong.
+
+        `t_start_s`/`t_stop_s` hold each trial's per-train bounds: the trial spans all of them.
+        """
+        if not unit_counts:
+            raise DataError(path, "the block has no segments", hint="a Neo recording stores one Segment per trial")
+        if n_units == 0:
+            raise DataError(path, "zero units: the first trial has no spike trains")
+        for k, n in enumerate(unit_counts):
+            if n != n_units:
+                raise DataError(path, f"{n} spike trains where the first trial has {n_units}", trial=k)
+        for key, values in (("obj", object_ids), ("correct", correct)):
+            missing = np.flatnonzero(np.isnan(np.asarray(values, float)))
+            if missing.size:
+                raise DataError(path, f"no numeric '{key}' annotation", trial=int(missing[0]))
+        start = np.array([np.min(t) for t in t_start_s])
+        stop = np.array([np.max(t) for t in t_stop_s])
+        bad = np.flatnonzero(~(stop > start))
+        if bad.size:
+            raise DataError(path, f"t_stop {stop[bad[0]]} s is not after t_start {start[bad[0]]} s", trial=int(bad[0]))
+        offsets = np.concatenate(([0], np.cumsum(np.concatenate(train_counts)))).astype(np.int64)
+        rec = cls(name=name, n_units=n_units, object_ids=np.asarray(object_ids).astype(np.int32),
+                  correct=np.asarray(correct).astype(np.int8), t_start_s=start, t_stop_s=stop,
+                  event_labels=event_labels, event_times_s=event_times_s,
+                  spike_times_s=spike_times_s, train_offsets=offsets, annotations=annotations or {})
+        rec.check_times(path)
+        return rec
+
+    def check_times(self, path: Path) -> None:
+        """NaN or out-of-trial spike or event times would silently shift bins: refuse them."""
+        where_nan = np.flatnonzero(np.isnan(self.spike_times_s))
+        if where_nan.size:
+            trial, unit = self._locate(int(where_nan[0]))
+            raise DataError(path, f"NaN spike time in unit {unit}", trial=trial)
+        per_trial = self.train_offsets[:: self.n_units]
+        for k in range(self.n_trials):
+            times = self.spike_times_s[per_trial[k]:per_trial[k + 1]]
+            if times.size and (times.min() < self.t_start_s[k] or times.max() > self.t_stop_s[k]):
+                i = per_trial[k] + int(np.flatnonzero((times < self.t_start_s[k]) | (times > self.t_stop_s[k]))[0])
+                _, unit = self._locate(i)
+                raise DataError(path, f"spike at {self.spike_times_s[i]:.6g} s in unit {unit} lies outside the "
+                                f"trial [{self.t_start_s[k]:.6g}, {self.t_stop_s[k]:.6g}] s", trial=k)
+            if np.isnan(self.event_times_s[k]).any():
+                raise DataError(path, "NaN event time", trial=k)
+
+    def _locate(self, spike_index: int) -> tuple[int, int]:
+        train = int(np.searchsorted(self.train_offsets, spike_index, side="right")) - 1
+        return divmod(train, self.n_units)

@@ -1,0 +1,76 @@
+"""Shared builders: small hand-made recordings, written through plain neo or our writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from host.recording import Recording
+
+PHASES = ("Start", "Fix", "Cue", "Mem", "Go", "Mov", "Hold", "Rew", "End")
+
+
+def make_recording(n_trials: int = 12, n_units: int = 5, objects: list[int] | None = None,
+                   seed: int = 0, rate_hz: float = 20.0, name: str = "Tiny") -> Recording:
+    """Random Poisson trains, absolute trial times, phase events with Hold..Rew inside each trial."""
+    rng = np.random.default_rng(seed)
+    objects = objects or [21, 22, 23] * (n_trials // 3) + [21] * (n_trials % 3)
+    t_start = np.cumsum(np.r_[3.0, rng.uniform(4.0, 6.0, n_trials - 1) + 0.5])
+    duration = rng.uniform(3.0, 4.0, n_trials)
+    t_stop = t_start + duration
+    labels, times, trains = [], [], []
+    for k in range(n_trials):
+        onsets = np.sort(rng.uniform(0.1, duration[k] - 0.1, len(PHASES) - 1))
+        labels.append(list(PHASES))
+        times.append(t_start[k] + np.r_[0.0, onsets])
+        for _ in range(n_units):
+            n = rng.poisson(rate_hz * duration[k])
+            trains.append(np.sort(rng.uniform(t_start[k], t_stop[k], n)))
+    counts = np.array([len(t) for t in trains])
+    return Recording(name=name, n_units=n_units, object_ids=np.array(objects, np.int32),
+                     correct=np.ones(n_trials, np.int8), t_start_s=t_start, t_stop_s=t_stop,
+                     event_labels=labels, event_times_s=times,
+                     spike_times_s=np.concatenate(trains) if trains else np.empty(0),
+                     train_offsets=np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
+
+
+def neo_block(rec: Recording, time_unit: str = "s", padded_labels: bool = True):
+    """The same session built with neo's own API, as a lab's export script would."""
+    import neo
+    import quantities as pq
+
+    scale = {"s": 1.0, "ms": 1000.0}[time_unit]
+    block = neo.Block(name=rec.name)
+    for k in range(rec.n_trials):
+        seg = neo.Segment(name=f"trial {k}", obj=int(rec.object_ids[k]), correct=int(rec.correct[k]))
+        for u in range(rec.n_units):
+            seg.spiketrains.append(neo.SpikeTrain(rec.train(k, u) * scale, units=time_unit,
+                                                  t_start=rec.t_start_s[k] * scale * pq.Quantity(1, time_unit),
+                                                  t_stop=rec.t_stop_s[k] * scale * pq.Quantity(1, time_unit)))
+        labels = np.array(rec.event_labels[k])
+        if padded_labels and len(labels):
+            labels = np.array([s.ljust(8) for s in labels])
+        if len(labels):
+            seg.events.append(neo.Event(np.asarray(rec.event_times_s[k]) * scale * pq.Quantity(1, time_unit),
+                                        labels=labels))
+        block.segments.append(seg)
+    return block
+
+
+def write_with_neo(rec: Recording, path: Path, **kw) -> Path:
+    from neo.io import NeoMatlabIO
+
+    NeoMatlabIO(str(path)).write_block(neo_block(rec, **kw))
+    return path
+
+
+@pytest.fixture
+def tiny() -> Recording:
+    return make_recording()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("GRASPTPU_CACHE", str(tmp_path_factory.mktemp("cache")))
