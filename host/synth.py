@@ -41,6 +41,7 @@ _TRANSIENT_TAU_S = 0.150
 _LATENT_TAU_S = 0.300  # shared slow fluctuations within a trial (attention, arousal)
 _MAX_RATE_HZ = 150.0
 _LATENT_DIM = 10
+_SHAPE_SEPARATION = 1.0  # typical latent norm of a shape's centre
 _SIZE_SPAN = 0.8  # latent distance from size 1 to size 6 along the straight part of the curve
 _SIZE_BEND = 0.6
 
@@ -225,9 +226,10 @@ def _object_latents(object_table: np.ndarray, rng: np.random.Generator) -> np.nd
     """
     d = _LATENT_DIM
     size_axis = _unit_vector(rng.standard_normal(d))
-    latents = rng.standard_normal((len(object_table), d)) * 0.9 / np.sqrt(d)  # mixed, special
+    # Mixed and special objects: isolated points, as far from everything as shapes are.
+    latents = rng.standard_normal((len(object_table), d)) * _SHAPE_SEPARATION / np.sqrt(d)
     for turntable in objects.SHAPES:
-        centre = rng.standard_normal(d) / np.sqrt(d)
+        centre = rng.standard_normal(d) * _SHAPE_SEPARATION / np.sqrt(d)
         own_axis, bend_axis = (_unit_vector(v) for v in rng.standard_normal((2, d)))
         x = np.linspace(-0.5, 0.5, objects.SIZES_PER_SHAPE)
         curve = (np.outer(x, _SIZE_SPAN * (size_axis + own_axis) / np.sqrt(2))
