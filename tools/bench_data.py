@@ -1,0 +1,162 @@
+"""Data-stage benchmark: our synth / prepare against plain neo.io, measured in the same run.
+
+Each step runs in a fresh Python process so that its peak RSS is its own. Steps:
+  synth          generate the session + write it with host.matfile        (ours)
+  neo-write      build Neo objects from the same session + NeoMatlabIO.write_block  (baseline)
+  prepare-cold   load + select + bin + split + window, no cache            (ours)
+  neo-read       NeoMatlabIO(path).read_block() alone                      (baseline)
+  prepare-warm   the same prepare on a cache hit                           (ours)
+Usage: python tools/bench_data.py [--session MRec41] [--out data/bench] [--skip-baselines]
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def step_synth(session: str, path: Path, **_) -> dict:
+    from host import matfile, synth
+
+    t0 = time.perf_counter()
+    rec = synth.generate(session)
+    matfile.save_recording(rec, path)
+    return {"seconds": time.perf_counter() - t0, "spikes": int(len(rec.spike_times_s)),
+            "file_mb": path.stat().st_size / 1e6}
+
+
+def step_neo_write(session: str, path: Path, **_) -> dict:
+    import neo
+    import quantities as pq
+    from neo.io import NeoMatlabIO
+
+    from host import synth
+
+    rec = synth.generate(session)
+    t0 = time.perf_counter()
+    block = neo.Block(name=rec.name)
+    for k in range(rec.n_trials):
+        seg = neo.Segment(name=f"trial {k}", obj=int(rec.object_ids[k]), correct=int(rec.correct[k]))
+        t_start, t_stop = rec.t_start_s[k] * pq.s, rec.t_stop_s[k] * pq.s
+        seg.spiketrains.extend(neo.SpikeTrain(rec.train(k, u), units="s", t_start=t_start, t_stop=t_stop)
+                               for u in range(rec.n_units))
+        seg.events.append(neo.Event(rec.event_times_s[k] * pq.s, labels=rec.event_labels[k]))
+        block.segments.append(seg)
+    t1 = time.perf_counter()
+    NeoMatlabIO(str(path.with_suffix(".neo-baseline.mat"))).write_block(block)
+    t2 = time.perf_counter()
+    path.with_suffix(".neo-baseline.mat").unlink()
+    return {"seconds": t2 - t0, "build_s": t1 - t0, "write_s": t2 - t1}
+
+
+def step_prepare(path: Path, cache_dir: Path, use_cache: bool, **_) -> dict:
+    from host.prepare import prepare
+
+    t0 = time.perf_counter()
+    p = prepare(path, cache_dir=cache_dir, use_cache=use_cache)
+    seconds = time.perf_counter() - t0
+    windows = [w for task in (p.grasp_phase, p.object) for w in task.values()]
+    index_bytes = sum(w.end_row.nbytes + w.label.nbytes + w.trial.nbytes for w in windows)
+    dense_bytes = sum(len(w) * w.window_bins * p.binned.n_units for w in windows)
+    return {"seconds": seconds, "cache_hit": p.cache_hit, "counts_bytes": int(p.binned.counts.nbytes),
+            "index_bytes": int(index_bytes), "materialised_bytes": int(dense_bytes),
+            "n_windows": int(sum(len(w) for w in windows)), "parts": p.seconds}
+
+
+def step_neo_read(path: Path, **_) -> dict:
+    from neo.io import NeoMatlabIO
+
+    t0 = time.perf_counter()
+    block = NeoMatlabIO(str(path)).read_block()
+    return {"seconds": time.perf_counter() - t0, "segments": len(block.segments)}
+
+
+STEPS = {"synth": step_synth, "neo-write": step_neo_write, "prepare-cold": step_prepare,
+         "neo-read": step_neo_read, "prepare-warm": step_prepare}
+
+
+def run_step(name: str, **kwargs) -> dict:
+    """Run one step in a child process; its JSON result plus its own peak RSS and wall time."""
+    args = json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()})
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, "--step", name, "--args", args],
+                         check=True, capture_output=True, text=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["process_s"] = time.perf_counter() - t0
+    return result
+
+
+def child(step: str, args: str) -> None:
+    kwargs = json.loads(args)
+    for key in ("path", "cache_dir"):
+        if key in kwargs:
+            kwargs[key] = Path(kwargs[key])
+    result = STEPS[step](**kwargs)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    print(json.dumps(result))
+
+
+def _row(label: str, ours: dict, base: dict | None, target: str) -> str:
+    if base is None:
+        return f"  {label:<34} {ours['seconds']:8.2f} s  {ours['peak_rss_mb']:7.0f} MB  {'':>30}  {target}"
+    ratio = base["seconds"] / ours["seconds"]
+    return (f"  {label:<34} {ours['seconds']:8.2f} s  {ours['peak_rss_mb']:7.0f} MB  vs {base['seconds']:8.2f} s "
+            f"{base['peak_rss_mb']:7.0f} MB  {ratio:6.1f}x faster  {target}")
+
+
+@click.command()
+@click.option("--session", default="MRec41", show_default=True, help="Session to benchmark (MRec41 is the largest).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("data/bench"), show_default=True)
+@click.option("--skip-baselines", is_flag=True, help="Only our steps (the neo.io baselines take minutes).")
+@click.option("--step", hidden=True)
+@click.option("--args", "step_args", hidden=True)
+def main(session: str, out: Path, skip_baselines: bool, step: str | None, step_args: str | None) -> None:
+    """Data-stage benchmark with its baselines measured in the same run."""
+    if step:
+        child(step, step_args)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path = (out / f"{session}.neo.mat").resolve()
+    cache_dir = Path(tempfile.mkdtemp(prefix="grasptpu-bench-cache-"))
+    print(f"data-stage benchmark: session {session}, file {path}, cache {cache_dir}, python {sys.version.split()[0]}")
+    res = {"synth": run_step("synth", session=session, path=path)}
+    res["prepare-cold"] = run_step("prepare-cold", path=path, cache_dir=cache_dir, use_cache=False)
+    run_step("prepare-cold", path=path, cache_dir=cache_dir, use_cache=True)  # fills the cache
+    res["prepare-warm"] = run_step("prepare-warm", path=path, cache_dir=cache_dir, use_cache=True)
+    if not skip_baselines:
+        res["neo-write"] = run_step("neo-write", session=session, path=path)
+        res["neo-read"] = run_step("neo-read", path=path)
+    s = res["synth"]
+    print(f"  file: {s['file_mb']:.0f} MB, {s['spikes']} spikes")
+    print(f"  {'step':<34} {'ours':>10}  {'peak RSS':>10}  {'baseline (same run)':>30}")
+    print(_row("synth (generate + write)", s, res.get("neo-write"), "target >= 3x"))
+    if "neo-write" in res:
+        nw = res["neo-write"]
+        print(f"    baseline = build Neo objects {nw['build_s']:.1f} s + NeoMatlabIO.write_block {nw['write_s']:.1f} s")
+    print(_row("prepare, cold (no cache)", res["prepare-cold"], res.get("neo-read"),
+               "target >= 4x vs read_block alone, RSS < 2500 MB"))
+    print(_row("prepare, warm (cache hit)", res["prepare-warm"], None, "target < 1 s"))
+    cold = res["prepare-cold"]
+    print(f"  cold parts: " + ", ".join(f"{k} {v:.2f} s" for k, v in cold["parts"].items()))
+    print(f"  windows: {cold['n_windows']} over {cold['counts_bytes'] / 1e6:.0f} MB of binned counts + "
+          f"{cold['index_bytes'] / 1e6:.1f} MB of indices and labels; materialised they would take "
+          f"{cold['materialised_bytes'] / 1e9:.2f} GB")
+    (out / f"bench-data-{session}.json").write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
