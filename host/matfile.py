@@ -700,6 +700,9 @@ def file_header() -> bytes:
     return text_.encode("ascii").ljust(116, b" ")[:116] + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM"
 
 
+LABEL_WIDTH = 8  # phase labels are written as a space-padded char matrix, as in the real files
+
+
 def write_recording(rec: Recording, fh: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
     """Write `rec` as NeoMatlabIO would write the equivalent Neo Block, one Segment per trial.
 
@@ -736,7 +739,7 @@ def _segment_bytes(rec: Recording, k: int, neo_id: int, train: _TrainEncoder) ->
     cell = _matrix(_header(MX_CELL, (1, rec.n_units)) + b"".join(trains)) if trains else encode([])
     event = {
         "neo_id": np.int64(neo_id + 1), "times": np.asarray(rec.event_times_s[k], np.float64),
-        "times_units": "s", "labels": np.asarray(rec.event_labels[k], dtype=str), "annotations": {},
+        "times_units": "s", "labels": np.asarray([s.ljust(LABEL_WIDTH) for s in rec.event_labels[k]], dtype=str), "annotations": {},
     }
     body = b"".join((
         _header(MX_STRUCT, (1, 1)), _field_names(seg_fields), encode(np.int64(neo_id)),

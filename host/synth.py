@@ -41,9 +41,9 @@ _TRANSIENT_TAU_S = 0.150
 _LATENT_TAU_S = 0.300  # shared slow fluctuations within a trial (attention, arousal)
 _MAX_RATE_HZ = 150.0
 _LATENT_DIM = 10
-_SHAPE_SEPARATION = 1.0  # typical latent norm of a shape's centre
-_SIZE_SPAN = 0.8  # latent distance from size 1 to size 6 along the straight part of the curve
-_SIZE_BEND = 0.6
+_SHAPE_SEPARATION = 2.0  # typical latent norm of a shape's centre
+_SIZE_SPAN = 1.5  # latent distance from size 1 to size 6 along the straight part of the curve
+_SIZE_BEND = 0.3
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class AnimalModel:
 
 ANIMALS: dict[str, AnimalModel] = {
     "M": AnimalModel(
-        median_rate_hz=7.5, rate_log_sd=0.85, tuned_fraction=0.7, tuning_log_sd=0.42,
+        median_rate_hz=6.5, rate_log_sd=0.7, tuned_fraction=0.7, tuning_log_sd=0.65,
         phase_s={
             "Start": (0.50, 0.20, 0.30, 0.90), "Fix": (1.10, 0.20, 0.70, 1.60),
             "Cue": (0.80, 0.05, 0.70, 0.90), "Mem": (1.50, 0.25, 0.90, 2.40),
@@ -87,7 +87,7 @@ ANIMALS: dict[str, AnimalModel] = {
         },
     ),
     "Z": AnimalModel(
-        median_rate_hz=6.0, rate_log_sd=0.85, tuned_fraction=0.6, tuning_log_sd=0.32,
+        median_rate_hz=5.5, rate_log_sd=0.7, tuned_fraction=0.6, tuning_log_sd=0.55,
         phase_s={
             "Start": (0.50, 0.20, 0.30, 0.90), "Fix": (1.20, 0.20, 0.80, 1.80),
             "Cue": (0.80, 0.05, 0.70, 0.90), "Mem": (1.30, 0.25, 0.80, 2.00),
@@ -116,8 +116,8 @@ _TUNING_GROUP = {"Start": 0, "Fix": 0, "Cue": 0, "Mem": 0, "Go": 0, "Mov": 1, "H
 # Object-independent phase modulation (mean, sd over units) of the log rate; hold and movement
 # differ from rest and from each other so the grasp-phase detector has an easy job.
 _PHASE_MODULATION = {"Start": (0.0, 0.05), "Fix": (0.0, 0.10), "Cue": (0.10, 0.25),
-                     "Mem": (0.0, 0.20), "Go": (0.10, 0.25), "Mov": (0.40, 0.45),
-                     "Hold": (0.30, 0.50), "Rew": (0.0, 0.25)}
+                     "Mem": (0.0, 0.20), "Go": (0.10, 0.25), "Mov": (0.30, 0.50),
+                     "Hold": (0.20, 0.70), "Rew": (0.0, 0.30)}
 
 # Noise sds at difficulty 1 (log rate); they grow with sqrt(difficulty).
 _TRIAL_GAIN_SD = 0.15  # shared by all units of a trial
@@ -187,7 +187,7 @@ def generate(session: str = DEFAULT_SESSION, *, seed: int = 0, difficulty: float
         event_labels=table.event_labels,
         event_times_s=[t0 + o for t0, o in zip(table.t_start_s, table.event_offsets_s)],
         spike_times_s=times, train_offsets=offsets,
-        annotations={"synthetic": True, "animal": spec.animal, "seed": seed,
+        annotations={"synthetic": 1, "animal": spec.animal, "seed": seed,
                      "difficulty": difficulty},
     )
 
@@ -201,6 +201,7 @@ def _session_spec(session: str) -> SessionSpec:
 
 
 def _positive(name: str, value: int) -> int:
+    """A size override, checked here so a zero fails with its name rather than deep inside."""
     if int(value) < 1:
         raise GrasptpuError(f"{name} must be >= 1, got {value}")
     return int(value)
@@ -359,7 +360,7 @@ def _draw_spikes(table: _TrialTable, units: _Units, object_table: np.ndarray, di
     trials = range(n_trials)
     if progress:
         from tqdm import tqdm
-        trials = tqdm(trials, desc="synthetic trials", unit="trial")
+        trials = tqdm(trials, desc="synthetic trials", unit="trial", disable=None, leave=False)
     for k in trials:
         drift = units.drift_amp * np.sin(
             2 * np.pi * units.drift_freq * session_phase[k] + units.drift_phase)
@@ -378,10 +379,12 @@ def _trial_spikes(table: _TrialTable, k: int, units: _Units, object_row: int, ga
     coef = units.phase_coef.copy()
     for i, phase in enumerate(_TIMED_PHASES):
         coef[:, i] += _TUNING_PROFILE[phase] * units.tuning[_TUNING_GROUP[phase], object_row]
-    # float32 halves the cost of exp, the slowest step; the cumulative rate is summed in float64.
-    log_rate = (units.log_base + gain).astype(np.float32)[:, None] + (
-        coef.astype(np.float32) @ basis.T.astype(np.float32))
-    rate_hz = np.exp(np.minimum(log_rate, np.float32(np.log(_MAX_RATE_HZ))))
+    # float32, C-ordered and in place: exp on this grid is the slowest step of the generator.
+    # The cumulative rate that places spikes is still summed in float64.
+    log_rate = coef.astype(np.float32) @ np.ascontiguousarray(basis.T, dtype=np.float32)
+    log_rate += (units.log_base + gain).astype(np.float32)[:, None]
+    np.minimum(log_rate, np.float32(np.log(_MAX_RATE_HZ)), out=log_rate)
+    rate_hz = np.exp(log_rate, out=log_rate)
     t_rel, unit = _inhomogeneous_poisson(rate_hz, cell_start, cell_width, rng)
     t0, t_stop = table.t_start_s[k], table.t_start_s[k] + offsets[-1]
     times = np.minimum(t0 + t_rel, np.nextafter(t_stop, -np.inf))
@@ -417,7 +420,8 @@ def _slow_noise(n_cells: int, rng: np.random.Generator) -> np.ndarray:
     sigma = _LATENT_TAU_S / _GRID_S
     white = rng.standard_normal((n_cells, 2))
     # Smoothing white noise with a Gaussian of sd sigma leaves variance 1 / (2 sqrt(pi) sigma).
-    return gaussian_filter1d(white, sigma, axis=0, mode="wrap") * np.sqrt(2 * np.sqrt(np.pi) * sigma)
+    smooth = gaussian_filter1d(white, sigma, axis=0, mode="wrap")
+    return smooth * np.sqrt(2 * np.sqrt(np.pi) * sigma)
 
 
 def _inhomogeneous_poisson(rate_hz: np.ndarray, cell_start: np.ndarray, cell_width: np.ndarray,

@@ -82,7 +82,7 @@ def _neo_like_dicts(rec):
             "sampling_rate": 1.0, "sampling_rate_units": "Hz", "annotations": {},
         } for u in range(rec.n_units)]
         event = {"neo_id": neo_id + 1, "times": rec.event_times_s[k], "times_units": "s",
-                 "labels": np.array(rec.event_labels[k]), "annotations": {}}
+                 "labels": np.array([s.ljust(matfile.LABEL_WIDTH) for s in rec.event_labels[k]]), "annotations": {}}
         segments.append({
             "neo_id": neo_id, "analogsignals": [], "epochs": [], "events": [event],
             "irregularlysampledsignals": [], "spiketrains": trains, "imagesequences": [],
