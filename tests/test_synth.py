@@ -285,6 +285,11 @@ def test_difficulty_makes_decoding_harder(tuned: Recording) -> None:
     assert _ncm_accuracy(harder) < _ncm_accuracy(tuned) - 0.15
 
 
-def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_bar_on_a_terminal_only(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    import sys
+
     synth.generate(n_units=2, n_trials=5, progress=True)
-    assert "5/5" in capsys.readouterr().err
+    assert "synthetic trials" not in capsys.readouterr().err  # not a terminal: no bar in logs
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    synth.generate(n_units=2, n_trials=5, progress=True)
+    assert "synthetic trials" in capsys.readouterr().err
