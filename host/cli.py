@@ -13,6 +13,43 @@ from host.errors import GrasptpuError
 DEFAULT_DATA_DIR = Path("data")
 
 
+def data_options(func):
+    """Options that decide how a recording becomes windows (shared by every training command)."""
+    options = [
+        click.option("--bin-ms", type=click.FloatRange(min=1.0), default=40.0, help="Bin width in milliseconds."),
+        click.option("--label-bin", type=click.Choice(["last", "next"]), default="last",
+                     help="Window label: its last bin (paper) or the bin after it (reference scripts)."),
+        click.option("--seed", type=int, default=0, help="Seed for the split, the weights and the batch order."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def training_options(func):
+    """Options of a training run (train, sweep)."""
+    options = [
+        click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models")),
+        click.option("--preset", type=click.Choice(["auto", "M", "Z"]), default="auto",
+                     help="METHOD's selected hyperparameters per animal; auto = from the session name (MRec.. / ZRec..)."),
+        click.option("--hp", "hp_pairs", multiple=True, metavar="NAME=VALUE",
+                     help="Override one hyperparameter, e.g. --hp units=64 --hp dropout=0.4."),
+        click.option("--hp-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="best_hyperparameters.json from `grasptpu tune` (then --hp overrides it)."),
+        click.option("--epochs", type=click.IntRange(min=1), default=100, help="Maximum epochs (early stopping usually ends sooner)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=256),
+        click.option("--stop-patience", type=click.IntRange(min=1), default=10,
+                     help="Epochs without better validation accuracy before stopping."),
+        click.option("--lr-patience", type=click.IntRange(min=1), default=5,
+                     help="Epochs without lower validation loss before halving the learning rate."),
+        click.option("--class-weights/--no-class-weights", default=False,
+                     help="Weight classes by inverse frequency (rest:grasp is ~10:1)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return data_options(func)
+
+
 class _Group(click.Group):
     """Turns a GrasptpuError into one line on stderr and exit code 2, never a traceback."""
 
@@ -72,18 +109,15 @@ def synth(sessions: tuple[str, ...], all_sessions: bool, out: Path, seed: int, d
 
 @main.command()
 @click.argument("recording", type=click.Path(path_type=Path))
-@click.option("--bin-ms", type=click.FloatRange(min=1.0), default=40.0, help="Bin width in milliseconds.")
 @click.option("--window-bins", type=click.IntRange(min=1), default=12, help="Bins per window (12 x 40 ms = 480 ms).")
-@click.option("--label-bin", type=click.Choice(["last", "next"]), default="last",
-              help="Label a window by its last bin (paper) or the bin after it (reference scripts).")
 @click.option("--train-share", type=click.FloatRange(0.05, 0.95), default=0.8,
               help="Share of each object's trials for train+validation; the rest is test.")
 @click.option("--val-share", type=click.FloatRange(0.05, 0.95), default=None,
               help="Share of train+validation used for validation. Default: METHOD's rule (20 %, 30 % at a 30 % train share, 40 % at 20 %).")
-@click.option("--seed", type=int, default=0, help="Split seed.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Binned-session cache. Default: $GRASPTPU_CACHE or ~/.cache/grasptpu.")
 @click.option("--no-cache", is_flag=True, help="Always load and bin; neither read nor write the cache.")
+@data_options
 def prepare(recording: Path, bin_ms: float, window_bins: int, label_bin: str, train_share: float,
             val_share: float | None, seed: int, cache_dir: Path | None, no_cache: bool) -> None:
     """Load a Neo recording, bin it, split trials and cut windows; print what came out.
@@ -99,6 +133,104 @@ def prepare(recording: Path, bin_ms: float, window_bins: int, label_bin: str, tr
     click.echo(summary(prepared))
     timing = ", ".join(f"{k} {v:.2f} s" for k, v in prepared.seconds.items())
     click.echo(f"  time: {time.perf_counter() - t0:.2f} s ({timing})")
+
+
+def _hp_overrides(pairs: tuple[str, ...]) -> dict:
+    from host.model import SEARCH_SPACE
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in SEARCH_SPACE:
+            raise GrasptpuError(f"--hp {pair!r}: expected NAME=VALUE with NAME one of {', '.join(SEARCH_SPACE)}")
+        kind = type(SEARCH_SPACE[key][0])
+        try:
+            out[key] = kind(value)
+        except ValueError:
+            raise GrasptpuError(f"--hp {pair!r}: {key} takes a {kind.__name__}") from None
+    return out
+
+
+def _train_config(recording: Path, task: str, preset: str, hp_pairs: tuple[str, ...], hp_file: Path | None,
+                  **fields):
+    from host import model as model_mod
+    from host.train import TrainConfig, animal_of
+    from host.tune import load_best
+
+    animal = preset if preset != "auto" else animal_of(recording.name)
+    if animal is None and hp_file is None:
+        raise GrasptpuError(f"{recording}: cannot tell the animal from the file name; pass --preset M or --preset Z")
+    base = load_best(hp_file) if hp_file else model_mod.preset(animal)
+    return TrainConfig(task=task, hyperparameters={**base, **_hp_overrides(hp_pairs)}, **fields)
+
+
+@main.command()
+@click.argument("recording", type=click.Path(path_type=Path))
+@click.option("--task", type=click.Choice(["object", "grasp-phase"]), required=True,
+              help="object: classify the grasped object from hold-phase windows; grasp-phase: rest vs grasp on every window.")
+@click.option("--name", default=None, help="Model folder name under --models-dir. Default: <session>-<task>.")
+@click.option("--train-share", type=click.FloatRange(0.05, 0.95), default=0.8, help="Train+validation share of each object's trials.")
+@training_options
+def train(recording: Path, task: str, name: str | None, train_share: float, models_dir: Path, preset: str,
+          hp_pairs: tuple[str, ...], hp_file: Path | None, epochs: int, batch_size: int, stop_patience: int,
+          lr_patience: int, class_weights: bool, bin_ms: float, label_bin: str, seed: int) -> None:
+    """Train a BiLSTM decoder on RECORDING and write models/<name>/ (model, history, split, metrics, manifest).
+
+    Validation uses the validation split only; the test split is scored once, after training.
+    The object classifier is also compared with the naive Bayes baseline on the same split.
+    """
+    from host.train import run_training
+
+    config = _train_config(recording, task, preset, hp_pairs, hp_file, epochs=epochs, batch_size=batch_size,
+                           stop_patience=stop_patience, lr_patience=lr_patience, class_weights=class_weights,
+                           seed=seed)
+    run_training(recording, config, models_dir, name,
+                 {"bin_ms": bin_ms, "label_bin": label_bin, "train_val_share": train_share, "seed": seed},
+                 progress=True)
+
+
+@main.command()
+@click.argument("recording", type=click.Path(path_type=Path))
+@click.option("--task", type=click.Choice(["object", "grasp-phase"]), default="object")
+@click.option("--name", default=None, help="Output folder under --models-dir. Default: <session>-<task>-tuning.")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models"))
+@click.option("--max-trials", type=click.IntRange(min=1), default=20, help="Tuner trial budget (models trained).")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, help="Maximum epochs per trial.")
+@data_options
+def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_trials: int, epochs: int,
+         bin_ms: float, label_bin: str, seed: int) -> None:
+    """Bayesian hyperparameter search (KerasTuner) over METHOD's space, scored on the validation split.
+
+    Writes results.tsv and best_hyperparameters.json (for `grasptpu train --hp-file`).
+    """
+    from host.tune import run_tuning
+
+    run_tuning(recording, task, models_dir, name, max_trials, epochs, seed,
+               {"bin_ms": bin_ms, "label_bin": label_bin})
+
+
+@main.command()
+@click.argument("recording", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Output folder under --models-dir. Default: <session>-object-sweep.")
+@click.option("--shares", default="0.8,0.7,0.6,0.5,0.4,0.3,0.2", show_default=True,
+              help="Train+validation shares to sweep, comma-separated.")
+@training_options
+def sweep(recording: Path, name: str | None, shares: str, models_dir: Path, preset: str, hp_pairs: tuple[str, ...],
+          hp_file: Path | None, epochs: int, batch_size: int, stop_patience: int, lr_patience: int,
+          class_weights: bool, bin_ms: float, label_bin: str, seed: int) -> None:
+    """Object-classifier accuracy vs training share (the paper's Table 5 protocol): a table and a plot."""
+    from host.sweep import run_sweep
+
+    try:
+        values = tuple(float(x) for x in shares.split(","))
+    except ValueError:
+        raise GrasptpuError(f"--shares {shares!r}: expected comma-separated numbers such as 0.8,0.5,0.2") from None
+    if not all(0.05 <= v <= 0.95 for v in values):
+        raise GrasptpuError(f"--shares {shares!r}: each share must lie in [0.05, 0.95]")
+    config = _train_config(recording, "object", preset, hp_pairs, hp_file, epochs=epochs, batch_size=batch_size,
+                           stop_patience=stop_patience, lr_patience=lr_patience, class_weights=class_weights,
+                           seed=seed)
+    run_sweep(recording, config, models_dir, name, values, {"bin_ms": bin_ms, "label_bin": label_bin})
 
 
 if __name__ == "__main__":

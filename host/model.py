@@ -1,0 +1,103 @@
+"""The BiLSTM decoder: one builder of hyperparameters, for fixed configs and the tuner alike.
+
+Architecture (METHOD, "Model and training"): per-unit input standardisation (statistics of the
+training windows, frozen), then 1-4 bidirectional LSTM layers (the last returns only its final
+state), then a Dense softmax. Dropout is LSTM input dropout; kernel and recurrent regularisation
+are none / L1 / L2 / L1+L2 with factor 0.01.
+
+Why the standard (fused) Keras LSTM for training: it is the fastest on the CPU and the tuner
+needs many fits. It is *not* what goes to the board. Measured here (tensorflow 2.21, keras 3.15):
+full-int8 conversion of `Bidirectional(LSTM)` crashes inside the calibrator, and
+`LSTM(unroll=True)` converts but emits UNPACK, which the Edge TPU does not support, so the
+compiler would cut the graph there. The quantisation stage therefore copies these trained
+weights into an export graph of Edge-TPU-listed ops (FULLY_CONNECTED, ADD, MUL, LOGISTIC, TANH,
+CONCATENATION, RESHAPE, SPLIT / STRIDED_SLICE, SOFTMAX) and proves it computes the same outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SEARCH_SPACE = {
+    "bilstm_layers": [1, 2, 3, 4],
+    "units": [16, 32, 40, 64],
+    "dropout": [0.0, 0.2, 0.4, 0.6, 0.7, 0.8],
+    "kernel_regularizer": ["none", "l1", "l2", "l1_l2"],
+    "recurrent_regularizer": ["none", "l1", "l2", "l1_l2"],
+    "learning_rate": [1e-2, 1e-3, 1e-4],
+}
+REGULARISATION = 0.01  # METHOD: L1 = L2 = 0.01
+# METHOD's selected configurations per animal (the paper re-uses them for the grasp detector).
+PRESETS = {
+    "M": {"bilstm_layers": 2, "units": 40, "dropout": 0.8, "kernel_regularizer": "l2",
+          "recurrent_regularizer": "l2", "learning_rate": 1e-3},
+    "Z": {"bilstm_layers": 1, "units": 40, "dropout": 0.7, "kernel_regularizer": "l2",
+          "recurrent_regularizer": "l1_l2", "learning_rate": 1e-3},
+}
+
+
+def _regularizer(name: str):
+    import keras
+
+    return {
+        "none": None,
+        "l1": keras.regularizers.L1(REGULARISATION),
+        "l2": keras.regularizers.L2(REGULARISATION),
+        "l1_l2": keras.regularizers.L1L2(REGULARISATION, REGULARISATION),
+    }[name]
+
+
+def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
+                input_mean: np.ndarray | None = None, input_var: np.ndarray | None = None):
+    """A compiled BiLSTM classifier for ``(window_bins, n_units)`` count windows.
+
+    Args:
+        hp: a `keras_tuner.HyperParameters`; names already fixed in it keep their value, others
+            are drawn from `SEARCH_SPACE` (what the tuner explores).
+        n_units: units (input features per bin).
+        n_classes: output classes (2 for the grasp-phase detector).
+        input_mean, input_var: per-unit statistics of the training windows; identity if None.
+    Returns:
+        A compiled `keras.Model` (Adam, sparse categorical cross-entropy, accuracy).
+    """
+    import keras
+
+    layers = hp.Choice("bilstm_layers", SEARCH_SPACE["bilstm_layers"])
+    units = hp.Choice("units", SEARCH_SPACE["units"])
+    dropout = hp.Choice("dropout", SEARCH_SPACE["dropout"])
+    kernel_reg = hp.Choice("kernel_regularizer", SEARCH_SPACE["kernel_regularizer"])
+    recurrent_reg = hp.Choice("recurrent_regularizer", SEARCH_SPACE["recurrent_regularizer"])
+    learning_rate = hp.Choice("learning_rate", SEARCH_SPACE["learning_rate"])
+    mean = np.zeros(n_units) if input_mean is None else np.asarray(input_mean, np.float32)
+    var = np.ones(n_units) if input_var is None else np.asarray(input_var, np.float32)
+
+    inputs = keras.Input((window_bins, n_units), name="window")
+    x = keras.layers.Normalization(axis=-1, mean=mean, variance=np.maximum(var, 1e-6), name="standardise")(inputs)
+    for i in range(layers):
+        last = i == layers - 1
+        lstm = keras.layers.LSTM(units, return_sequences=not last, dropout=dropout,
+                                 kernel_regularizer=_regularizer(kernel_reg),
+                                 recurrent_regularizer=_regularizer(recurrent_reg), name=f"lstm_{i}")
+        x = keras.layers.Bidirectional(lstm, name=f"bilstm_{i}")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="softmax")(x)
+    model = keras.Model(inputs, outputs, name="bilstm_decoder")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def fixed_hp(values: dict):
+    """HyperParameters with every value fixed: `build_model` then builds exactly that model."""
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    for name, value in values.items():
+        hp.Fixed(name, value)
+    return hp
+
+
+def preset(animal: str) -> dict:
+    """METHOD's selected configuration for an animal ('M' or 'Z')."""
+    if animal not in PRESETS:
+        raise ValueError(f"no preset for animal {animal!r}; known: {sorted(PRESETS)}")
+    return dict(PRESETS[animal])

@@ -1,0 +1,99 @@
+"""Training-fraction sweep (METHOD "Results", the paper's Table 5) for the object classifier.
+
+For each train+validation share (80 % down to 20 % of each object's trials; the rest is the test
+set), split with the same seed, train the object classifier and score it on that share's test
+trials. At 30 % and 20 % the validation share of train+validation rises to 30 % and 40 %
+(METHOD's rule, `host.split.validation_share`) so every class keeps a validation trial.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from host.modeldir import StagedDir
+from host.train import TrainConfig, write_json
+
+SHARES = (0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
+# The paper's figures on real data (train+val share: accuracy, relaxed), for the printed table.
+PAPER = {0.8: (0.741, 0.983), 0.7: (0.701, 0.971), 0.6: (0.69, 0.937), 0.5: (0.628, 0.94),
+         0.4: (0.638, 0.928), 0.3: (0.592, 0.875), 0.2: (0.51, 0.81)}
+
+
+def sweep(recording: Path, config: TrainConfig, shares=SHARES, data_options: dict | None = None) -> list[dict]:
+    """Train and score one object classifier per share; returns one row per share."""
+    from host.evaluate import evaluate
+    from host.prepare import prepare
+    from host.train import train
+
+    rows = []
+    for share in shares:  # one full training per share: the loop is over models, not data
+        prepared = prepare(recording, train_val_share=share, seed=config.seed, **(data_options or {}))
+        result = train(prepared, config)
+        m = evaluate(result.model, prepared, "object", "test")
+        s = prepared.split
+        rows.append({"train_val_share": share, "validation_share": s.validation_share,
+                     "train_trials": len(s.train), "validation_trials": len(s.validation),
+                     "test_trials": len(s.test), "test_windows": m["windows"], "epochs": result.epochs_run,
+                     "accuracy": m["accuracy"], "relaxed_accuracy": m["relaxed_accuracy"],
+                     "paper_accuracy": PAPER.get(share, (None, None))[0],
+                     "paper_relaxed": PAPER.get(share, (None, None))[1]})
+        print(format_row(rows[-1]), flush=True)
+    return rows
+
+
+HEADER = "share  val-share  train/val/test trials  test windows  epochs  accuracy  relaxed   paper acc/relaxed"
+
+
+def format_row(r: dict) -> str:
+    paper = "" if r["paper_accuracy"] is None else f"{r['paper_accuracy']:.1%} / {r['paper_relaxed']:.1%}"
+    trials = f"{r['train_trials']}/{r['validation_trials']}/{r['test_trials']}"
+    return (f"{r['train_val_share']:5.0%}  {r['validation_share']:9.0%}  {trials:>21}  {r['test_windows']:12d}  "
+            f"{r['epochs']:6d}  {r['accuracy']:8.1%}  {r['relaxed_accuracy']:7.1%}   {paper}")
+
+
+def plot(rows: list[dict], title: str, path: Path) -> Path:
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shares = [100 * r["train_val_share"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(shares, [100 * r["accuracy"] for r in rows], "o-", label="accuracy")
+    ax.plot(shares, [100 * r["relaxed_accuracy"] for r in rows], "s-", label="relaxed accuracy")
+    paper = [r for r in rows if r["paper_accuracy"] is not None]
+    ax.plot([100 * r["train_val_share"] for r in paper], [100 * r["paper_accuracy"] for r in paper], "o:",
+            color="grey", label="paper accuracy (real data)")
+    ax.set_xlabel("train + validation share of trials (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def run_sweep(recording: Path, config: TrainConfig, models_dir: Path, name: str | None, shares=SHARES,
+              data_options: dict | None = None) -> Path:
+    """Sweep, then write sweep.json, sweep.tsv and sweep.png into models/<name>/ atomically."""
+    print(HEADER)
+    rows = sweep(recording, config, shares, data_options)
+    session = Path(recording).name.split(".")[0]
+    name = name or f"{session}-object-sweep"
+    with StagedDir(models_dir / name) as staged:
+        write_json(staged.path / "sweep.json", {"recording": str(recording), "config": config.__dict__, "rows": rows})
+        (staged.path / "sweep.tsv").write_text("\t".join(rows[0]) + "\n" + "\n".join(
+            "\t".join(json.dumps(v) for v in r.values()) for r in rows) + "\n")
+        plot(rows, f"{session}: object classifier vs training share (seed {config.seed})", staged.path / "sweep.png")
+        folder = staged.commit()
+    print(f"written to {folder}")
+    return folder

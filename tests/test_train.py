@@ -1,0 +1,131 @@
+"""Training, tuning and the sweep on a tiny synthetic session (real Keras, a few epochs)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from host import matfile, synth
+from host.modeldir import sha256_of
+from host.model import PRESETS, SEARCH_SPACE, build_model, fixed_hp
+from host.train import TrainConfig, assert_disjoint, class_weight_vector, run_training
+
+SMALL_HP = {"bilstm_layers": 1, "units": 16, "dropout": 0.2, "kernel_regularizer": "none",
+            "recurrent_regularizer": "none", "learning_rate": 1e-2}
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    """An easy tiny session: 24 units, 240 trials, half the default difficulty."""
+    path = tmp_path_factory.mktemp("data") / "ZRec50.neo.mat"
+    matfile.save_recording(synth.generate(n_units=24, n_trials=240, difficulty=0.5, seed=3), path)
+    return path
+
+
+def test_presets_build_methods_architecture():
+    m = build_model(fixed_hp(PRESETS["M"]), n_units=10, n_classes=7)
+    bilstm = [layer for layer in m.layers if layer.name.startswith("bilstm_")]
+    assert len(bilstm) == 2 and all(layer.forward_layer.units == 40 for layer in bilstm)
+    assert bilstm[0].forward_layer.dropout == 0.8
+    assert m.output_shape == (None, 7) and m.input_shape == (None, 12, 10)
+    z = build_model(fixed_hp(PRESETS["Z"]), n_units=10, n_classes=7)
+    assert len([layer for layer in z.layers if layer.name.startswith("bilstm_")]) == 1
+
+
+def test_tuner_space_is_methods():
+    assert SEARCH_SPACE["bilstm_layers"] == [1, 2, 3, 4] and SEARCH_SPACE["units"] == [16, 32, 40, 64]
+    assert SEARCH_SPACE["dropout"] == [0.0, 0.2, 0.4, 0.6, 0.7, 0.8]
+    assert SEARCH_SPACE["kernel_regularizer"] == ["none", "l1", "l2", "l1_l2"]
+
+
+@pytest.mark.parametrize("task,chance_max", [("object", None), ("grasp-phase", None)])
+def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_path, task, chance_max, capsys):
+    config = TrainConfig(task=task, hyperparameters=SMALL_HP, epochs=6, seed=0, verbose=0,
+                         class_weights=task == "grasp-phase")
+    folder = run_training(session, config, tmp_path / "models")
+    metrics = json.loads((folder / "metrics.json").read_text())["test"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if task == "object":
+        # ~30 classes: chance ~3 %; always answering the largest class scores its share
+        majority = max(sum(row) for row in metrics["confusion"]) / metrics["windows"]
+        assert metrics["accuracy"] > max(0.15, 2 * majority), (metrics["accuracy"], majority)
+        assert metrics["relaxed_accuracy"] > metrics["accuracy"]
+        assert "naive Bayes" in capsys.readouterr().out
+    else:
+        assert metrics["balanced_accuracy"] > 0.8 and metrics["f1"] > 0.5, metrics
+    for name, digest in manifest["artifacts"].items():
+        assert sha256_of(folder / name) == digest
+    assert {"model.keras", "history.json", "split.json", "config.json", "report.png", "metrics.json"} <= set(manifest["artifacts"])
+    split = json.loads((folder / "split.json").read_text())["trial_index"]
+    assert not set(split["test"]) & (set(split["train"]) | set(split["validation"]))
+    assert manifest["data"]["sha256"] and manifest["versions"]["keras"] and "git_commit" in manifest
+    history = json.loads((folder / "history.json").read_text())
+    assert len(history["val_accuracy"]) == manifest["training"]["epochs_run"] <= 6
+    import keras
+
+    assert keras.models.load_model(folder / "model.keras").output_shape[-1] == len(manifest["data"]["classes"])
+
+
+
+def test_a_failed_run_leaves_no_model_folder(session, tmp_path, monkeypatch):
+    import host.evaluate
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("evaluation crashed")
+
+    monkeypatch.setattr(host.evaluate, "evaluate", boom)
+    config = TrainConfig(task="object", hyperparameters=SMALL_HP, epochs=1, verbose=0)
+    with pytest.raises(RuntimeError):
+        run_training(session, config, tmp_path / "models")
+    assert not any((tmp_path / "models").iterdir()) if (tmp_path / "models").exists() else True
+
+
+def test_test_windows_never_reach_training(session):
+    from host.prepare import prepare
+
+    p = prepare(session)
+    assert_disjoint(p.object)
+    leaky = dict(p.object)
+    leaky["validation"] = p.object["test"]
+    with pytest.raises(AssertionError, match="test trials leaked into the validation"):
+        assert_disjoint(leaky)
+
+
+def test_class_weights_balance_the_classes():
+    labels = np.array([0] * 90 + [1] * 10)
+    w = class_weight_vector(labels, 2)
+    assert w[labels].sum() == pytest.approx(100) and w[0] * 90 == pytest.approx(w[1] * 10)
+
+
+def test_tune_then_train_with_the_best_hyperparameters(session, tmp_path):
+    from click.testing import CliRunner
+
+    from host.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["tune", str(session), "--task", "object", "--max-trials", "2", "--epochs", "1",
+                                  "--models-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    best_file = tmp_path / "ZRec50-object-tuning" / "best_hyperparameters.json"
+    best = json.loads(best_file.read_text())
+    assert set(best["hyperparameters"]) == set(SEARCH_SPACE) and best["objective"].startswith("val_accuracy")
+    rows = (tmp_path / "ZRec50-object-tuning" / "results.tsv").read_text().strip().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("trial\tval_accuracy")
+    result = runner.invoke(main, ["train", str(session), "--task", "object", "--hp-file", str(best_file),
+                                  "--epochs", "1", "--models-dir", str(tmp_path), "--name", "tuned"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert config["hyperparameters"] == best["hyperparameters"]
+
+
+def test_sweep_follows_the_validation_rule(session, tmp_path):
+    from host.sweep import run_sweep
+
+    config = TrainConfig(task="object", hyperparameters=SMALL_HP, epochs=1, verbose=0)
+    folder = run_sweep(session, config, tmp_path, None, shares=(0.8, 0.3))
+    rows = json.loads((folder / "sweep.json").read_text())["rows"]
+    assert [r["validation_share"] for r in rows] == [0.2, 0.3]
+    assert rows[1]["test_trials"] > rows[0]["test_trials"]
+    assert (folder / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
