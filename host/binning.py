@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from host.load import Trials
+from host.objects import class_labels
 from host.recording import Recording
 
 TRIALS_PER_CHUNK = 64  # bounds the temporary index arrays to ~100 MB on the largest session
@@ -58,12 +59,12 @@ class BinnedSession:
 
     @property
     def classes(self) -> np.ndarray:
-        return np.unique(self.object_id)
+        return class_labels(self.object_id)[0]
 
     @property
     def class_index(self) -> np.ndarray:
         """Per kept trial, the index of its object in `classes` (the decoder's label)."""
-        return np.searchsorted(self.classes, self.object_id).astype(np.uint8)
+        return class_labels(self.object_id)[1]
 
     def trial_counts(self, k: int) -> np.ndarray:
         """Binned counts of kept trial k: a view."""

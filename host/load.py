@@ -142,11 +142,7 @@ class Trials:
     @property
     def classes(self) -> np.ndarray:
         """Kept object ids in catalogue order: neighbouring classes are neighbouring sizes."""
-        return np.unique(self.object_id)
-
-    @property
-    def class_index(self) -> np.ndarray:
-        return np.searchsorted(self.classes, self.object_id).astype(np.uint8)
+        return objects.class_labels(self.object_id)[0]
 
 
 def _phase_onset(rec: Recording, k: int, label: str) -> float:

@@ -47,3 +47,12 @@ def shape_of(object_id: int) -> str | None:
 def size_of(object_id: int) -> int | None:
     """Size rank 1 (smallest) .. 6 of a shaped object, or None for mixed/special objects."""
     return int(object_id) % 10 if shape_of(object_id) is not None else None
+
+
+def class_labels(object_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(kept ids in catalogue order, class index of each trial): the decoders' label map.
+
+    Ascending ids are catalogue order, so neighbouring classes are neighbouring sizes of a shape.
+    """
+    classes = np.unique(object_ids)
+    return classes, np.searchsorted(classes, object_ids).astype(np.uint8)

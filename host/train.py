@@ -31,6 +31,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 256
     stop_patience: int = 10     # epochs without a better validation accuracy before stopping
+    stop_min_delta: float = 1e-3  # a gain under 0.1 point of validation accuracy is noise, not progress
     lr_patience: int = 5        # epochs without a lower validation loss before halving the rate
     class_weights: bool = False  # weight classes by inverse frequency (rest/grasp is ~10:1)
     seed: int = 0
@@ -67,31 +68,32 @@ def class_weight_vector(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 def make_feed(windows: WindowSet, batch_size: int, shuffle: bool, seed: int,
               weights: np.ndarray | None = None):
-    """A Keras PyDataset over a WindowSet: float32 batches gathered on demand."""
-    import keras
+    """A tf.data pipeline over a WindowSet: batches gathered from the binned counts in-graph.
 
-    class WindowFeed(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__()
-            self.rng = np.random.default_rng(seed)
-            self.order = self.rng.permutation(len(windows)) if shuffle else np.arange(len(windows))
+    Only the compact counts (uint8) and one int64 row index per window live in memory; each
+    batch's windows are gathered and cast to float32 inside TensorFlow, in parallel with the
+    training step. Measured here on a BiLSTM(40) over 369 units, batch 256: 29 ms/step, against
+    36 ms for a materialised float32 array and ~45 ms for a Python `PyDataset`.
+    """
+    import tensorflow as tf
 
-        def __len__(self) -> int:
-            return int(np.ceil(len(windows) / batch_size))
+    counts = tf.constant(np.asarray(windows.counts))
+    offsets = tf.range(-(windows.window_bins - 1), 1, dtype=tf.int64)
+    rows = windows.end_row.astype(np.int64)
+    labels = windows.label.astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((rows, labels))
+    if shuffle:
+        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    class_weight = None if weights is None else tf.constant(weights, tf.float32)
 
-        def __getitem__(self, i: int):
-            idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
-            x = windows.batch(idx).astype(np.float32)
-            y = windows.label[idx].astype(np.int32)
-            if weights is None:
-                return x, y
-            return x, y, weights[y].astype(np.float32)
+    def gather(end_rows, y):
+        x = tf.cast(tf.gather(counts, end_rows[:, None] + offsets[None, :]), tf.float32)
+        if class_weight is None:
+            return x, y
+        return x, y, tf.gather(class_weight, y)
 
-        def on_epoch_end(self) -> None:
-            if shuffle:
-                self.order = self.rng.permutation(len(windows))
-
-    return WindowFeed()
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
 
 
 def input_statistics(windows: WindowSet, max_windows: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -129,18 +131,16 @@ def train(prepared: Prepared, config: TrainConfig) -> TrainResult:
     weights = class_weight_vector(sets["train"].label, n_classes) if config.class_weights else None
     train_feed = make_feed(sets["train"], config.batch_size, True, config.seed, weights)
     val_feed = make_feed(sets["validation"], 1024, False, config.seed)
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.stop_patience,
-                                      restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=config.lr_patience),
-    ]
+    early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.stop_patience,
+                                          min_delta=config.stop_min_delta, restore_best_weights=True)
+    callbacks = [early, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=config.lr_patience)]
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
     t0 = time.perf_counter()
     hist = model.fit(train_feed, validation_data=val_feed, epochs=config.epochs, callbacks=callbacks,
                      verbose=verbose)
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    best = int(np.argmax(history["val_accuracy"])) + 1
+    best = int(early.best_epoch) + 1  # the epoch whose weights were restored
     return TrainResult(model, history, seconds, len(history["val_accuracy"]), best, len(sets["train"]))
 
 

@@ -1,0 +1,83 @@
+"""Training benchmark: wall time, epochs and windows/s per model, and the six-session table.
+
+For each session (default: all six synthetic sessions; written first if missing), train the
+object classifier and the grasp-phase detector with the default settings (METHOD's preset for
+the animal, early stopping), then print BiLSTM vs naive Bayes accuracy and relaxed accuracy and
+the detector's accuracy and F1, all on each session's test split. Timings are read from each
+model's manifest (training only, excluding data preparation and evaluation).
+Usage: python tools/bench_train.py [--sessions ZRec50,MRec40] [--data data] [--models models/bench]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+ALL = "MRec40,MRec41,MRec42,ZRec32,ZRec35,ZRec50"
+
+
+def _run(args: list[str]) -> None:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run([sys.executable, "-m", "host.cli", *args], check=True, env=env, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+
+
+def _load(folder: Path) -> tuple[dict, dict]:
+    return (json.loads((folder / "manifest.json").read_text()), json.loads((folder / "metrics.json").read_text()))
+
+
+@click.command()
+@click.option("--sessions", default=ALL, show_default=True, help="Comma-separated session names.")
+@click.option("--data", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
+@click.option("--models", type=click.Path(path_type=Path), default=Path("models/bench"), show_default=True)
+def main(sessions: str, data: Path, models: Path) -> None:
+    """Train both decoders per session and print the timing and accuracy tables."""
+    names = [s.strip() for s in sessions.split(",") if s.strip()]
+    print(f"training benchmark: sessions {', '.join(names)}; {os.cpu_count()} CPU cores; models in {models}")
+    timing, table = [], []
+    for name in names:
+        recording = (data / f"{name}.neo.mat").resolve()
+        if not recording.exists():
+            _run(["synth", "--session", name, "--out", str(data)])
+        row = {"session": name}
+        for task in ("object", "grasp-phase"):
+            t0 = time.perf_counter()
+            _run(["train", str(recording), "--task", task, "--models-dir", str(models.resolve())])
+            wall = time.perf_counter() - t0
+            manifest, metrics = _load(models / f"{name}-{task}")
+            tr = manifest["training"]
+            timing.append((name, task, tr["seconds"], wall, tr["epochs_run"], tr["best_epoch"],
+                           tr["train_windows"], tr["windows_per_second"]))
+            test = metrics["test"]
+            if task == "object":
+                nb = metrics["baseline"]
+                row.update(acc=test["accuracy"], relaxed=test["relaxed_accuracy"],
+                           nb_acc=nb["test_split"]["accuracy"], nb_relaxed=nb["test_split"]["relaxed_accuracy"],
+                           nb_loo=nb["leave_one_out"]["accuracy"], classes=test["classes"])
+            else:
+                row.update(det_acc=test["accuracy"], det_f1=test["f1"], det_macro_f1=test["macro_f1"])
+            print(f"  {name} {task}: {tr['seconds']:.1f} s training, {tr['epochs_run']} epochs", flush=True)
+        table.append(row)
+    print("\ntraining time (2-core CPU; targets: object < 60 s, grasp-phase < 180 s)")
+    print(f"  {'session':<8} {'task':<12} {'train s':>8} {'wall s':>7} {'epochs':>6} {'best':>5} {'windows':>8} {'windows/s':>10}")
+    for n, t, s, w, e, b, win, wps in timing:
+        print(f"  {n:<8} {t:<12} {s:8.1f} {w:7.1f} {e:6d} {b:5d} {win:8d} {wps:10.0f}")
+    print("\ntest-split accuracy per session (object: windows for the BiLSTM, trials for naive Bayes)")
+    print(f"  {'session':<8} {'classes':>7} {'BiLSTM acc':>10} {'relaxed':>8} {'NB acc':>7} {'relaxed':>8} {'NB LOO':>7}"
+          f" {'detector acc':>12} {'F1 grasp':>8} {'F1 mean':>8}")
+    for r in table:
+        print(f"  {r['session']:<8} {r['classes']:7d} {r['acc']:10.1%} {r['relaxed']:8.1%} {r['nb_acc']:7.1%}"
+              f" {r['nb_relaxed']:8.1%} {r['nb_loo']:7.1%} {r['det_acc']:12.2%} {r['det_f1']:8.3f} {r['det_macro_f1']:8.3f}")
+    (models / "bench-train.json").write_text(json.dumps({"timing": timing, "table": table}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
