@@ -147,7 +147,7 @@ def _hp_overrides(pairs: tuple[str, ...]) -> dict:
         try:
             out[key] = kind(value)
         except ValueError:
-            raise GrasptpuError(f"--hp {pair!r}: {key} takes a {kind.__name__}") from None
+            raise GrasptpuError(f"--hp {pair!r}: {key} takes {kind.__name__} values, e.g. {SEARCH_SPACE[key][0]}") from None
     return out
 
 

@@ -263,7 +263,6 @@ class _Template:
         if mclass not in (6, 7) or len(dims) != 2 or data != data_tag + 8 or mtype not in (MI_DOUBLE, MI_SINGLE):
             raise UnknownLayout("spike times are not a plain double/single row")
         self.itemsize = 8 if mtype == MI_DOUBLE else 4
-        self.dtype = "<f8" if mtype == MI_DOUBLE else "<f4"
         self.rel_times_mat = times_mat - off
         self.rel_dims = self._dims_data_offset(buf, times_mat) - off
         self.rel_data_tag = data_tag - off
@@ -324,7 +323,8 @@ def _u32_at(u8: np.ndarray, pos: np.ndarray) -> np.ndarray:
 def _find_template(buf: memoryview, starts: np.ndarray, tries: int = 16) -> "_Template | None":
     """The first train (of the first few) whose layout can serve as a template, if any.
 
-    An empty train stores its times as a small element, so it cannot be the template.
+    A train whose times are not a plain double/single row (e.g. MATLAB's compact integer
+    storage) cannot serve; if none of the first few can, every train takes the slow path.
     """
     for start in starts[:tries]:
         try:

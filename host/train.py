@@ -137,7 +137,7 @@ def train(prepared: Prepared, config: TrainConfig) -> TrainResult:
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
     t0 = time.perf_counter()
     hist = model.fit(train_feed, validation_data=val_feed, epochs=config.epochs, callbacks=callbacks,
-                     verbose=verbose)
+                     verbose=verbose, shuffle=False)  # the tf.data feed shuffles, seeded
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     best = int(early.best_epoch) + 1  # the epoch whose weights were restored

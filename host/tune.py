@@ -46,7 +46,7 @@ def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: in
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     tuner.search(make_feed(sets["train"], batch_size, True, seed), epochs=epochs,
                  validation_data=make_feed(sets["validation"], 1024, False, seed),
-                 callbacks=[stop], verbose=verbose)
+                 callbacks=[stop], verbose=verbose, shuffle=False)
     return tuner
 
 

@@ -129,3 +129,25 @@ def test_sweep_follows_the_validation_rule(session, tmp_path):
     assert [r["validation_share"] for r in rows] == [0.2, 0.3]
     assert rows[1]["test_trials"] > rows[0]["test_trials"]
     assert (folder / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_refuses_unknown_animal_and_bad_overrides(session, tmp_path):
+    from click.testing import CliRunner
+
+    from host.cli import main
+
+    runner = CliRunner()
+    other = tmp_path / "session.neo.mat"
+    other.write_bytes(session.read_bytes())
+    result = runner.invoke(main, ["train", str(other), "--task", "object", "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "--preset M or --preset Z" in result.output
+    result = runner.invoke(main, ["train", str(session), "--task", "object", "--hp", "units=lots",
+                                  "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "units takes int values" in result.output
+    result = runner.invoke(main, ["train", str(session), "--task", "object", "--hp", "depth=3",
+                                  "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "NAME one of bilstm_layers" in result.output
+    result = runner.invoke(main, ["train", str(session), "--task", "object", "--hp-file", str(session),
+                                  "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "not a tuning result" in result.output
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # nothing half-written
