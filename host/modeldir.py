@@ -55,12 +55,6 @@ class StagedDir:
             self.abort()
 
 
-def write_json(path: Path, data: dict) -> None:
-    from host.train import write_json as _write
-
-    _write(path, data)
-
-
 def read_manifest(folder: Path) -> dict:
     from host.errors import GrasptpuError
 

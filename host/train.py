@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,6 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     train_windows: int
-    extra: dict = field(default_factory=dict)
 
     @property
     def windows_per_second(self) -> float:

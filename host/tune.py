@@ -14,7 +14,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from host.errors import GrasptpuError
 from host.modeldir import StagedDir
@@ -105,7 +104,3 @@ def load_best(path: Path) -> dict:
     except (OSError, ValueError, KeyError) as exc:
         raise GrasptpuError(f"{path}: not a tuning result ({type(exc).__name__}); run `grasptpu tune` first") from None
 
-
-def best_score(rows: list[dict]) -> float:
-    scores = [r["val_accuracy"] for r in rows if r["val_accuracy"] is not None]
-    return float(np.max(scores)) if scores else float("nan")

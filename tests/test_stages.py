@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from host.binning import bin_session, time_to_bin
+from host.binning import bin_session
 from host.load import select_trials
 from host.split import split_trials, validation_share
 from host.windows import grasp_phase_windows, object_windows
