@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from host.errors import GrasptpuError
 
@@ -231,6 +232,120 @@ def sweep(recording: Path, name: str | None, shares: str, models_dir: Path, pres
                            stop_patience=stop_patience, lr_patience=lr_patience, class_weights=class_weights,
                            seed=seed)
     run_sweep(recording, config, models_dir, name, values, {"bin_ms": bin_ms, "label_bin": label_bin})
+
+
+def _model_dirs(func):
+    return click.argument("model_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))(func)
+
+
+@main.command()
+@_model_dirs
+@click.option("--representative-size", type=click.IntRange(min=1), default=1000,
+              help="Training windows used to calibrate the int8 ranges (stratified by label).")
+@click.option("--representative", "rep_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Calibrate on these windows instead: a .npy of shape (n, window_bins, units).")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The recording, if it moved since training (checked by sha256).")
+@click.option("--seed", type=int, default=0, help="Seed of the representative sample.")
+def quantize(model_dirs: tuple[Path, ...], representative_size: int, rep_file: Path | None, data_path: Path | None,
+             seed: int) -> None:
+    """Full-int8 TFLite (and a float TFLite) of trained models, for the Edge TPU; results into each MODEL_DIR.
+
+    Also stores the test windows with the host's Keras, float and int8 outputs on them (for the
+    board), the float-vs-int8 comparison and the Edge TPU compatibility report in the manifest.
+    """
+    from host import edgetpu_check, quantcheck
+    from host.quantize import quantize as run
+
+    rep = None
+    if rep_file is not None:
+        try:
+            rep = np.load(rep_file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise GrasptpuError(f"{rep_file}: not a readable .npy array ({exc})") from None
+    for folder in model_dirs:
+        m = run(folder, representative_size, seed, rep, data_path)
+        t = m["tflite"]
+        click.echo(f"{m['name']}: int8 {t['int8']['bytes'] / 1024:.0f} KiB, float {t['float']['bytes'] / 1024:.0f} KiB "
+                   f"(int8/float {t['int8']['bytes'] / t['float']['bytes']:.2f}); calibrated on "
+                   f"{t['representative']['windows']} windows ({t['representative']['source']}); "
+                   f"{m['quantize_seconds']:.1f} s")
+        click.echo(quantcheck.format_table(m["quantization"], f"{m['name']}: test split"))
+        c = m["edgetpu_check"]
+        first = c["first_unmapped"]
+        click.echo(f"{m['name']}: Edge TPU check: {c['mapped']} of {c['ops']} ops map ({c['mapped_share']:.0%})"
+                   + ("" if first is None else f"; first blocker #{first['index']} {first['op']}: {first['why']}"))
+        click.echo(f"{m['name']}: written to {folder}")
+
+
+@main.command("check-quant")
+@_model_dirs
+@click.option("--max-drop", type=click.FloatRange(min=0.0), default=1.0,
+              help="Largest allowed int8 accuracy drop below Keras float, in points.")
+@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=0.98,
+              help="Smallest allowed share of test windows where int8 and float pick the same class.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the comparison here.")
+def check_quant(model_dirs: tuple[Path, ...], max_drop: float, min_agreement: float, json_out: Path | None) -> None:
+    """Regression gate: Keras float vs float TFLite vs int8 TFLite on the test windows; exit 1 on a regression."""
+    import json
+
+    from host import quantcheck
+
+    failed, results = [], {}
+    for folder in model_dirs:
+        result, title = quantcheck.check_folder(folder)
+        results[str(folder)] = result
+        click.echo(quantcheck.format_table(result, title))
+        problems = quantcheck.gate(result, max_drop, min_agreement)
+        if not result["int8_matches_stored_outputs"]:
+            problems.append("int8 outputs differ from those stored at quantize time (runtime changed?)")
+        for p in problems:
+            click.echo(f"  FAIL: {p}")
+        if problems:
+            failed.append(f"{folder}: {problems[0]}")
+        else:
+            click.echo(f"  PASS: drop <= {max_drop:g} points, agreement >= {min_agreement:.0%}")
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=1) + "\n")
+    if failed:
+        click.echo(f"grasptpu: int8 regression: {'; '.join(failed)}", err=True)
+        sys.exit(1)
+
+
+@main.command("edgetpu-check")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--per-op", is_flag=True, help="List every op, not just the op types.")
+def edgetpu_check(models: tuple[Path, ...], per_op: bool) -> None:
+    """Check a TFLite model (or a model folder's int8 model) against the Edge TPU's requirements, no compiler needed.
+
+    Exit 1 when any op would not map to the Edge TPU.
+    """
+    from host import edgetpu_check as check
+    from host.quantize import INT8_TFLITE
+
+    partial = False
+    for path in models:
+        report = check.check_model(path / INT8_TFLITE if path.is_dir() else path)
+        click.echo(check.format_report(report, per_op))
+        partial |= report.first_unmapped is not None
+    sys.exit(1 if partial else 0)
+
+
+@main.command("compile")
+@_model_dirs
+@click.option("--compiler", default="edgetpu_compiler", help="Compiler executable (name on PATH or a path).")
+def compile_cmd(model_dirs: tuple[Path, ...], compiler: str) -> None:
+    """Compile each quantised model with Coral's edgetpu_compiler; exit 3 when it is not installed here."""
+    from host import compile as comp
+
+    for folder in model_dirs:
+        try:
+            summary = comp.compile_model(folder, compiler)
+        except comp.CompilerMissing as exc:
+            click.echo(f"grasptpu: {exc}", err=True)
+            sys.exit(comp.EXIT_NO_COMPILER)
+        click.echo(f"{folder}: {comp.format_summary(summary)}")
 
 
 if __name__ == "__main__":

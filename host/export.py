@@ -64,8 +64,18 @@ class _Cell:
     def step(self, x, h, c):
         k = self.keras
         z = self.x_dense(x) if h is None else k.layers.Add()([self.x_dense(x), self.h_dense(h)])
-        i, f, g, o = k.ops.split(z, 4, axis=-1)
-        i, f, o = (k.activations.sigmoid(t) for t in (i, f, o))
+        if c is None:
+            # First step: no cell state, so the forget gate is unused. Slicing out only the
+            # three live gates matters: an unused SPLIT output gets no calibration range, and
+            # the int8 converter then leaves that SPLIT in float between DEQUANTIZE/QUANTIZE
+            # (measured here), and DEQUANTIZE is not an Edge TPU op.
+            n = self.units
+            i, g, o = z[:, :n], z[:, 2 * n:3 * n], z[:, 3 * n:]
+            f = None
+        else:
+            i, f, g, o = k.ops.split(z, 4, axis=-1)
+            f = k.activations.sigmoid(f)
+        i, o = k.activations.sigmoid(i), k.activations.sigmoid(o)
         g = k.activations.tanh(g)
         c = k.layers.Multiply()([i, g]) if c is None else k.layers.Add()(
             [k.layers.Multiply()([f, c]), k.layers.Multiply()([i, g])])

@@ -70,3 +70,25 @@ def read_manifest(folder: Path) -> dict:
 def artifact_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file in the folder except the manifest itself."""
     return {p.name: sha256_of(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != MANIFEST}
+
+
+class Rewrite(StagedDir):
+    """A staged copy of an existing model folder: add or replace files, then rewrite the manifest.
+
+    Used by the stages after training (quantize, compile): the folder changes all at once, so a
+    crash mid-step leaves the previous, consistent folder in place.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(Path(folder))
+        for p in self.final.iterdir():
+            if p.is_file() and p.name != MANIFEST:
+                shutil.copy2(p, self.path / p.name)
+
+    def write_manifest(self, manifest: dict) -> dict:
+        """Hash every file now in the staged folder into `manifest` and write it."""
+        from host.train import write_json
+
+        manifest = {**manifest, "artifacts": artifact_hashes(self.path)}
+        write_json(self.path / MANIFEST, manifest)
+        return manifest
