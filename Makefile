@@ -6,7 +6,8 @@ RECORDING = $(DATA)/$(SESSION).neo.mat
 STAMP = .make/installed
 
 MODELS ?= models
-.PHONY: help install demo data data-all prepare train test test-fast bench bench-data bench-train check-sessions clean
+MODEL_DIRS = $(MODELS)/$(SESSION)-object $(MODELS)/$(SESSION)-grasp-phase
+.PHONY: help install demo data data-all prepare train quantize compile test test-fast bench bench-data bench-train bench-quant check-sessions clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## install grasptpu and its dev tools into $(PYTHON)
 
-demo: prepare train  ## the main job on the embedded default session, as far as the pipeline reaches today
+demo: prepare train quantize compile  ## the main job on the embedded default session, as far as the pipeline reaches today
 
 $(RECORDING): | $(STAMP)
 	grasptpu synth --session $(SESSION) --out $(DATA)
@@ -34,19 +35,31 @@ train: $(RECORDING)  ## train the object classifier and the grasp-phase detector
 	grasptpu train $(RECORDING) --task object --models-dir $(MODELS)
 	grasptpu train $(RECORDING) --task grasp-phase --models-dir $(MODELS)
 
+quantize:  ## int8 + float TFLite of both models, then the float-vs-int8 gate (fails on a regression)
+	grasptpu quantize $(MODEL_DIRS)
+	grasptpu check-quant $(MODEL_DIRS)
+
+compile:  ## edgetpu_compiler on both int8 models; without the compiler: says so, keeps the check as evidence
+	@grasptpu compile $(MODEL_DIRS); rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "make compile: no edgetpu_compiler here; Edge TPU check of the int8 models:"; \
+	  grasptpu edgetpu-check $(MODEL_DIRS); else exit $$rc; fi
+
 test: $(STAMP)  ## the whole test suite, slow end-to-end tests included
 	$(PYTHON) -m pytest -q
 
 test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests
 	$(PYTHON) -m pytest -q -m "not slow"
 
-bench: bench-data bench-train  ## every benchmark
+bench: bench-data bench-train bench-quant  ## every benchmark
 
 bench-data: $(STAMP)  ## data-stage benchmark on the largest session vs neo.io baselines (minutes)
 	$(PYTHON) tools/bench_data.py --session MRec41 --out $(DATA)/bench
 
 bench-train: $(STAMP)  ## train both decoders on all six sessions: times and the accuracy table (long)
 	$(PYTHON) tools/bench_train.py --data $(DATA) --models $(MODELS)/bench
+
+bench-quant: $(STAMP)  ## quantise the bench-train models: sizes, float vs int8 accuracy, 1-thread latency
+	$(PYTHON) tools/bench_quant.py --models $(MODELS)/bench
 
 check-sessions: $(STAMP)  ## write all six sessions and read each back with plain neo.io (long, ~5 GB RAM)
 	grasptpu synth --all --out $(DATA)
