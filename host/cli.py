@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,9 @@ import numpy as np
 from host.errors import GrasptpuError
 
 DEFAULT_DATA_DIR = Path("data")
+# TensorFlow's C++ INFO/WARNING lines (CPU features, MLIR passes) bury the figures a user reads;
+# errors still show. Set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def data_options(func):

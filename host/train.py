@@ -163,7 +163,8 @@ def environment() -> dict:
     import subprocess
 
     versions = {"python": platform.python_version()}
-    for pkg in ("numpy", "scipy", "neo", "tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "grasptpu"):
+    for pkg in ("numpy", "scipy", "neo", "tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "ai-edge-litert",
+                "grasptpu"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -20,6 +20,8 @@ Usage: python tools/bench_quant.py [--models models/bench] [--sessions MRec40] [
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import platform
@@ -84,7 +86,8 @@ def ensure_quantised(folder: Path, requantize: bool) -> dict:
     if requantize or not (folder / INT8_TFLITE).is_file() or "quantization" not in manifest:
         print(f"  {folder.name}: quantising ...", flush=True)
         t0 = time.perf_counter()
-        manifest = quantize(folder)
+        with contextlib.redirect_stdout(io.StringIO()):  # the TFLite converter prints its traced signature
+            manifest = quantize(folder)
         print(f"  {folder.name}: quantised in {time.perf_counter() - t0:.1f} s", flush=True)
     return manifest
 
