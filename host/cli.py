@@ -352,5 +352,24 @@ def compile_cmd(model_dirs: tuple[Path, ...], compiler: str) -> None:
         click.echo(f"{folder}: {comp.format_summary(summary)}")
 
 
+@main.command("bench-local")
+@_model_dirs
+@click.option("--invokes", type=click.IntRange(min=1), default=2000, help="Timed single-window invokes.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def bench_local(model_dirs: tuple[Path, ...], invokes: int, json_out: Path | None) -> None:
+    """Run the board's runner (python -m device.bench) here; print it beside the host's float and int8 results."""
+    import json
+
+    from host.bench_local import run_device_bench, side_by_side
+
+    results = {}
+    for folder in model_dirs:
+        result = run_device_bench(folder, invokes)
+        results[str(folder)] = result
+        click.echo(side_by_side(result))
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=1) + "\n")
+
+
 if __name__ == "__main__":
     main()

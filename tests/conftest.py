@@ -74,3 +74,32 @@ def tiny() -> Recording:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GRASPTPU_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+TINY_HP = {"bilstm_layers": 1, "units": 16, "dropout": 0.0, "kernel_regularizer": "none",
+           "recurrent_regularizer": "none", "learning_rate": 1e-2}
+
+
+@pytest.fixture(scope="session")
+def quantised(tmp_path_factory):
+    """A tiny synthetic session with both decoders trained (a few epochs) and quantised, once per run.
+
+    Returns (recording, grasp-phase folder, object folder). Tests that change a folder copy it first.
+    """
+    from click.testing import CliRunner
+
+    from host import matfile, synth
+    from host.cli import main
+    from host.train import TrainConfig, run_training
+
+    root = tmp_path_factory.mktemp("quantised")
+    data = root / "ZRec50.neo.mat"
+    matfile.save_recording(synth.generate(n_units=20, n_trials=150, difficulty=0.5, seed=5), data)
+    folders = []
+    for task, epochs in (("grasp-phase", 5), ("object", 8)):
+        config = TrainConfig(task=task, hyperparameters=TINY_HP, epochs=epochs, seed=0, verbose=0,
+                             class_weights=task == "grasp-phase")
+        folders.append(run_training(data, config, root / "models"))
+    result = CliRunner().invoke(main, ["quantize", *map(str, folders), "--representative-size", "300"])
+    assert result.exit_code == 0, result.output
+    return data, folders[0], folders[1], result.output

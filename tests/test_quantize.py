@@ -22,25 +22,13 @@ from host.cli import main
 from host.compile import parse_log, parse_report, summarise
 from host.modeldir import sha256_of
 from host.quantize import INT8_TFLITE, TEST_SET, representative_indices
-from host.train import TrainConfig, run_training
 from host.windows import WindowSet
 
-SMALL_HP = {"bilstm_layers": 1, "units": 16, "dropout": 0.0, "kernel_regularizer": "none",
-            "recurrent_regularizer": "none", "learning_rate": 1e-2}
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny session and its grasp-phase detector, trained and quantised once for the module."""
-    root = tmp_path_factory.mktemp("quant")
-    data = root / "ZRec50.neo.mat"
-    matfile.save_recording(synth.generate(n_units=20, n_trials=150, difficulty=0.5, seed=5), data)
-    config = TrainConfig(task="grasp-phase", hyperparameters=SMALL_HP, epochs=5, seed=0, verbose=0,
-                         class_weights=True)
-    folder = run_training(data, config, root / "models")
-    result = CliRunner().invoke(main, ["quantize", str(folder), "--representative-size", "300"])
-    assert result.exit_code == 0, result.output
-    return data, folder, result.output
+def trained(quantised):
+    """The session's grasp-phase detector, trained and quantised once (conftest)."""
+    data, detector, _, output = quantised
+    return data, detector, output
 
 
 def copy_of(folder: Path, tmp_path: Path) -> Path:
@@ -67,7 +55,7 @@ def test_quantize_writes_a_complete_int8_model(trained):
     assert manifest["labels"] == [{"index": 0, "name": "rest"}, {"index": 1, "name": "grasp"}]
     assert manifest["edgetpu_check"]["mapped_share"] == 1.0 and manifest["edgetpu_check"]["first_unmapped"] is None
     assert manifest["tflite"]["export_max_abs_diff"] < 1e-4
-    assert "int8 TFLite" in output and "100%" in output
+    assert "int8 TFLite" in output and "(100%)" in output
 
 
 def test_test_set_rebuilds_the_test_windows_with_the_host_outputs(trained):

@@ -1,0 +1,159 @@
+"""`python -m device.bench MODEL_DIR`: latency and accuracy of a decoder on this machine, against the host.
+
+1. Verify every artifact's sha256 against the manifest (refuse on a mismatch), then pick the
+   runtime (device.runtime; always reported, with why each better choice was skipped).
+2. Latency: warm up, then time `--invokes` (>= 2000) single-window invokes on real test windows,
+   one thread: p50, p90, p99, max and invokes per second.
+3. Accuracy and relaxed accuracy on every test window of the manifest; agreement with the host's
+   int8 outputs (bit-exact rows, and argmax) and with the host's float outputs (argmax, ties of
+   the int8 softmax counted as agreeing, as on the host; and the largest probability difference).
+Prints a short table; `--json PATH` (or `-` for stdout) writes every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from device import runtime as rt
+from device.artifacts import COMPILED_MODEL, DeviceError, TestSet, load_manifest, verify
+from device.decoder import Decoder
+
+MIN_INVOKES = 2000
+
+
+def percentiles(ns: np.ndarray) -> dict:
+    ms = ns / 1e6
+    return {"n": int(len(ms)), "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()), "mean_ms": float(ms.mean()),
+            "invokes_per_s": float(1e3 / ms.mean())}
+
+
+def time_invokes(decoder: Decoder, test: TestSet, n: int, warmup: int = 50) -> dict:
+    """Per-invoke wall time (set input, invoke, read output) over real test windows, cycled."""
+    if not len(test):
+        raise DeviceError("the test set holds no windows to time")
+    q = decoder.quantise(test.windows(np.arange(min(len(test), 512))))  # cycled: bounded memory
+    times = np.empty(n, np.int64)
+    clock = time.perf_counter_ns
+    for i in range(n + warmup):
+        window = q[i % len(q)][None]
+        t0 = clock()
+        decoder.invoke(window)
+        if i >= warmup:
+            times[i - warmup] = clock() - t0
+    return percentiles(times)
+
+
+def agreement(probs: np.ndarray, ref_pred: np.ndarray) -> float:
+    """Share of windows whose reference class is among the top-scoring classes (ties included)."""
+    if not len(ref_pred):
+        return 1.0
+    at_top = probs == probs.max(axis=1, keepdims=True)
+    return float(at_top[np.arange(len(ref_pred)), ref_pred].mean())
+
+
+def accuracy(decoder: Decoder, test: TestSet) -> dict:
+    """Accuracy on the test windows and agreement with the host's int8 and float outputs."""
+    t0 = time.perf_counter()
+    raw = np.concatenate([decoder.predict_raw(test.windows(slice(lo, lo + 1024)))
+                          for lo in range(0, len(test), 1024)]) if len(test) else np.empty((0, decoder.n_classes), np.int8)
+    seconds = time.perf_counter() - t0
+    pred = raw.argmax(axis=1)
+    label = test.label
+    host_int8 = test.arrays["int8_output"]
+    host_float = test.arrays["float_probs"]
+    probs = decoder.dequantise(raw)
+    out = {"windows": int(len(test)), "seconds": seconds,
+           "accuracy": float((pred == label).mean()) if len(test) else 0.0,
+           "host_int8_bit_exact": float((raw == host_int8).all(axis=1).mean()) if len(test) else 1.0,
+           "host_int8_argmax_agreement": float((pred == host_int8.argmax(axis=1)).mean()) if len(test) else 1.0,
+           "host_float_agreement": agreement(probs, host_float.argmax(axis=1)),
+           "host_float_strict_agreement": float((pred == host_float.argmax(axis=1)).mean()) if len(test) else 1.0,
+           "host_float_max_abs_error": float(np.abs(probs - host_float).max(initial=0.0))}
+    if decoder.task == "object":
+        out["relaxed_accuracy"] = float((np.abs(pred.astype(int) - label.astype(int)) <= 1).mean()) if len(test) else 0.0
+    else:
+        tp = int(((pred == 1) & (label == 1)).sum())
+        out["f1"] = 2 * tp / max(int((pred == 1).sum()) + int((label == 1).sum()), 1)
+    return out
+
+
+def run(folder: str, invokes: int = MIN_INVOKES, threads: int = 1, allow_edgetpu: bool = True) -> dict:
+    """Everything `python -m device.bench` measures, as a dict."""
+    manifest = load_manifest(folder)
+    verified = verify(folder, manifest)
+    runtime = rt.select(COMPILED_MODEL in manifest.get("artifacts", {}), allow_edgetpu)
+    decoder = Decoder(folder, manifest, runtime, threads)
+    test = TestSet(folder, manifest["data"]["window_bins"])
+    return {
+        "model": manifest["name"], "task": manifest["task"], "session": manifest["data"]["session"],
+        "data": "test split of {} ({} windows, {} trials)".format(manifest["data"]["session"], len(test), test.n_trials),
+        "model_file": decoder.model_file, "verified_files": verified, "threads": threads,
+        **runtime.describe(),
+        "machine": {"python": platform.python_version(), "machine": platform.machine(), "node": platform.node(),
+                    "numpy": np.__version__, "cpus": os.cpu_count()},
+        "latency": time_invokes(decoder, test, invokes),
+        "accuracy": accuracy(decoder, test),
+        "host": manifest.get("quantization", {}),
+    }
+
+
+def format_result(r: dict) -> str:
+    lat, acc = r["latency"], r["accuracy"]
+    second = ("relaxed {:.1%}".format(acc["relaxed_accuracy"]) if "relaxed_accuracy" in acc
+              else "F1 {:.3f}".format(acc["f1"]))
+    lines = [
+        "{}: {} on {} | runtime {} ({}), model {}, {} thread(s)".format(
+            r["model"], r["task"], r["data"], r["runtime"], r["detail"], r["model_file"], r["threads"]),
+        "  latency over {} invokes: p50 {:.3f} ms, p90 {:.3f} ms, p99 {:.3f} ms, max {:.3f} ms, {:.0f} invokes/s".format(
+            lat["n"], lat["p50_ms"], lat["p90_ms"], lat["p99_ms"], lat["max_ms"], lat["invokes_per_s"]),
+        "  accuracy {:.2%}, {} | vs host int8: bit-exact {:.2%}, argmax {:.2%} | vs host float: agree {:.2%} "
+        "(strict {:.2%}), max |prob diff| {:.4f}".format(
+            acc["accuracy"], second, acc["host_int8_bit_exact"], acc["host_int8_argmax_agreement"],
+            acc["host_float_agreement"], acc["host_float_strict_agreement"], acc["host_float_max_abs_error"]),
+    ]
+    host = r.get("host") or {}
+    if "keras" in host:
+        lines.append("  host (same windows): Keras float {:.2%}, float TFLite {:.2%}, int8 TFLite {:.2%}".format(
+            host["keras"]["accuracy"], host["float"]["accuracy"], host["int8"]["accuracy"]))
+    for why in r["skipped"]:
+        lines.append("  not used: " + why)
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m device.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", help="a quantised model folder (manifest.json, model_int8.tflite, test_set.npz)")
+    parser.add_argument("--invokes", type=int, default=MIN_INVOKES, help="timed invokes (at least 2000 for a report)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cpu", action="store_true", help="never use the Edge TPU, even when present")
+    parser.add_argument("--json", default=None, help="write every figure to this file ('-' = stdout)")
+    args = parser.parse_args(argv)
+    if args.invokes < 1 or args.threads < 1:
+        parser.error("--invokes and --threads must be >= 1")
+    try:
+        result = run(args.model_dir, args.invokes, args.threads, not args.cpu)
+    except DeviceError as exc:
+        print("device.bench: error: {}".format(exc), file=sys.stderr)
+        return 2
+    if args.json == "-":
+        print(json.dumps(result))
+        return 0
+    print(format_result(result))
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(result, fh, indent=1)
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""One quantised decoder on the board: counts in, int8 scores out, with the input checked first.
+
+The interpreter takes one window per invoke (batch 1, the Edge TPU's static shape). Bad input is
+refused here, in plain words, before it reaches the interpreter: a window of the wrong shape, a
+negative, non-finite or non-integer count.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from device.artifacts import COMPILED_MODEL, INT8_MODEL, DeviceError
+from device.runtime import Runtime
+
+
+class Decoder:
+    """The int8 model (or its Edge TPU compilation) behind `predict_raw` / `predict`."""
+
+    def __init__(self, folder: str, manifest: dict, runtime: Runtime, threads: int = 1) -> None:
+        self.name = manifest.get("name", os.path.basename(folder))
+        self.task = manifest["task"]
+        self.labels = manifest["labels"]
+        self.model_file = COMPILED_MODEL if runtime.edgetpu else INT8_MODEL
+        self.interpreter = runtime.open(os.path.join(folder, self.model_file), threads)
+        inp = self.interpreter.get_input_details()[0]
+        out = self.interpreter.get_output_details()[0]
+        expected = tuple(manifest["tflite"]["int8"]["input"]["shape"])
+        if tuple(inp["shape"]) != expected or inp["dtype"] != np.int8:
+            raise DeviceError("{}: model input is {} {}, the manifest says {} int8; deploy the model again".format(
+                self.model_file, np.dtype(inp["dtype"]).name, tuple(inp["shape"]), expected))
+        self.window_shape = expected[1:]
+        self._in, self._out = inp["index"], out["index"]
+        self.in_scale, self.in_zero = inp["quantization"]
+        self.out_scale, self.out_zero = out["quantization"]
+        self.n_classes = int(out["shape"][-1])
+
+    def check(self, windows: np.ndarray) -> np.ndarray:
+        """`windows` as ``(n, bins, units)`` counts, or a DeviceError naming what is wrong."""
+        arr = np.asarray(windows)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3 or arr.shape[1:] != self.window_shape:
+            raise DeviceError("input has shape {}; the decoder takes windows of {} bins x {} units".format(
+                arr.shape, *self.window_shape))
+        if arr.dtype.kind not in "uif":
+            raise DeviceError("input dtype {} is not numeric spike counts".format(arr.dtype))
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise DeviceError("input holds NaN or infinite counts; refusing to decode it")
+        if arr.dtype.kind in "if" and arr.size and arr.min() < 0:
+            raise DeviceError("input holds negative counts; spike counts are >= 0")
+        return arr
+
+    def quantise(self, windows: np.ndarray) -> np.ndarray:
+        """Counts -> int8, exactly as the host quantised its reference inputs."""
+        x = self.check(windows).astype(np.float32)
+        return np.clip(np.round(x / self.in_scale) + self.in_zero, -128, 127).astype(np.int8)
+
+    def invoke(self, q_window: np.ndarray) -> np.ndarray:
+        """Raw int8 scores of one quantised window ``(1, bins, units)``."""
+        self.interpreter.set_tensor(self._in, q_window)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._out)[0]
+
+    def predict_raw(self, windows: np.ndarray) -> np.ndarray:
+        """Raw int8 scores for each window."""
+        q = self.quantise(windows)
+        out = np.empty((len(q), self.n_classes), np.int8)
+        for i in range(len(q)):  # batch 1 by design
+            out[i] = self.invoke(q[i:i + 1])
+        return out
+
+    def dequantise(self, raw: np.ndarray) -> np.ndarray:
+        return ((raw.astype(np.float32) - self.out_zero) * self.out_scale).astype(np.float32)

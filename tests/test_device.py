@@ -1,0 +1,195 @@
+"""The board's runner (device/) on tiny quantised models, through the real TFLite interpreter.
+
+`device.bench` and `device.stream` run as subprocesses (`python -m ...`), as they do on a board.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from device import runtime as rt
+from device.artifacts import DeviceError, load_manifest, verify
+from device.artifacts import TestSet as BoardTestSet  # aliased: pytest would try to collect a Test* class
+from device.decoder import Decoder
+from device.stream import RingBuffer, trial_figures
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / folder.name
+    shutil.copytree(folder, dst)
+    return dst
+
+
+def test_bench_matches_the_host_bit_for_bit(quantised, tmp_path):
+    _, detector, _, _ = quantised
+    out = tmp_path / "bench.json"
+    proc = run_module("device.bench", str(detector), "--invokes", "2000", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    manifest = json.loads((detector / "manifest.json").read_text())
+    assert r["runtime"] == "ai_edge_litert" and r["edgetpu"] is False and r["model_file"] == "model_int8.tflite"
+    assert any("no compiled model" in why for why in r["skipped"])  # the Edge TPU is never assumed
+    assert r["latency"]["n"] == 2000 and 0 < r["latency"]["p50_ms"] <= r["latency"]["p99_ms"] <= r["latency"]["max_ms"]
+    acc = r["accuracy"]
+    assert acc["windows"] == manifest["test_set"]["windows"]
+    assert acc["host_int8_bit_exact"] == 1.0 and acc["host_int8_argmax_agreement"] == 1.0
+    assert acc["accuracy"] == pytest.approx(manifest["quantization"]["int8"]["accuracy"])
+    assert {"manifest.json"} - set(r["verified_files"]) and "model_int8.tflite" in r["verified_files"]
+    assert "latency over 2000 invokes" in proc.stdout and "bit-exact 100.00%" in proc.stdout
+
+
+def test_stream_replays_the_test_trials(quantised, tmp_path):
+    _, detector, classifier, _ = quantised
+    proc = run_module("device.stream", str(detector), str(classifier), "--json", "-")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    test = BoardTestSet(str(detector), 12)
+    assert r["trials"]["n"] == test.n_trials == len(r["per_trial"])
+    assert r["latency"]["deadline_misses"] >= 0 and r["latency"]["headroom_p99"] > 1
+    assert str(test.counts.shape[0]) in r["data"]  # every bin of every test trial was fed
+    # the tiny detector is good enough that the object decoder runs during most holds
+    assert r["trials"]["hold_bins_detected"] > 0.5, r["trials"]
+    proc = run_module("device.stream", str(detector), str(classifier), "--trials", "2", "--realtime")
+    assert proc.returncode == 0 and "real-time pacing" in proc.stdout, proc.stderr
+
+
+def test_stream_refuses_models_swapped_or_from_another_split(quantised, tmp_path):
+    _, detector, classifier, _ = quantised
+    proc = run_module("device.stream", str(classifier), str(detector))
+    assert proc.returncode == 2 and "expected the grasp-phase model" in proc.stderr
+
+
+def test_a_tampered_artifact_is_refused(quantised, tmp_path):
+    _, detector, _, _ = quantised
+    folder = copy_of(detector, tmp_path)
+    data = bytearray((folder / "test_set.npz").read_bytes())
+    data[-200] ^= 0xFF
+    (folder / "test_set.npz").write_bytes(bytes(data))
+    proc = run_module("device.bench", str(folder), "--invokes", "10")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("sha256 does not match the manifest: the file is damaged or was changed; "
+                                        "deploy the model again")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_newer_manifest_or_a_missing_model_is_refused(quantised, tmp_path):
+    _, detector, _, _ = quantised
+    folder = copy_of(detector, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "format": 99}))
+    proc = run_module("device.bench", str(folder))
+    assert proc.returncode == 2 and "format 99 is newer" in proc.stderr
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "model_int8.tflite").unlink()
+    proc = run_module("device.bench", str(folder))
+    assert proc.returncode == 2 and "model_int8.tflite is missing" in proc.stderr
+    with pytest.raises(DeviceError, match="not a model folder"):
+        load_manifest(str(tmp_path))
+
+
+def test_bad_windows_are_refused_before_the_interpreter(quantised):
+    _, detector, _, _ = quantised
+    manifest = load_manifest(str(detector))
+    verify(str(detector), manifest)
+    decoder = Decoder(str(detector), manifest, rt.select(False), threads=1)
+    good = np.ones((12, 20), np.uint8)
+    assert decoder.predict_raw(good).shape == (1, 2)
+    for bad, why in ((np.ones((11, 20)), "shape"), (np.ones((12, 21)), "shape"),
+                     (np.full((12, 20), np.nan), "NaN"), (-np.ones((12, 20)), "negative"),
+                     (np.array([["a"] * 20] * 12), "dtype")):
+        with pytest.raises(DeviceError, match=why):
+            decoder.predict_raw(bad)
+
+
+def _hide(monkeypatch, *names: str) -> None:
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, None)  # `import name` now raises ImportError
+
+
+def test_runtime_order_falls_through_and_says_why(monkeypatch):
+    _hide(monkeypatch, "pycoral", "pycoral.utils", "pycoral.utils.edgetpu", "tflite_runtime", "tflite_runtime.interpreter")
+    chosen = rt.select(compiled_model=True)
+    assert chosen.name == "ai_edge_litert" and not chosen.edgetpu
+    assert chosen.skipped == ["pycoral: not installed",
+                              "tflite_runtime + libedgetpu.so.1: tflite_runtime not installed",
+                              "tflite_runtime: not installed"]
+    _hide(monkeypatch, "ai_edge_litert", "ai_edge_litert.interpreter")
+    chosen = rt.select(compiled_model=True)
+    assert chosen.name == "tensorflow" and chosen.skipped[-1] == "ai_edge_litert: not installed"
+    _hide(monkeypatch, "tensorflow")
+    with pytest.raises(DeviceError, match="no TFLite runtime here"):
+        rt.select(compiled_model=False)
+
+
+def test_runtime_order_prefers_pycoral_only_with_an_edge_tpu(monkeypatch):
+    """A stand-in `pycoral.utils.edgetpu` that lists no Edge TPU: the runner must not claim one."""
+    fake = types.ModuleType("pycoral.utils.edgetpu")
+    fake.list_edge_tpus = lambda: []
+    for name, module in (("pycoral", types.ModuleType("pycoral")), ("pycoral.utils", types.ModuleType("pycoral.utils")),
+                         ("pycoral.utils.edgetpu", fake)):
+        monkeypatch.setitem(sys.modules, name, module)
+    _hide(monkeypatch, "tflite_runtime", "tflite_runtime.interpreter")
+    chosen = rt.select(compiled_model=True)
+    assert chosen.skipped[0] == "pycoral: installed, but it lists no Edge TPU" and not chosen.edgetpu
+    fake.list_edge_tpus = lambda: [{"type": "pci", "path": "/dev/apex_0"}]
+    chosen = rt.select(compiled_model=True)
+    assert chosen.name == "pycoral" and chosen.edgetpu and "/dev/apex_0" in chosen.detail
+    assert rt.select(compiled_model=True, allow_edgetpu=False).name == "ai_edge_litert"
+
+
+def test_ring_buffer_gives_the_last_bins_in_order():
+    rows = np.arange(30 * 3, dtype=np.uint8).reshape(30, 3)
+    ring = RingBuffer(12, 3)
+    for t, row in enumerate(rows):
+        ring.push(row)
+        if t >= 11:
+            assert np.array_equal(ring.window(), rows[t - 11:t + 1])
+    assert ring.window().base is ring.buf  # a view, not a copy
+
+
+def test_trial_figures_count_false_grasps_and_time_to_a_correct_object():
+    state = np.array([0, 1, 1, 0, 0, 0, 1, 1, 1, 1, 0, 0], np.int8)      # a false grasp at 1, the real one at 6
+    decision = np.array([-1, 3, 3, -1, -1, -1, 2, 4, 4, 4, -1, -1])
+    f = trial_figures({"state": state, "decision": decision}, hold=5, reward=10, true_class=4, bin_s=0.04)
+    assert f["false_grasps"] == 1 and f["first_correct_s"] == pytest.approx(3 * 0.04)
+    assert f["correct_in_hold"] and f["hold_bins_detected"] == pytest.approx(0.8)
+    assert f["hold_decisions_correct"] == pytest.approx(0.6)
+
+
+def test_device_code_runs_on_the_boards_python_and_never_imports_host():
+    vermin = shutil.which("vermin", path=str(Path(sys.executable).parent)) or shutil.which("vermin")
+    assert vermin, "vermin (a dev dependency) is not installed"
+    proc = subprocess.run([vermin, "-t=3.7-", "--violations", "--no-tips", "-q",
+                           str(ROOT / "device")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for path in (ROOT / "device").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n == "host" or n.startswith("host.")], (path, names)
+
+
+def test_bench_local_prints_the_device_beside_the_host(quantised):
+    from host.cli import main
+
+    _, detector, _, _ = quantised
+    result = CliRunner().invoke(main, ["bench-local", str(detector), "--invokes", "200"])
+    assert result.exit_code == 0, result.output
+    assert "host: Keras float" in result.output and "device on this machine: ai_edge_litert" in result.output
+    assert "100.00% of windows bit-exact" in result.output
