@@ -7,7 +7,7 @@ STAMP = .make/installed
 
 MODELS ?= models
 MODEL_DIRS = $(MODELS)/$(SESSION)-object $(MODELS)/$(SESSION)-grasp-phase
-.PHONY: help install demo data data-all prepare train quantize compile test test-fast bench bench-data bench-train bench-quant check-sessions clean
+.PHONY: help install sshd demo data data-all prepare train quantize compile test test-fast bench bench-data bench-train bench-quant board-up board-down check-sessions clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ compile:  ## edgetpu_compiler on both int8 models; without the compiler: says so
 	if [ $$rc -eq 3 ]; then echo "make compile: no edgetpu_compiler here; Edge TPU check of the int8 models:"; \
 	  grasptpu edgetpu-check $(MODEL_DIRS); else exit $$rc; fi
 
+sshd:  ## install Debian's OpenSSH server (the simulated boards' sshd) if it is missing
+	@test -x /usr/sbin/sshd || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server; }
+
 test: $(STAMP)  ## the whole test suite, slow end-to-end tests included
 	$(PYTHON) -m pytest -q
 
@@ -60,6 +64,12 @@ bench-train: $(STAMP)  ## train both decoders on all six sessions: times and the
 
 bench-quant: $(STAMP)  ## quantise the bench-train models: sizes, float vs int8 accuracy, 1-thread latency
 	$(PYTHON) tools/bench_quant.py --models $(MODELS)/bench
+
+board-up: $(STAMP) sshd  ## start simulated board board1 (local sshd on 127.0.0.1:2201, inventory .boards/boards.toml)
+	$(PYTHON) tools/sim_board.py up --name board1 --port 2201
+
+board-down:  ## stop every simulated board (files kept; `tools/sim_board.py down --all --purge` removes them)
+	$(PYTHON) tools/sim_board.py down --all
 
 check-sessions: $(STAMP)  ## write all six sessions and read each back with plain neo.io (long, ~5 GB RAM)
 	grasptpu synth --all --out $(DATA)

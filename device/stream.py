@@ -15,6 +15,7 @@ Both folders must come from the same session and split (their test trials are ch
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -136,7 +137,11 @@ def run(detector_dir: str, classifier_dir: str, debounce: int = 2, realtime: boo
         obj = int(test.arrays["object_id"][k])
         if obj not in classes:
             raise DeviceError("test trial object {} is not in the classifier's label map".format(obj))
-        result = replay_trial(test.trial_rows(k), det, cls, debounce, bin_s, realtime)
+        gc.disable()  # a real-time loop: no collector pauses inside a trial (re-enabled between trials)
+        try:
+            result = replay_trial(test.trial_rows(k), det, cls, debounce, bin_s, realtime)
+        finally:
+            gc.enable()
         latencies.append(result["latency_s"])
         per_trial.append(trial_figures(result, int(test.arrays["hold_bin"][k]), int(test.arrays["reward_bin"][k]),
                                        classes[obj], bin_s))

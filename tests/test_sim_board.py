@@ -1,0 +1,157 @@
+"""The simulated board (tools/sim_board.py) over a real connection: Fabric, paramiko and sshd.
+
+Two boards run on free ports under a temporary boards folder. Host keys are checked the way a real
+board's must be: paramiko's RejectPolicy and only the boards' own known_hosts file (Fabric's
+Connection would otherwise auto-add any unknown host key). The boards' Python environment is
+created once per run under the temporary folder (~20-60 s: pip installs numpy, ai-edge-litert and
+pytest), or reused from $GRASPTPU_BOARD_PYTHON when that is set.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import paramiko
+import pytest
+import tomllib
+from click.testing import CliRunner
+from fabric import Connection
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import sim_board
+
+pytestmark = pytest.mark.skipif(not sim_board.SSHD.exists(), reason="openssh-server is not installed")
+
+
+@pytest.fixture(scope="module")
+def boards(tmp_path_factory):
+    """(boards dir, {name: inventory entry}) for two running boards; stopped afterwards."""
+    boards_dir = tmp_path_factory.mktemp("boards")
+    env = Path(os.environ.get("GRASPTPU_BOARD_PYTHON") or boards_dir / "board-python")
+    entries = {}
+    try:
+        for name in ("sim1", "sim2"):
+            entries[name] = sim_board.start_board(boards_dir, name, sim_board.free_port(), env)
+        yield boards_dir, entries
+    finally:
+        for name in sim_board.list_boards(boards_dir):
+            sim_board.stop_board(boards_dir, name)
+
+
+def run(conn: Connection, command: str, **kwargs):
+    """conn.run without forwarding our stdin (invoke would read pytest's captured stdin and fail)."""
+    return conn.run(command, hide=True, in_stream=False, **kwargs)
+
+
+def connect(entry: dict, known_hosts: str | Path | None = None) -> Connection:
+    """An opened Fabric connection that trusts only the given known_hosts file."""
+    conn = Connection(entry["host"], port=entry["port"], user=entry["user"], connect_timeout=10,
+                      connect_kwargs={"key_filename": entry["key_file"], "look_for_keys": False,
+                                      "allow_agent": False})
+    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    conn.client.load_host_keys(str(known_hosts or entry["known_hosts"]))
+    conn.open()
+    return conn
+
+
+def test_inventory_lists_both_boards(boards):
+    boards_dir, entries = boards
+    with (boards_dir / "boards.toml").open("rb") as f:
+        inventory = tomllib.load(f)["boards"]
+    assert inventory == entries
+    for name, entry in entries.items():
+        assert entry["simulated"] is True and entry["host"] == "127.0.0.1"
+        assert Path(entry["root"]) == boards_dir / name / "root" and Path(entry["root"]).is_dir()
+    lines = (boards_dir / "known_hosts").read_text().splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(
+        f"[127.0.0.1]:{e['port']}" for e in entries.values())
+
+
+@pytest.mark.parametrize("name", ["sim1", "sim2"])
+def test_fabric_runs_and_transfers_through_sshd(boards, name, tmp_path):
+    _, entries = boards
+    entry = entries[name]
+    payload = bytes(range(256)) * 1000 + name.encode()
+    (tmp_path / "payload.bin").write_bytes(payload)
+    with connect(entry) as conn:
+        assert run(conn, "echo ok").stdout == "ok\n"
+        remote = f"{entry['root']}/payload.bin"
+        conn.put(str(tmp_path / "payload.bin"), remote=remote)
+        assert Path(remote).read_bytes() == payload  # the board's root is a folder on this machine
+        conn.get(remote, local=str(tmp_path / "back.bin"))
+        result = run(conn, f"{entry['python']} -c \"import numpy, ai_edge_litert; print('ok')\"")
+        assert result.stdout == "ok\n"
+        isolated = run(conn, f"{entry['python']} -c 'import click'", warn=True)
+        assert isolated.failed, "the board python must not see the host's packages"
+    assert (tmp_path / "back.bin").read_bytes() == payload
+
+
+def test_unknown_host_is_rejected(boards, tmp_path):
+    _, entries = boards
+    other = tmp_path / "known_hosts_other"
+    other.write_text(f"[127.0.0.1]:{entries['sim2']['port']} {host_key(boards, 'sim2')}\n")
+    with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
+        connect(entries["sim1"], other)
+
+
+def test_changed_host_key_is_rejected(boards, tmp_path):
+    _, entries = boards
+    wrong = tmp_path / "known_hosts_wrong"
+    wrong.write_text(f"[127.0.0.1]:{entries['sim1']['port']} {host_key(boards, 'sim2')}\n")
+    with pytest.raises(paramiko.BadHostKeyException):  # a subclass of SSHException
+        connect(entries["sim1"], wrong)
+
+
+def host_key(boards, name: str) -> str:
+    return sim_board.public_key(boards[0] / name / "ssh_host_ed25519_key")
+
+
+def test_up_is_idempotent_and_refuses_a_taken_port(boards):
+    boards_dir, entries = boards
+    again = sim_board.start_board(boards_dir, "sim1", entries["sim1"]["port"],
+                                  Path(entries["sim1"]["python"]).parents[1])
+    assert again == entries["sim1"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(sim_board.cli, ["up", "--name", "sim3", "--port", str(port),
+                                                    "--boards-dir", str(boards_dir)])
+    assert result.exit_code == 2
+    assert "sim3" in result.output and "already in use" in result.output
+    assert str(boards_dir / "sim3" / "sshd.log") in result.output
+    sim_board.stop_board(boards_dir, "sim3", purge=True)
+
+
+def test_status_and_down(boards):
+    boards_dir, entries = boards
+    runner = CliRunner()
+    status = runner.invoke(sim_board.cli, ["status", "--boards-dir", str(boards_dir)])
+    assert status.exit_code == 0 and status.output.count("running") == 2
+    assert runner.invoke(sim_board.cli, ["down", "--name", "sim2", "--boards-dir", str(boards_dir)]).exit_code == 0
+    with pytest.raises(OSError):  # paramiko's NoValidConnectionsError: connection refused
+        connect(entries["sim2"])
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", entries["sim2"]["port"]), timeout=5).close()
+    status = runner.invoke(sim_board.cli, ["status", "--boards-dir", str(boards_dir)])
+    assert [line.split()[3] for line in status.output.splitlines()] == ["running", "stopped"]
+    with connect(entries["sim1"]) as conn:  # the other board is untouched
+        assert run(conn, "echo ok").stdout == "ok\n"
+
+
+def test_purge_forgets_the_board(boards):
+    boards_dir, entries = boards
+    sim_board.stop_board(boards_dir, "sim2", purge=True)
+    assert not (boards_dir / "sim2").exists()
+    assert list(sim_board.read_inventory(boards_dir)) == ["sim1"]
+    assert f":{entries['sim2']['port']} " not in (boards_dir / "known_hosts").read_text()
+
+
+def test_cli_runs_as_a_script():
+    result = subprocess.run([sys.executable, str(Path(sim_board.__file__)), "--help"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "status" in result.stdout
