@@ -371,5 +371,57 @@ def bench_local(model_dirs: tuple[Path, ...], invokes: int, json_out: Path | Non
         json_out.write_text(json.dumps(results, indent=1) + "\n")
 
 
+def board_options(func):
+    options = [
+        click.option("--board", "board_names", multiple=True, metavar="NAME", help="Board from the inventory (repeatable)."),
+        click.option("--all", "all_boards", is_flag=True, help="Every board in the inventory."),
+        click.option("--inventory", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Board inventory (TOML). Default: $GRASPTPU_BOARDS, ./boards.toml, .boards/boards.toml."),
+        click.option("--trust-new-host", is_flag=True,
+                     help="Accept and record the host key of a board never seen before (a changed key is always refused)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@_model_dirs
+@board_options
+@click.option("--keep", type=click.IntRange(min=1), default=3, help="Releases kept on each board.")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=0.0,
+              help="Seconds to wait for another deploy's lock on a board before failing.")
+def deploy(model_dirs: tuple[Path, ...], board_names: tuple[str, ...], all_boards: bool, inventory: Path | None,
+           trust_new_host: bool, keep: int, wait_s: float) -> None:
+    """Push quantised MODEL_DIRS, the device runner and firmware_tests/ to boards as one atomic release.
+
+    Boards in parallel; each verifies every byte before `current` switches; on any failure the
+    previous release stays active. Exit 1 if any board failed.
+    """
+    from host.boards import load_inventory, pick
+    from host.deploy import deploy as run_deploy
+
+    boards = pick(load_inventory(inventory), board_names, all_boards)
+    done, failed = run_deploy(boards, list(model_dirs), keep, wait_s, trust_new_host)
+    for d in done:
+        click.echo(f"board {d['board']}: current = {d['current']} ({d['files']} files, {d['bytes'] / 1024:.0f} KiB, "
+                   f"{d['seconds']:.1f} s); releases kept: {len(d['releases'])}")
+    for line in failed:
+        click.echo(f"grasptpu: error: {line}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@board_options
+def rollback(board_names: tuple[str, ...], all_boards: bool, inventory: Path | None, trust_new_host: bool) -> None:
+    """Make the release before the current one active again on each board."""
+    from host.boards import load_inventory, pick
+    from host.deploy import rollback as run_rollback
+
+    for board in pick(load_inventory(inventory), board_names, all_boards):
+        click.echo(f"board {board.name}: current = {run_rollback(board, trust_new_host)}")
+
+
 if __name__ == "__main__":
     main()

@@ -103,3 +103,13 @@ def quantised(tmp_path_factory):
     result = CliRunner().invoke(main, ["quantize", *map(str, folders), "--representative-size", "300"])
     assert result.exit_code == 0, result.output
     return data, folders[0], folders[1], result.output
+
+
+@pytest.fixture(scope="session")
+def board_python(tmp_path_factory):
+    """The simulated boards' Python environment (numpy, ai-edge-litert, pytest only), built once per run.
+
+    $GRASPTPU_BOARD_PYTHON reuses an existing one (fast local runs)."""
+    import os
+
+    return Path(os.environ.get("GRASPTPU_BOARD_PYTHON") or tmp_path_factory.mktemp("board-env") / "board-python")

@@ -28,10 +28,10 @@ pytestmark = pytest.mark.skipif(not sim_board.SSHD.exists(), reason="openssh-ser
 
 
 @pytest.fixture(scope="module")
-def boards(tmp_path_factory):
+def boards(tmp_path_factory, board_python):
     """(boards dir, {name: inventory entry}) for two running boards; stopped afterwards."""
     boards_dir = tmp_path_factory.mktemp("boards")
-    env = Path(os.environ.get("GRASPTPU_BOARD_PYTHON") or boards_dir / "board-python")
+    env = board_python
     entries = {}
     try:
         for name in ("sim1", "sim2"):

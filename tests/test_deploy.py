@@ -1,0 +1,204 @@
+"""Deploy through real Fabric and sshd to simulated boards: parallel, atomic, verified, reversible."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+from click.testing import CliRunner
+
+from host.boards import BoardError, connect, load_inventory
+from host.cli import main
+from host.deploy import deploy_board, payload, release_id, release_record
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import sim_board  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not sim_board.SSHD.exists(), reason="openssh-server is not installed (make sshd)")
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, board_python):
+    """Three running simulated boards and their inventory file."""
+    boards_dir = tmp_path_factory.mktemp("fleet")
+    try:
+        for name in ("b1", "b2", "b3"):
+            sim_board.start_board(boards_dir, name, sim_board.free_port(), board_python)
+        yield boards_dir, sim_board.inventory_file(boards_dir)
+    finally:
+        for name in sim_board.list_boards(boards_dir):
+            sim_board.stop_board(boards_dir, name)
+
+
+def board_state(inventory: Path, name: str) -> dict:
+    board = load_inventory(inventory)[name]
+    conn = connect(board)
+    try:
+        out = conn.run(f"cd {board.root}/current && {board.python} -m device.release status {board.root}",
+                       hide=True, in_stream=False).stdout
+    finally:
+        conn.close()
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_deploy_to_three_boards_in_parallel_then_run_on_them(fleet, quantised):
+    boards_dir, inventory = fleet
+    _, detector, classifier, _ = quantised
+    result = CliRunner().invoke(main, ["deploy", str(detector), str(classifier), "--all", "--inventory", str(inventory)])
+    assert result.exit_code == 0, result.output
+    assert sum(line.startswith("board b") for line in result.output.splitlines()) == 3
+    states = [board_state(inventory, n) for n in ("b1", "b2", "b3")]
+    assert len({s["current"] for s in states}) == 1  # one release id, everywhere
+    board = load_inventory(inventory)["b2"]
+    conn = connect(board)
+    try:  # the deployed runner works on the board's own Python
+        out = conn.run(f"cd {board.root}/current && {board.python} -m device.bench models/{detector.name} "
+                       f"--invokes 50 --json -", hide=True, in_stream=False).stdout
+    finally:
+        conn.close()
+    r = json.loads(out)
+    assert r["accuracy"]["host_int8_bit_exact"] == 1.0 and r["runtime"] == "ai_edge_litert"
+
+
+def test_rollback_returns_to_the_previous_release_and_old_ones_are_pruned(fleet, quantised):
+    _, inventory = fleet
+    _, detector, _, _ = quantised
+    runner = CliRunner()
+    ids = []
+    for _ in range(3):
+        assert runner.invoke(main, ["deploy", str(detector), "--board", "b1", "--inventory", str(inventory),
+                                    "--keep", "2"]).exit_code == 0
+        ids.append(board_state(inventory, "b1")["current"])
+    state = board_state(inventory, "b1")
+    assert state["releases"] == ids[1:]  # keep 2
+    result = runner.invoke(main, ["rollback", "--board", "b1", "--inventory", str(inventory)])
+    assert result.exit_code == 0 and ids[1] in result.output
+    assert board_state(inventory, "b1")["current"] == ids[1]
+    result = runner.invoke(main, ["rollback", "--board", "b1", "--inventory", str(inventory)])
+    assert result.exit_code == 2 and "no earlier release" in result.output
+
+
+def test_a_file_changed_during_the_deploy_is_caught_on_the_board(fleet, quantised, tmp_path):
+    _, inventory = fleet
+    _, detector, _, _ = quantised
+    board = load_inventory(inventory)["b3"]
+    before = board_state(inventory, "b3")["current"] if _has_release(inventory, "b3") else None
+    files = payload([detector])
+    record = release_record(files, release_id([detector]))
+    record["files"][0]["sha256"] = "0" * 64  # what arrives is not what was hashed
+    with pytest.raises(BoardError, match="verify on the board: .* does not match its sha256"):
+        deploy_board(board, files, record)
+    after = board_state(inventory, "b3")["current"] if _has_release(inventory, "b3") else None
+    assert after == before
+
+
+def _has_release(inventory: Path, name: str) -> bool:
+    board = load_inventory(inventory)[name]
+    conn = connect(board)
+    try:
+        return conn.run(f"test -L {board.root}/current", warn=True, hide=True, in_stream=False).exited == 0
+    finally:
+        conn.close()
+
+
+def test_a_cut_connection_keeps_the_old_release(fleet, quantised, tmp_path):
+    boards_dir, inventory = fleet
+    _, detector, _, _ = quantised
+    runner = CliRunner()
+    assert runner.invoke(main, ["deploy", str(detector), "--board", "b2", "--inventory", str(inventory)]).exit_code == 0
+    old = board_state(inventory, "b2")["current"]
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(64 << 20))  # long enough to cut the transfer midway
+    files = payload([detector]) + [(big, "models/big.bin")]
+    record = release_record(files, release_id([detector]))
+    sshd_pid = sim_board.read_pid(sim_board.board_dir(boards_dir, "b2"))
+
+    def cut() -> None:
+        time.sleep(0.8)
+        for pid in sim_board.children(sshd_pid):  # the per-connection sshd processes: the network drops
+            os.kill(pid, signal.SIGKILL)
+
+    threading.Thread(target=cut, daemon=True).start()
+    with pytest.raises(BoardError, match="board b2 .*: (upload|verify on the board|switch current)"):
+        deploy_board(load_inventory(inventory)["b2"], files, record)
+    assert board_state(inventory, "b2")["current"] == old
+    # the stale lock of the dead deploy is reported, not silently broken
+    result = runner.invoke(main, ["deploy", str(detector), "--board", "b2", "--inventory", str(inventory)])
+    if result.exit_code != 0:
+        assert "another deploy holds the board" in result.output
+        board = load_inventory(inventory)["b2"]
+        conn = connect(board)
+        conn.run(f"rm -rf {board.root}/.deploy-lock", hide=True, in_stream=False)
+        conn.close()
+        result = runner.invoke(main, ["deploy", str(detector), "--board", "b2", "--inventory", str(inventory)])
+    assert result.exit_code == 0, result.output
+    assert not [r for r in board_state(inventory, "b2")["releases"] if r.endswith(".partial")]
+
+
+def test_a_second_deploy_waits_for_the_lock_then_fails_cleanly(fleet, quantised):
+    _, inventory = fleet
+    _, detector, _, _ = quantised
+    board = load_inventory(inventory)["b1"]
+    conn = connect(board)
+    conn.run(f"mkdir -p {board.root} && mkdir {board.root}/.deploy-lock && echo other-host > {board.root}/.deploy-lock/owner",
+             hide=True, in_stream=False)
+    try:
+        t0 = time.monotonic()
+        result = CliRunner().invoke(main, ["deploy", str(detector), "--board", "b1", "--inventory", str(inventory),
+                                           "--wait", "1"])
+        assert result.exit_code == 1 and "another deploy holds the board (other-host)" in result.output
+        assert time.monotonic() - t0 >= 1.0
+        assert conn.run(f"cat {board.root}/.deploy-lock/owner", hide=True, in_stream=False).stdout.strip() == "other-host"
+    finally:
+        conn.run(f"rm -rf {board.root}/.deploy-lock", hide=True, in_stream=False)
+        conn.close()
+
+
+def test_unknown_and_changed_host_keys_are_refused(fleet, quantised, tmp_path):
+    _, inventory = fleet
+    _, detector, _, _ = quantised
+    text = inventory.read_text()
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    strange = tmp_path / "inventory.toml"
+    strange.write_text(text.replace(str(sim_board.known_hosts_file(inventory.parent)), str(empty)))
+    runner = CliRunner()
+    result = runner.invoke(main, ["deploy", str(detector), "--board", "b3", "--inventory", str(strange)])
+    assert result.exit_code == 1 and "unknown host key" in result.output and "--trust-new-host" in result.output
+    result = runner.invoke(main, ["deploy", str(detector), "--board", "b3", "--inventory", str(strange), "--trust-new-host"])
+    assert result.exit_code == 0, result.output
+    assert "ssh-ed25519" in empty.read_text()  # recorded: the next connection is verified against it
+    port = load_inventory(strange)["b3"].port
+    empty.write_text(f"[127.0.0.1]:{port} ssh-ed25519 {_other_key()}\n")
+    result = runner.invoke(main, ["deploy", str(detector), "--board", "b3", "--inventory", str(strange), "--trust-new-host"])
+    assert result.exit_code == 1 and "host key CHANGED" in result.output
+
+
+def _other_key() -> str:
+    """The public half of some other ed25519 key, as a stranger's machine would present."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/k"], check=True)
+        return Path(f"{d}/k.pub").read_text().split()[1]
+
+
+def test_unreachable_board_and_unknown_names_are_one_line(fleet, quantised, tmp_path):
+    _, inventory = fleet
+    _, detector, _, _ = quantised
+    dead = tmp_path / "dead.toml"
+    dead.write_text(f'[boards.gone]\nhost = "127.0.0.1"\nport = {sim_board.free_port()}\nuser = "x"\n'
+                    f'key_file = "{tmp_path}/none"\nknown_hosts = "{tmp_path}/kh"\nroot = "/tmp/x"\n')
+    runner = CliRunner()
+    result = runner.invoke(main, ["deploy", str(detector), "--board", "gone", "--inventory", str(dead)])
+    assert result.exit_code == 1 and "board gone (x@127.0.0.1:" in result.output and "connect: unreachable" in result.output
+    result = runner.invoke(main, ["deploy", str(detector), "--board", "nope", "--inventory", str(inventory)])
+    assert result.exit_code == 2 and "unknown board 'nope'" in result.output
