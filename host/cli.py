@@ -423,5 +423,62 @@ def rollback(board_names: tuple[str, ...], all_boards: bool, inventory: Path | N
         click.echo(f"board {board.name}: current = {run_rollback(board, trust_new_host)}")
 
 
+@main.command("bench")
+@board_options
+@click.option("--invokes", type=click.IntRange(min=1), default=2000, help="Timed single-window invokes per model.")
+@click.option("--stream/--no-stream", default=True, help="Also replay the test trials with device.stream.")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=0.5,
+              help="Allowed accuracy drop on the board below the host's int8 model, in points.")
+@click.option("--max-p99-ms", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              help="Allowed p99 latency per window (2 ms = 20x headroom in a 40 ms bin).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def bench_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | None, trust_new_host: bool,
+              invokes: int, stream: bool, max_drop: float, max_p99_ms: float, json_out: Path | None) -> None:
+    """Benchmark the deployed decoders on boards over SSH, beside the host's results; exit 1 on a miss."""
+    import json
+
+    from device.stream import format_result as format_stream
+    from host.bench_local import side_by_side
+    from host.board_bench import bench_board, judge
+    from host.boards import load_inventory, pick
+
+    failed, results = [], []
+    for board in pick(load_inventory(inventory), board_names, all_boards):
+        result = bench_board(board, invokes, stream, trust_new_host=trust_new_host)
+        results.append(result)
+        for r in result["models"].values():
+            click.echo(side_by_side(r, where=f"board {board.name}"))
+        if "stream" in result:
+            click.echo(format_stream(result["stream"]))
+        problems = judge(result, max_drop, max_p99_ms)
+        failed += [f"board {board.name}: {p}" for p in problems]
+        click.echo(f"board {board.name}: " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)))
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=1) + "\n")
+    if failed:
+        click.echo(f"grasptpu: {'; '.join(failed)}", err=True)
+        sys.exit(1)
+
+
+@main.command("firmware-test")
+@board_options
+@click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+              help="Where the boards' junit reports are fetched to.")
+def firmware_test_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | None, trust_new_host: bool,
+                      reports: Path) -> None:
+    """Run the on-board test suite (firmware_tests/) on boards; fetch each junit report; exit 1 on a failure."""
+    from host.board_bench import firmware_test
+    from host.boards import load_inventory, pick
+
+    worst = 0
+    for board in pick(load_inventory(inventory), board_names, all_boards):
+        code, summary, junit = firmware_test(board, reports, trust_new_host)
+        click.echo(f"board {board.name}: firmware tests exit {code}; junit report {junit}")
+        click.echo(summary)
+        worst = max(worst, code)
+    if worst:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

@@ -202,3 +202,42 @@ def test_unreachable_board_and_unknown_names_are_one_line(fleet, quantised, tmp_
     assert result.exit_code == 1 and "board gone (x@127.0.0.1:" in result.output and "connect: unreachable" in result.output
     result = runner.invoke(main, ["deploy", str(detector), "--board", "nope", "--inventory", str(inventory)])
     assert result.exit_code == 2 and "unknown board 'nope'" in result.output
+
+
+def test_bench_and_firmware_tests_over_ssh(fleet, quantised, tmp_path):
+    _, inventory = fleet
+    _, detector, classifier, _ = quantised
+    runner = CliRunner()
+    assert runner.invoke(main, ["deploy", str(detector), str(classifier), "--board", "b3",
+                                "--inventory", str(inventory)]).exit_code == 0
+    out = tmp_path / "bench.json"
+    result = runner.invoke(main, ["bench", "--board", "b3", "--inventory", str(inventory), "--invokes", "300",
+                                  "--max-p99-ms", "40", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "device on board b3: ai_edge_litert" in result.output and "host: int8 TFLite" in result.output
+    assert "stream ZRec50-grasp-phase + ZRec50-object" in result.output and "board b3: PASS" in result.output
+    r = json.loads(out.read_text())[0]
+    assert set(r["models"]) == {detector.name, classifier.name} and r["stream"]["trials"]["n"] > 0
+    # a threshold no board can meet is reported as a failure, with the reason
+    result = runner.invoke(main, ["bench", "--board", "b3", "--inventory", str(inventory), "--invokes", "50",
+                                  "--no-stream", "--max-p99-ms", "0.000001"])
+    assert result.exit_code == 1 and "p99 latency" in result.output
+
+    result = runner.invoke(main, ["firmware-test", "--board", "b3", "--inventory", str(inventory),
+                                  "--reports", str(tmp_path / "reports")])
+    assert result.exit_code == 0, result.output
+    junit = (tmp_path / "reports" / "b3-firmware-junit.xml").read_text()
+    assert 'failures="0"' in junit and "test_golden_vectors_match_the_host" in junit
+    assert "no compiled Edge TPU model" in result.output  # the Edge TPU test skips, saying why
+
+    board = load_inventory(inventory)["b3"]  # damage one file on the board: the suite must catch it
+    conn = connect(board)
+    try:
+        conn.run(f"cd {board.root}/current/models/{detector.name} && printf 'x' >> test_set.npz",
+                 hide=True, in_stream=False)
+    finally:
+        conn.close()
+    result = runner.invoke(main, ["firmware-test", "--board", "b3", "--inventory", str(inventory),
+                                  "--reports", str(tmp_path / "reports")])
+    assert result.exit_code == 1 and "failed" in result.output
+    assert "sha256 does not match" in (tmp_path / "reports" / "b3-firmware-junit.xml").read_text()

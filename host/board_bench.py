@@ -1,0 +1,91 @@
+"""Benchmark and test the deployed decoders on boards over SSH, and judge the results.
+
+`grasptpu bench --board NAME` runs `python -m device.bench` (and with `--stream`,
+`python -m device.stream`) inside the board's `current` release, reads the JSON it prints and
+shows it beside the host's Keras, float and int8 figures (the manifest travelled with the model,
+so both describe the same test windows). It fails when the board's accuracy falls more than
+`max_drop` points below the host's int8 model, or its p99 latency exceeds `max_p99_ms` (default
+2 ms: 20x headroom in a 40 ms bin).
+
+`grasptpu firmware-test --board NAME` runs the on-board pytest suite (firmware_tests/) there and
+fetches its junit report.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import shlex
+from pathlib import Path
+
+from host.boards import Board, BoardError, connect, run
+
+
+def remote_models(conn, board: Board) -> list[str]:
+    out = run(conn, f"ls -1 {shlex.quote(board.root)}/current/models", board, "list deployed models")
+    names = [n for n in out.split() if n]
+    if not names:
+        raise BoardError(board, "list deployed models", "no model in the current release; run `grasptpu deploy` first")
+    return names
+
+
+def _json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def bench_board(board: Board, invokes: int = 2000, stream: bool = False, models: tuple[str, ...] = (),
+                trust_new_host: bool = False) -> dict:
+    """Per model the device.bench JSON from the board, plus the stream JSON when asked."""
+    conn = connect(board, trust_new_host)
+    try:
+        names = list(models) or remote_models(conn, board)
+        cwd = f"cd {shlex.quote(board.root)}/current && {board.python}"
+        results = {name: _json(run(conn, f"{cwd} -m device.bench models/{shlex.quote(name)} --invokes {int(invokes)} "
+                                         "--json -", board, f"device.bench {name}")) for name in names}
+        out = {"board": board.name, "where": board.where, "models": results}
+        if stream:
+            by_task = {r["task"]: name for name, r in results.items()}
+            if {"grasp-phase", "object"} - set(by_task):
+                raise BoardError(board, "device.stream", "needs a grasp-phase and an object model in the release")
+            out["stream"] = _json(run(conn, f"{cwd} -m device.stream models/{by_task['grasp-phase']} "
+                                            f"models/{by_task['object']} --json -", board, "device.stream"))
+    finally:
+        conn.close()
+    return out
+
+
+def judge(result: dict, max_drop: float = 0.5, max_p99_ms: float = 2.0) -> list[str]:
+    """Why the board's figures miss a threshold (empty: they pass)."""
+    problems = []
+    for name, r in result["models"].items():
+        host = (r.get("host") or {}).get("int8", {})
+        drop = 100.0 * (host.get("accuracy", r["accuracy"]["accuracy"]) - r["accuracy"]["accuracy"])
+        if drop > max_drop:
+            problems.append(f"{name}: accuracy {drop:.2f} points below the host's int8 model (allowed {max_drop:g})")
+        if r["latency"]["p99_ms"] > max_p99_ms:
+            problems.append(f"{name}: p99 latency {r['latency']['p99_ms']:.3f} ms over {max_p99_ms:g} ms")
+    stream = result.get("stream")
+    if stream and stream["latency"]["deadline_misses"]:
+        problems.append(f"stream: {stream['latency']['deadline_misses']} bins missed the {stream['bin_ms']:.0f} ms deadline")
+    return problems
+
+
+def firmware_test(board: Board, report_dir: Path, trust_new_host: bool = False) -> tuple[int, str, Path]:
+    """(pytest exit code, its summary line, local junit file) of firmware_tests/ run on the board."""
+    conn = connect(board, trust_new_host)
+    remote = posixpath.join(board.root, "firmware-junit.xml")
+    try:
+        result = conn.run(f"cd {shlex.quote(board.root)}/current && {board.python} -m pytest -q -rs firmware_tests "
+                          f"-p no:cacheprovider --junitxml={shlex.quote(remote)}", hide=True, warn=True, in_stream=False,
+                          timeout=1800)
+        report_dir.mkdir(parents=True, exist_ok=True)
+        local = report_dir / f"{board.name}-firmware-junit.xml"
+        try:
+            conn.get(remote, str(local))
+        except OSError:
+            lines = [ln for ln in (result.stderr + result.stdout).splitlines() if ln.strip()]
+            raise BoardError(board, "firmware-test", lines[-1] if lines else f"pytest exit {result.exited}") from None
+    finally:
+        conn.close()
+    summary = [ln for ln in result.stdout.splitlines() if ln.strip()]
+    return result.exited, "\n".join(summary[-12:]), local
