@@ -7,7 +7,10 @@ STAMP = .make/installed
 
 MODELS ?= models
 MODEL_DIRS = $(MODELS)/$(SESSION)-object $(MODELS)/$(SESSION)-grasp-phase
-.PHONY: help install sshd demo data data-all prepare train quantize compile test test-fast bench bench-data bench-train bench-quant board-up board-down check-sessions clean
+BOARD ?= board1
+INVENTORY ?= .boards/boards.toml
+SIMULATED = $(filter .boards/boards.toml,$(INVENTORY))
+.PHONY: help install sshd demo data data-all prepare train quantize compile deploy bench-board firmware-test test test-fast bench bench-data bench-train bench-quant board-up board-down check-sessions clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -18,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## install grasptpu and its dev tools into $(PYTHON)
 
-demo: prepare train quantize compile  ## the main job on the embedded default session, as far as the pipeline reaches today
+demo: prepare train quantize compile deploy bench-board firmware-test  ## the main job end to end: default session -> simulated board
 
 $(RECORDING): | $(STAMP)
 	grasptpu synth --session $(SESSION) --out $(DATA)
@@ -48,13 +51,22 @@ sshd:  ## install Debian's OpenSSH server (the simulated boards' sshd) if it is 
 	@test -x /usr/sbin/sshd || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server; }
 
+deploy: $(if $(SIMULATED),board-up)  ## push both models, device/ and firmware_tests/ to $(BOARD) (default: the simulated board)
+	grasptpu deploy $(MODEL_DIRS) --board $(BOARD) --inventory $(INVENTORY)
+
+bench-board:  ## device.bench + device.stream on $(BOARD) over SSH, beside the host's figures (exit 1 on a miss)
+	grasptpu bench --board $(BOARD) --inventory $(INVENTORY)
+
+firmware-test:  ## the on-board pytest suite on $(BOARD); junit report fetched to reports/
+	grasptpu firmware-test --board $(BOARD) --inventory $(INVENTORY)
+
 test: $(STAMP)  ## the whole test suite, slow end-to-end tests included
 	$(PYTHON) -m pytest -q
 
 test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests
 	$(PYTHON) -m pytest -q -m "not slow"
 
-bench: bench-data bench-train bench-quant  ## every benchmark
+bench: bench-data bench-train bench-quant bench-board  ## every benchmark (long: bench-train trains 12 models); bench-board needs a deploy
 
 bench-data: $(STAMP)  ## data-stage benchmark on the largest session vs neo.io baselines (minutes)
 	$(PYTHON) tools/bench_data.py --session MRec41 --out $(DATA)/bench

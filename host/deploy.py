@@ -30,6 +30,10 @@ from host.modeldir import read_manifest, sha256_of
 REPO = Path(__file__).resolve().parent.parent
 LOCK = ".deploy-lock"
 PAYLOAD_DIRS = ("device", "firmware_tests")
+# What the board needs of a model folder; the Keras model, training history and plots stay home
+# (the board checks the sha256 of the files it has against the manifest and skips absent ones).
+BOARD_FILES = ("manifest.json", "model_int8.tflite", "model_int8_edgetpu.tflite", "model_int8_edgetpu.log",
+               "model_float.tflite", "test_set.npz", "metrics.json")
 
 
 def payload(model_dirs: list[Path]) -> list[tuple[Path, str]]:
@@ -40,7 +44,7 @@ def payload(model_dirs: list[Path]) -> list[tuple[Path, str]]:
         if "tflite" not in manifest:
             raise GrasptpuError(f"{folder}: not quantised; run `grasptpu quantize {folder}` before deploying")
         for p in sorted(folder.iterdir()):
-            if p.is_file() and (p.name in manifest["artifacts"] or p.name == "manifest.json"):
+            if p.name in BOARD_FILES and p.is_file():
                 files.append((p, f"models/{manifest['name']}/{p.name}"))
     for sub in PAYLOAD_DIRS:
         for p in sorted((REPO / sub).rglob("*")):

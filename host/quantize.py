@@ -255,7 +255,7 @@ def quantize(folder: Path, representative_size: int = DEFAULT_REPRESENTATIVE, se
         (staged.path / INT8_TFLITE).write_bytes(int8_flat)
         for stale in (COMPILED, COMPILE_LOG):  # a new int8 model voids an earlier compilation
             (staged.path / stale).unlink(missing_ok=True)
-        np.savez(staged.path / TEST_SET, **arrays, keras_probs=outputs["keras"], float_probs=outputs["float"],
+        np.savez_compressed(staged.path / TEST_SET, **arrays, keras_probs=outputs["keras"], float_probs=outputs["float"],
                  int8_output=outputs["int8_raw"])
         check = edgetpu_check.check_model(staged.path / INT8_TFLITE)
         manifest = {k: v for k, v in md.manifest.items() if k != "edgetpu"}

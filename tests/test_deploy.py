@@ -241,3 +241,40 @@ def test_bench_and_firmware_tests_over_ssh(fleet, quantised, tmp_path):
                                   "--reports", str(tmp_path / "reports")])
     assert result.exit_code == 1 and "failed" in result.output
     assert "sha256 does not match" in (tmp_path / "reports" / "b3-firmware-junit.xml").read_text()
+
+
+def test_a_full_disk_on_the_board_keeps_the_old_release(fleet, quantised, tmp_path):
+    """The board root on a tmpfs with room for one release but not two (needs root to mount)."""
+    import subprocess
+
+    _, inventory = fleet
+    _, detector, _, _ = quantised
+    release_bytes = sum(p.stat().st_size for p, _ in payload([detector]))
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    size_kib = int(release_bytes * 1.6 / 1024) + 64
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
+    try:
+        small = tmp_path / "inventory.toml"
+        b1_root = load_inventory(inventory)["b1"].root
+        small.write_text(inventory.read_text().replace(f'"{b1_root}"', f'"{mount}"'))
+        runner = CliRunner()
+        result = runner.invoke(main, ["deploy", str(detector), "--board", "b1", "--inventory", str(small)])
+        assert result.exit_code == 0, result.output
+        first = board_state(small, "b1")["current"]
+        result = runner.invoke(main, ["deploy", str(detector), "--board", "b1", "--inventory", str(small)])
+        assert result.exit_code == 1 and "board b1" in result.output and "upload" in result.output, result.output
+        assert board_state(small, "b1")["current"] == first
+        board = load_inventory(small)["b1"]
+        conn = connect(board)
+        try:  # the active release still runs
+            out = conn.run(f"cd {mount}/current && {board.python} -m device.bench models/{detector.name} "
+                           "--invokes 20 --json -", hide=True, in_stream=False).stdout
+        finally:
+            conn.close()
+        assert json.loads(out)["accuracy"]["host_int8_bit_exact"] == 1.0
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
