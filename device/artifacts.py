@@ -52,6 +52,13 @@ def load_manifest(folder: str) -> dict:
                           "deploy the device package from the same grasptpu version".format(path, fmt, SUPPORTED_FORMAT))
     if "tflite" not in manifest or "test_set" not in manifest:
         raise DeviceError("{}: the model is not quantised (run `grasptpu quantize` on the host)".format(folder))
+    try:
+        for key in ("name", "task", "labels", "artifacts"):
+            manifest[key]
+        manifest["data"]["window_bins"], manifest["data"]["bin_ms"], manifest["data"]["session"]
+        manifest["tflite"]["int8"]["input"]["shape"]
+    except (KeyError, TypeError) as exc:
+        raise DeviceError("{}: the manifest lacks {}; re-run `grasptpu quantize` and deploy again".format(path, exc)) from None
     return manifest
 
 

@@ -1,8 +1,8 @@
 """One quantised decoder on the board: counts in, int8 scores out, with the input checked first.
 
 The interpreter takes one window per invoke (batch 1, the Edge TPU's static shape). Bad input is
-refused here, in plain words, before it reaches the interpreter: a window of the wrong shape, a
-negative, non-finite or non-integer count.
+refused here, in plain words, before it reaches the interpreter: a window of the wrong shape or
+dtype, a negative or non-finite count.
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ class Decoder:
         self.task = manifest["task"]
         self.labels = manifest["labels"]
         self.model_file = COMPILED_MODEL if runtime.edgetpu else INT8_MODEL
-        self.interpreter = runtime.open(os.path.join(folder, self.model_file), threads)
+        try:
+            self.interpreter = runtime.open(os.path.join(folder, self.model_file), threads)
+        except (ValueError, RuntimeError, OSError) as exc:  # e.g. an op version this runtime predates
+            raise DeviceError("{}: {} cannot load it ({}); update the board's runtime or re-convert the model".format(
+                self.model_file, runtime.detail, str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)) from None
         inp = self.interpreter.get_input_details()[0]
         out = self.interpreter.get_output_details()[0]
         expected = tuple(manifest["tflite"]["int8"]["input"]["shape"])

@@ -54,7 +54,7 @@ def activate(root: str, release_id: str) -> None:
     target = os.path.join("releases", release_id)
     if not os.path.isdir(os.path.join(root, target)):
         raise ValueError("release {} is not on this board".format(release_id))
-    tmp = os.path.join(root, "current.new")
+    tmp = os.path.join(root, "current.new.{}".format(os.getpid()))
     if os.path.lexists(tmp):
         os.remove(tmp)
     os.symlink(target, tmp)
@@ -63,7 +63,10 @@ def activate(root: str, release_id: str) -> None:
 
 def finish(root: str, partial: str, keep: int) -> str:
     """Rename an uploaded, verified `<id>.partial` to `<id>`, activate it and prune old releases."""
+    if not partial.endswith(".partial"):
+        raise ValueError("{} is not an upload in progress (<id>.partial)".format(partial))
     release_id = partial[: -len(".partial")]
+    os.sync()  # the uploaded files reach the disk before `current` can point at them
     os.rename(os.path.join(root, "releases", partial), os.path.join(root, "releases", release_id))
     activate(root, release_id)
     prune(root, keep)

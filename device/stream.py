@@ -116,19 +116,23 @@ def load_pair(detector_dir: str, classifier_dir: str, allow_edgetpu: bool, threa
         verify(folder, manifest)
         runtime = rt.select(COMPILED_MODEL in manifest["artifacts"], allow_edgetpu)
         decoders.append((Decoder(folder, manifest, runtime, threads), manifest, runtime))
-    (det, det_m, runtime), (cls, cls_m, _) = decoders
+    (det, det_m, runtime), (cls, cls_m, cls_runtime) = decoders
+    for key in ("session", "bin_ms", "window_bins", "n_units"):
+        if det_m["data"].get(key) != cls_m["data"].get(key):
+            raise DeviceError("the two models differ in {} ({} vs {}); train both on one recording with the same "
+                              "settings".format(key, det_m["data"].get(key), cls_m["data"].get(key)))
     test = TestSet(detector_dir, det_m["data"]["window_bins"])
     other = TestSet(classifier_dir, cls_m["data"]["window_bins"])
     if det_m["data"]["session"] != cls_m["data"]["session"] or \
             not np.array_equal(test.arrays["trial_index"], other.arrays["trial_index"]):
         raise DeviceError("the two models come from different sessions or splits; train both on one recording")
-    return det, cls, det_m, cls_m, runtime, test
+    return det, cls, det_m, cls_m, (runtime, cls_runtime), test
 
 
 def run(detector_dir: str, classifier_dir: str, debounce: int = 2, realtime: bool = False,
         max_trials: int = 0, allow_edgetpu: bool = True, threads: int = 1) -> dict:
     """Replay every test trial (or the first `max_trials`) and summarise."""
-    det, cls, det_m, cls_m, runtime, test = load_pair(detector_dir, classifier_dir, allow_edgetpu, threads)
+    det, cls, det_m, cls_m, (runtime, cls_runtime), test = load_pair(detector_dir, classifier_dir, allow_edgetpu, threads)
     bin_s = det_m["data"]["bin_ms"] / 1000.0
     classes = class_of_objects(cls_m)
     n_trials = test.n_trials if max_trials <= 0 else min(max_trials, test.n_trials)
@@ -150,7 +154,7 @@ def run(detector_dir: str, classifier_dir: str, debounce: int = 2, realtime: boo
     return {
         "detector": det_m["name"], "classifier": cls_m["name"], "session": det_m["data"]["session"],
         "data": "test split of {}: {} of {} trials, {} bins".format(det_m["data"]["session"], n_trials, test.n_trials, len(lat)),
-        **runtime.describe(), "threads": threads, "realtime": realtime, "debounce_bins": debounce,
+        **runtime.describe(), "classifier_runtime": cls_runtime.describe(), "threads": threads, "realtime": realtime, "debounce_bins": debounce,
         "bin_ms": det_m["data"]["bin_ms"],
         "latency": {"p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3),
                     "max_ms": float(lat.max() * 1e3), "deadline_misses": int((lat > bin_s).sum()),
@@ -173,9 +177,10 @@ def format_result(r: dict) -> str:
     lat, tr = r["latency"], r["trials"]
     first = "never" if tr["first_correct_s_median"] is None else "{:.0f} ms (p90 {:.0f} ms)".format(
         tr["first_correct_s_median"] * 1e3, tr["first_correct_s_p90"] * 1e3)
+    cls = r["classifier_runtime"]
     return "\n".join([
-        "stream {} + {} on {} | runtime {} ({}), {}, debounce {} bins".format(
-            r["detector"], r["classifier"], r["data"], r["runtime"], r["detail"],
+        "stream {} + {} on {} | detector on {} ({}), classifier on {} ({}), {}, debounce {} bins".format(
+            r["detector"], r["classifier"], r["data"], r["runtime"], r["detail"], cls["runtime"], cls["detail"],
             "real-time pacing" if r["realtime"] else "as fast as possible", r["debounce_bins"]),
         "  per-bin decision latency: p50 {:.3f} ms, p99 {:.3f} ms, max {:.3f} ms; {} deadline misses of {:.0f} ms; "
         "headroom {:.0f}x at p99, {:.0f}x at max".format(lat["p50_ms"], lat["p99_ms"], lat["max_ms"], lat["deadline_misses"],

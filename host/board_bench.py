@@ -18,7 +18,7 @@ import posixpath
 import shlex
 from pathlib import Path
 
-from host.boards import Board, BoardError, connect, run
+from host.boards import Board, BoardError, open_board, run
 
 
 def remote_models(conn, board: Board) -> list[str]:
@@ -36,7 +36,7 @@ def _json(out: str) -> dict:
 def bench_board(board: Board, invokes: int = 2000, stream: bool = False, models: tuple[str, ...] = (),
                 trust_new_host: bool = False) -> dict:
     """Per model the device.bench JSON from the board, plus the stream JSON when asked."""
-    conn = connect(board, trust_new_host)
+    conn, board = open_board(board, trust_new_host)
     try:
         names = list(models) or remote_models(conn, board)
         cwd = f"cd {shlex.quote(board.root)}/current && {board.python}"
@@ -47,8 +47,9 @@ def bench_board(board: Board, invokes: int = 2000, stream: bool = False, models:
             by_task = {r["task"]: name for name, r in results.items()}
             if {"grasp-phase", "object"} - set(by_task):
                 raise BoardError(board, "device.stream", "needs a grasp-phase and an object model in the release")
-            out["stream"] = _json(run(conn, f"{cwd} -m device.stream models/{by_task['grasp-phase']} "
-                                            f"models/{by_task['object']} --json -", board, "device.stream"))
+            det, cls = shlex.quote(by_task["grasp-phase"]), shlex.quote(by_task["object"])
+            out["stream"] = _json(run(conn, f"{cwd} -m device.stream models/{det} models/{cls} --json -",
+                                      board, "device.stream"))
     finally:
         conn.close()
     return out
@@ -72,12 +73,16 @@ def judge(result: dict, max_drop: float = 0.5, max_p99_ms: float = 2.0) -> list[
 
 def firmware_test(board: Board, report_dir: Path, trust_new_host: bool = False) -> tuple[int, str, Path]:
     """(pytest exit code, its summary line, local junit file) of firmware_tests/ run on the board."""
-    conn = connect(board, trust_new_host)
+    conn, board = open_board(board, trust_new_host)
     remote = posixpath.join(board.root, "firmware-junit.xml")
     try:
-        result = conn.run(f"cd {shlex.quote(board.root)}/current && {board.python} -m pytest -q -rs firmware_tests "
-                          f"-p no:cacheprovider --junitxml={shlex.quote(remote)}", hide=True, warn=True, in_stream=False,
-                          timeout=1800)
+        run(conn, f"rm -f {shlex.quote(remote)}", board, "firmware-test")  # never fetch an old report
+        try:
+            result = conn.run(f"cd {shlex.quote(board.root)}/current && {board.python} -m pytest -q -rs firmware_tests "
+                              f"-p no:cacheprovider --junitxml={shlex.quote(remote)}", hide=True, warn=True,
+                              in_stream=False, timeout=1800)
+        except Exception as exc:  # a dropped connection or the timeout
+            raise BoardError(board, "firmware-test", f"{type(exc).__name__}: {exc}") from None
         report_dir.mkdir(parents=True, exist_ok=True)
         local = report_dir / f"{board.name}-firmware-junit.xml"
         try:

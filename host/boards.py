@@ -145,12 +145,33 @@ class _TrustOnce:
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
+def open_board(board: Board, trust_new_host: bool = False):
+    """(connection, board with its root made absolute on the board).
+
+    Remote commands `cd` into a release before running, so a relative or `~/` root must be
+    resolved once, on the board, or it would name a different folder from inside the release."""
+    import dataclasses
+    import shlex
+
+    conn = connect(board, trust_new_host)
+    root = board.root
+    expr = '"$HOME"/' + shlex.quote(root[2:]) if root.startswith("~/") else shlex.quote(root)
+    try:
+        absolute = run(conn, f"mkdir -p {expr} && cd {expr} && pwd -P", board, "root folder").strip()
+    except BoardError:
+        conn.close()
+        raise
+    return conn, dataclasses.replace(board, root=absolute)
+
+
 def run(conn, command: str, board: Board, step: str, timeout: float = 600.0) -> str:
     """Run a command on the board; its stdout, or a BoardError carrying its last stderr line."""
     try:
         result = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
     except Exception as exc:  # invoke/paramiko raise several types for a dropped connection or a timeout
         raise BoardError(board, step, f"{type(exc).__name__}: {exc}") from None
+    if result.exited == -1:  # no exit status: the channel closed under the command
+        raise BoardError(board, step, "connection lost while the command ran")
     if result.exited != 0:
         lines = [ln for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
         raise BoardError(board, step, lines[-1] if lines else f"exit {result.exited}")

@@ -406,6 +406,8 @@ def deploy(model_dirs: tuple[Path, ...], board_names: tuple[str, ...], all_board
     for d in done:
         click.echo(f"board {d['board']}: current = {d['current']} ({d['files']} files, {d['bytes'] / 1024:.0f} KiB, "
                    f"{d['seconds']:.1f} s); releases kept: {len(d['releases'])}")
+        if d["lock_problem"]:
+            click.echo(f"board {d['board']}: warning: {d['lock_problem']}", err=True)
     for line in failed:
         click.echo(f"grasptpu: error: {line}", err=True)
     if failed:

@@ -20,10 +20,11 @@ import shlex
 import socket
 import tempfile
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from host.boards import Board, BoardError, connect, run
+from host.boards import Board, BoardError, open_board, run
 from host.errors import GrasptpuError
 from host.modeldir import read_manifest, sha256_of
 
@@ -63,21 +64,50 @@ def release_record(files: list[tuple[Path, str]], rid: str) -> dict:
         {"path": rel, "bytes": p.stat().st_size, "sha256": sha256_of(p)} for p, rel in files]}
 
 
-def _lock(conn, board: Board, wait_s: float) -> None:
+def _lock(conn, board: Board, wait_s: float) -> str:
+    """Take the board's lock (mkdir is atomic); returns this deploy's token, written into it."""
+    q = shlex.quote
     lock = posixpath.join(board.root, LOCK)
-    note = f"{socket.gethostname()} {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
+    token = f"{socket.gethostname()} {datetime.now(timezone.utc).isoformat(timespec='seconds')} {uuid.uuid4().hex[:12]}"
+    run(conn, f"mkdir -p {q(board.root + '/releases')}", board, "lock")
     deadline = time.monotonic() + wait_s
     while True:
-        q = shlex.quote
-        result = conn.run(f"mkdir -p {q(board.root + '/releases')} && mkdir {q(lock)} && echo {q(note)} > {q(lock + '/owner')}",
-                          hide=True, warn=True, in_stream=False)
+        result = _try(conn, board, "lock", f"mkdir {q(lock)}")
         if result.exited == 0:
-            return
+            break
+        if "exists" not in result.stderr:
+            raise BoardError(board, "lock", (result.stderr.strip().splitlines() or ["cannot create the lock"])[-1])
         if time.monotonic() >= deadline:
-            owner = conn.run(f"cat {shlex.quote(lock + '/owner')}", hide=True, warn=True, in_stream=False).stdout.strip()
-            raise BoardError(board, "lock", f"another deploy holds the board ({owner or 'unknown owner'}); "
+            owner = _try(conn, board, "lock", f"cat {q(lock + '/owner')}").stdout.strip()
+            raise BoardError(board, "lock", f"another deploy holds the board ({owner or 'owner unknown'}); "
                                             f"retry later, or remove {lock} if that deploy died")
         time.sleep(0.5)
+    wrote = _try(conn, board, "lock", f"echo {q(token)} > {q(lock + '/owner')}")
+    if wrote.exited != 0:  # e.g. a full disk: give the lock back before failing
+        _try(conn, board, "lock", f"rm -rf {q(lock)}")
+        raise BoardError(board, "lock", (wrote.stderr.strip().splitlines() or ["cannot write the lock"])[-1])
+    # leftovers of interrupted deploys: this deploy holds the lock, so no upload is in progress
+    _try(conn, board, "clean up", f"rm -rf {q(board.root)}/releases/*.partial")
+    return token
+
+
+def _try(conn, board: Board, step: str, command: str):
+    """conn.run that reports a dropped connection as a BoardError, and a failing command by its result."""
+    try:
+        return conn.run(command, hide=True, warn=True, in_stream=False, timeout=120)
+    except Exception as exc:  # invoke/paramiko raise several types when the connection is gone
+        raise BoardError(board, step, f"connection lost ({type(exc).__name__}: {exc})") from None
+
+
+def _unlock(conn, board: Board, token: str) -> str | None:
+    """Remove the lock if it is still ours; a problem is returned, not raised (never mask the real error)."""
+    q = shlex.quote
+    lock = posixpath.join(board.root, LOCK)
+    try:
+        _try(conn, board, "unlock", f"[ \"$(cat {q(lock + '/owner')} 2>/dev/null)\" = {q(token)} ] && rm -rf {q(lock)}")
+    except BoardError:
+        return f"the board's lock {lock} may be left behind (remove it if no deploy is running)"
+    return None
 
 
 def _upload(conn, board: Board, files: list[tuple[Path, str]], record: dict, partial: str) -> None:
@@ -103,9 +133,9 @@ def deploy_board(board: Board, files: list[tuple[Path, str]], record: dict, keep
                  trust_new_host: bool = False) -> dict:
     """Deploy one release to one board; returns what the board reports after the switch."""
     t0 = time.perf_counter()
-    conn = connect(board, trust_new_host)
+    conn, board = open_board(board, trust_new_host)
     try:
-        _lock(conn, board, wait_s)
+        token = _lock(conn, board, wait_s)
         try:
             partial = f"{record['id']}.partial"
             _upload(conn, board, files, record, partial)
@@ -114,14 +144,18 @@ def deploy_board(board: Board, files: list[tuple[Path, str]], record: dict, keep
             run(conn, f"cd {release_dir} && {py} -m device.release verify .", board, "verify on the board")
             out = run(conn, f"cd {release_dir} && {py} -m device.release finish {root} {shlex.quote(partial)} {int(keep)}",
                       board, "switch current")
-        finally:
-            conn.run(f"rm -rf {shlex.quote(posixpath.join(board.root, LOCK))}", hide=True, warn=True, in_stream=False)
+        except BoardError as exc:
+            problem = _unlock(conn, board, token)
+            if problem:
+                raise BoardError(board, exc.step, f"{str(exc).split(': ', 2)[-1]}; {problem}") from None
+            raise
+        problem = _unlock(conn, board, token)
         status = json.loads(run(conn, f"cd {root}/current && {py} -m device.release status {root}",
                                 board, "status").strip().splitlines()[-1])
     finally:
         conn.close()
     return {"board": board.name, "current": json.loads(out.strip().splitlines()[-1])["current"],
-            "releases": status["releases"], "files": len(files) + 1,
+            "releases": status["releases"], "files": len(files) + 1, "lock_problem": problem,
             "bytes": sum(p.stat().st_size for p, _ in files), "seconds": time.perf_counter() - t0}
 
 
@@ -138,11 +172,13 @@ def deploy(boards: list[Board], model_dirs: list[Path], keep: int = 3, wait_s: f
                 done.append(future.result())
             except GrasptpuError as exc:
                 failed.append(str(exc))
+            except Exception as exc:  # one board's unexpected failure must not hide the others' results
+                failed.append(f"board {futures[future].name}: {type(exc).__name__}: {exc}")
     return sorted(done, key=lambda d: d["board"]), sorted(failed)
 
 
 def rollback(board: Board, trust_new_host: bool = False) -> str:
-    conn = connect(board, trust_new_host)
+    conn, board = open_board(board, trust_new_host)
     try:
         root = shlex.quote(board.root)
         out = run(conn, f"cd {root}/current && {board.python} -m device.release rollback {root}",
