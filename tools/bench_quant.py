@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 SUFFIXES = ("-object", "-grasp-phase")
 TFLITE_WARMUP = 50
 KERAS_WARMUP = 20
-EAGER_CALLS = 200
+EAGER_CALLS = 100
 MAX_SIZE_RATIO = 1 / 3
 MAX_INT8_P99_MS = 1.0
 
