@@ -433,9 +433,12 @@ def rollback(board_names: tuple[str, ...], all_boards: bool, inventory: Path | N
               help="Allowed accuracy drop on the board below the host's int8 model, in points.")
 @click.option("--max-p99-ms", type=click.FloatRange(min=0, min_open=True), default=2.0,
               help="Allowed p99 latency per window (2 ms = 20x headroom in a 40 ms bin).")
+@click.option("--max-miss-rate", type=click.FloatRange(0, 1), default=1e-4,
+              help="Allowed share of stream bins over the 40 ms deadline (0 = every deadline).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bench_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | None, trust_new_host: bool,
-              invokes: int, stream: bool, max_drop: float, max_p99_ms: float, json_out: Path | None) -> None:
+              invokes: int, stream: bool, max_drop: float, max_p99_ms: float, max_miss_rate: float,
+              json_out: Path | None) -> None:
     """Benchmark the deployed decoders on boards over SSH, beside the host's results; exit 1 on a miss."""
     import json
 
@@ -452,7 +455,7 @@ def bench_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | 
             click.echo(side_by_side(r, where=f"board {board.name}"))
         if "stream" in result:
             click.echo(format_stream(result["stream"]))
-        problems = judge(result, max_drop, max_p99_ms)
+        problems = judge(result, max_drop, max_p99_ms, max_miss_rate)
         failed += [f"board {board.name}: {p}" for p in problems]
         click.echo(f"board {board.name}: " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)))
     if json_out:

@@ -219,7 +219,7 @@ def test_bench_and_firmware_tests_over_ssh(fleet, quantised, tmp_path):
                                 "--inventory", str(inventory)]).exit_code == 0
     out = tmp_path / "bench.json"
     result = runner.invoke(main, ["bench", "--board", "b3", "--inventory", str(inventory), "--invokes", "300",
-                                  "--max-p99-ms", "40", "--json", str(out)])
+                                  "--max-p99-ms", "40", "--max-miss-rate", "0.01", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "device on board b3: ai_edge_litert" in result.output and "host: int8 TFLite" in result.output
     assert "stream ZRec50-grasp-phase + ZRec50-object" in result.output and "board b3: PASS" in result.output
