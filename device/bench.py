@@ -13,7 +13,6 @@ Prints a short table; `--json PATH` (or `-` for stdout) writes every figure.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -24,6 +23,7 @@ import numpy as np
 from device import runtime as rt
 from device.artifacts import COMPILED_MODEL, DeviceError, TestSet, load_manifest, verify
 from device.decoder import Decoder
+from device.output import emit
 
 MIN_INVOKES = 2000
 
@@ -143,15 +143,7 @@ def main(argv=None) -> int:
     except DeviceError as exc:
         print("device.bench: error: {}".format(exc), file=sys.stderr)
         return 2
-    if args.json == "-":
-        print(json.dumps(result))
-        return 0
-    print(format_result(result))
-    if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(result, fh, indent=1)
-        os.replace(tmp, args.json)
+    emit(result, args.json, format_result(result) if args.json != "-" else "")
     return 0
 
 

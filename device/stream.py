@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
 import sys
 import time
 
@@ -26,6 +24,7 @@ import numpy as np
 from device import runtime as rt
 from device.artifacts import COMPILED_MODEL, DeviceError, TestSet, load_manifest, verify
 from device.decoder import Decoder
+from device.output import emit
 
 
 class RingBuffer:
@@ -215,15 +214,7 @@ def main(argv=None) -> int:
     except DeviceError as exc:
         print("device.stream: error: {}".format(exc), file=sys.stderr)
         return 2
-    if args.json == "-":
-        print(json.dumps(result))
-        return 0
-    print(format_result(result))
-    if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(result, fh, indent=1)
-        os.replace(tmp, args.json)
+    emit(result, args.json, format_result(result) if args.json != "-" else "")
     return 0
 
 

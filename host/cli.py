@@ -18,6 +18,15 @@ DEFAULT_DATA_DIR = Path("data")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _options(*options):
+    """One decorator applying click options in the order listed."""
+    def apply(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return apply
+
+
 def data_options(func):
     """Options that decide how a recording becomes windows (shared by every training command)."""
     options = [
@@ -26,9 +35,7 @@ def data_options(func):
                      help="Window label: its last bin (paper) or the bin after it (reference scripts)."),
         click.option("--seed", type=int, default=0, help="Seed for the split, the weights and the batch order."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _options(*options)(func)
 
 
 def training_options(func):
@@ -50,9 +57,7 @@ def training_options(func):
         click.option("--class-weights/--no-class-weights", default=False,
                      help="Weight classes by inverse frequency (rest:grasp is ~10:1)."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return data_options(func)
+    return data_options(_options(*options)(func))
 
 
 class _Group(click.Group):
@@ -258,7 +263,7 @@ def quantize(model_dirs: tuple[Path, ...], representative_size: int, rep_file: P
     Also stores the test windows with the host's Keras, float and int8 outputs on them (for the
     board), the float-vs-int8 comparison and the Edge TPU compatibility report in the manifest.
     """
-    from host import edgetpu_check, quantcheck
+    from host import quantcheck
     from host.quantize import quantize as run
 
     rep = None
@@ -380,9 +385,7 @@ def board_options(func):
         click.option("--trust-new-host", is_flag=True,
                      help="Accept and record the host key of a board never seen before (a changed key is always refused)."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _options(*options)(func)
 
 
 @main.command()

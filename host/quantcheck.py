@@ -54,23 +54,28 @@ def quantise_input(windows: np.ndarray, scale: float, zero_point: int) -> np.nda
     return np.clip(np.round(windows / scale) + zero_point, -128, 127).astype(np.int8)
 
 
+def invoke_each(it, windows: np.ndarray) -> np.ndarray:
+    """Raw outputs of an allocated batch-1 interpreter, one invoke per window (int8 models get quantised input)."""
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    x = quantise_input(windows, *inp["quantization"]) if inp["dtype"] == np.int8 else windows.astype(inp["dtype"])
+    results = np.empty((len(x), out["shape"][-1]), out["dtype"])
+    for i, window in enumerate(x):  # batch 1 by design: one invoke per window
+        it.set_tensor(inp["index"], window[None])
+        it.invoke()
+        results[i] = it.get_tensor(out["index"])[0]
+    return results
+
+
 def run_tflite(model: bytes | Path, windows: WindowSet, batch: int = 2048) -> np.ndarray:
-    """Raw outputs of a batch-1 TFLite model for every window (int8 models get quantised input)."""
+    """Raw outputs of a batch-1 TFLite model for every window, gathered `batch` windows at a time."""
     it = interpreter(model)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     expected = (1, windows.window_bins, windows.counts.shape[1])
     if tuple(inp["shape"]) != expected:
         raise GrasptpuError(f"model input shape {tuple(inp['shape'])} does not fit windows of shape {expected[1:]}")
-    results = np.empty((len(windows), out["shape"][-1]), out["dtype"])
-    scale, zero = inp["quantization"]
-    for lo in range(0, len(windows), batch):
-        x = windows.batch(slice(lo, lo + batch)).astype(np.float32)
-        x = quantise_input(x, scale, zero) if inp["dtype"] == np.int8 else x.astype(inp["dtype"])
-        for i, window in enumerate(x):  # batch 1 by design: one invoke per window
-            it.set_tensor(inp["index"], window[None])
-            it.invoke()
-            results[lo + i] = it.get_tensor(out["index"])[0]
-    return results
+    parts = [invoke_each(it, windows.batch(slice(lo, lo + batch)).astype(np.float32))
+             for lo in range(0, len(windows), batch)]
+    return np.concatenate(parts) if parts else np.empty((0, out["shape"][-1]), out["dtype"])
 
 
 def dequantise(raw: np.ndarray, model: bytes | Path) -> np.ndarray:

@@ -152,21 +152,11 @@ def convert(exported, representative: np.ndarray | None) -> bytes:
 
 def slimmed(flat: bytes, probe: np.ndarray) -> bytes:
     """`host.tflite_slim.slim(flat)`, kept only if it gives bit-identical outputs on `probe` windows."""
-    from host.quantcheck import interpreter, quantise_input
+    from host.quantcheck import interpreter, invoke_each
     from host.tflite_slim import slim
 
     small = slim(flat)
-    outputs = []
-    for model in (flat, small):
-        it = interpreter(model)
-        inp, out = it.get_input_details()[0], it.get_output_details()[0]
-        x = quantise_input(probe, *inp["quantization"]) if inp["dtype"] == np.int8 else probe
-        got = []
-        for window in x:
-            it.set_tensor(inp["index"], window[None])
-            it.invoke()
-            got.append(it.get_tensor(out["index"]).copy())
-        outputs.append(np.concatenate(got))
+    outputs = [invoke_each(interpreter(model), probe) for model in (flat, small)]
     if not np.array_equal(*outputs):
         raise GrasptpuError("internal: the slimmed TFLite model computes differently; please report this")
     return small
