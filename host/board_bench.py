@@ -18,7 +18,7 @@ import posixpath
 import shlex
 from pathlib import Path
 
-from host.boards import Board, BoardError, open_board, run
+from host.boards import Board, BoardError, close, open_board, run
 
 
 def remote_models(conn, board: Board) -> list[str]:
@@ -51,7 +51,7 @@ def bench_board(board: Board, invokes: int = 2000, stream: bool = False, models:
             out["stream"] = _json(run(conn, f"{cwd} -m device.stream models/{det} models/{cls} --json -",
                                       board, "device.stream"))
     finally:
-        conn.close()
+        close(conn)
     return out
 
 
@@ -94,6 +94,6 @@ def firmware_test(board: Board, report_dir: Path, trust_new_host: bool = False) 
             lines = [ln for ln in (result.stderr + result.stdout).splitlines() if ln.strip()]
             raise BoardError(board, "firmware-test", lines[-1] if lines else f"pytest exit {result.exited}") from None
     finally:
-        conn.close()
+        close(conn)
     summary = [ln for ln in result.stdout.splitlines() if ln.strip()]
     return result.exited, "\n".join(summary[-12:]), local

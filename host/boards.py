@@ -164,6 +164,14 @@ def open_board(board: Board, trust_new_host: bool = False):
     return conn, dataclasses.replace(board, root=absolute)
 
 
+def close(conn) -> None:
+    """Close a connection that may already be dead (paramiko raises EOFError closing a cut one)."""
+    try:
+        conn.close()
+    except Exception:  # nothing left to release; the step's own error is what the user needs
+        pass
+
+
 def run(conn, command: str, board: Board, step: str, timeout: float = 600.0) -> str:
     """Run a command on the board; its stdout, or a BoardError carrying its last stderr line."""
     try:

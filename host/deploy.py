@@ -24,7 +24,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from host.boards import Board, BoardError, open_board, run
+from host.boards import Board, BoardError, close, open_board, run
 from host.errors import GrasptpuError
 from host.modeldir import read_manifest, sha256_of
 
@@ -153,7 +153,7 @@ def deploy_board(board: Board, files: list[tuple[Path, str]], record: dict, keep
         status = json.loads(run(conn, f"cd {root}/current && {py} -m device.release status {root}",
                                 board, "status").strip().splitlines()[-1])
     finally:
-        conn.close()
+        close(conn)
     return {"board": board.name, "current": json.loads(out.strip().splitlines()[-1])["current"],
             "releases": status["releases"], "files": len(files) + 1, "lock_problem": problem,
             "bytes": sum(p.stat().st_size for p, _ in files), "seconds": time.perf_counter() - t0}
@@ -184,5 +184,5 @@ def rollback(board: Board, trust_new_host: bool = False) -> str:
         out = run(conn, f"cd {root}/current && {board.python} -m device.release rollback {root}",
                   board, "rollback")
     finally:
-        conn.close()
+        close(conn)
     return json.loads(out.strip().splitlines()[-1])["current"]
