@@ -1,0 +1,77 @@
+"""The slimming pass: fewer bytes, the very same computation (real converter, real interpreter)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from host.quantcheck import interpreter, invoke_each
+from host.quantize import INT8_TFLITE
+from host.tflite_slim import slim
+
+
+def _unrolled_int8(n_units: int = 9, hidden: int = 8) -> bytes:
+    """A small step-by-step recurrent graph like the export's: shared Dense layers per bin."""
+    import keras
+    import tensorflow as tf
+
+    inp = keras.Input((12, n_units), batch_size=1)
+    steps = [keras.ops.reshape(s, (1, n_units)) for s in keras.ops.split(inp, 12, axis=1)]
+    x_dense, h_dense = keras.layers.Dense(hidden), keras.layers.Dense(hidden, use_bias=False)
+    h = None
+    for x in steps:
+        z = x_dense(x) if h is None else keras.layers.Add()([x_dense(x), h_dense(h)])
+        h = keras.layers.Multiply()([keras.activations.sigmoid(z), keras.activations.tanh(z)])
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(h))
+    rng = np.random.default_rng(0)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.poisson(2.0, (1, 12, n_units)).astype(np.float32)] for _ in range(30))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def _probe(flat: bytes, n: int = 50) -> np.ndarray:
+    shape = tuple(interpreter(flat).get_input_details()[0]["shape"][1:])
+    return np.random.default_rng(1).integers(-128, 128, (n, *shape)).astype(np.int8)
+
+
+def _layout(flat: bytes) -> dict:
+    """Where the tensors' sub-tables sit in the file, read with the plain (non-object) reader."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    graph = schema.Model.GetRootAs(flat, 0).Subgraphs(0)
+    model = schema.Model.GetRootAs(flat, 0)
+    tensors = [graph.Tensors(i) for i in range(graph.TensorsLength())]
+    quant = [t.Quantization() for t in tensors if t.Quantization() is not None]
+    return {"tensors": len(tensors), "quant_tables": len(quant),
+            "distinct_quant_tables": len({q._tab.Pos for q in quant}),
+            "empty_buffers_used": {t.Buffer() for t in tensors
+                                   if model.Buffers(t.Buffer()).DataLength() == 0},
+            "buffers": model.BuffersLength()}
+
+
+def test_slimming_keeps_every_output_bit_for_bit_and_shrinks_the_file():
+    raw = _unrolled_int8()
+    small = slim(raw)
+    probe = _probe(raw)
+    assert np.array_equal(invoke_each(interpreter(raw), probe), invoke_each(interpreter(small), probe))
+    assert len(small) < 0.8 * len(raw), (len(raw), len(small))
+    before, after = _layout(raw), _layout(small)
+    assert before["distinct_quant_tables"] == before["quant_tables"]     # the converter: one each
+    assert after["distinct_quant_tables"] < after["quant_tables"] / 2    # shared by value
+    assert after["empty_buffers_used"] == {0}                            # the schema's empty buffer
+    assert after["buffers"] < before["buffers"] / 2
+    assert slim(small) == small                                          # nothing left to take
+
+
+def test_the_quantised_model_on_disk_is_slimmed(quantised):
+    """What `grasptpu quantize` wrote is already in the slim form (and checked bit-exact there)."""
+    _, detector, _, _ = quantised
+    flat = (Path(detector) / INT8_TFLITE).read_bytes()
+    layout = _layout(flat)
+    assert layout["empty_buffers_used"] == {0}
+    assert layout["distinct_quant_tables"] < layout["quant_tables"] / 2
+    assert len(slim(flat)) == len(flat)
