@@ -409,6 +409,8 @@ def deploy(model_dirs: tuple[Path, ...], board_names: tuple[str, ...], all_board
     for d in done:
         click.echo(f"board {d['board']}: current = {d['current']} ({d['files']} files, {d['bytes'] / 1024:.0f} KiB, "
                    f"{d['seconds']:.1f} s); releases kept: {len(d['releases'])}")
+        if d["lock_note"]:
+            click.echo(f"board {d['board']}: note: {d['lock_note']}", err=True)
         if d["lock_problem"]:
             click.echo(f"board {d['board']}: warning: {d['lock_problem']}", err=True)
     for line in failed:
@@ -419,13 +421,35 @@ def deploy(model_dirs: tuple[Path, ...], board_names: tuple[str, ...], all_board
 
 @main.command()
 @board_options
-def rollback(board_names: tuple[str, ...], all_boards: bool, inventory: Path | None, trust_new_host: bool) -> None:
-    """Make the release before the current one active again on each board."""
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=0.0,
+              help="Seconds to wait for a running deploy's lock on a board before failing.")
+def rollback(board_names: tuple[str, ...], all_boards: bool, inventory: Path | None, trust_new_host: bool,
+             wait_s: float) -> None:
+    """Make the release before the current one active again on each board (under the deploy lock)."""
     from host.boards import load_inventory, pick
     from host.deploy import rollback as run_rollback
 
     for board in pick(load_inventory(inventory), board_names, all_boards):
-        click.echo(f"board {board.name}: current = {run_rollback(board, trust_new_host)}")
+        current, note = run_rollback(board, trust_new_host, wait_s)
+        if note:
+            click.echo(f"board {board.name}: note: {note}", err=True)
+        click.echo(f"board {board.name}: current = {current}")
+
+
+@main.command()
+@board_options
+def unlock(board_names: tuple[str, ...], all_boards: bool, inventory: Path | None, trust_new_host: bool) -> None:
+    """Remove a board's deploy lock left by a deploy that died on another machine.
+
+    A deploy from this machine that died is recognised and its lock removed by the next deploy;
+    a lock from elsewhere only you can judge: check that its owner (printed) is not running.
+    """
+    from host.boards import load_inventory, pick
+    from host.deploy import unlock as run_unlock
+
+    for board in pick(load_inventory(inventory), board_names, all_boards):
+        owner = run_unlock(board, trust_new_host)
+        click.echo(f"board {board.name}: " + (f"removed the deploy lock of {owner}" if owner else "no deploy lock"))
 
 
 @main.command("bench")

@@ -3,7 +3,8 @@
 Per board (boards run in parallel, one thread each):
 1. connect, host key verified (host.boards);
 2. take the board's lock (`mkdir ROOT/.deploy-lock`, atomic): a second deploy to the same board
-   waits up to `--wait` seconds, then fails cleanly;
+   waits up to `--wait` seconds, then fails cleanly; a lock whose deploy is known to be dead
+   (see `stale`) is removed and said; rollback takes the same lock;
 3. upload everything into `releases/<id>.partial` over SFTP;
 4. verify every byte on the board with the board's Python (`python -m device.release verify`);
 5. rename to `releases/<id>`, switch `current` with one rename, keep the newest `--keep` releases.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import posixpath
 import shlex
 import socket
@@ -64,31 +66,77 @@ def release_record(files: list[tuple[Path, str]], rid: str) -> dict:
         {"path": rel, "bytes": p.stat().st_size, "sha256": sha256_of(p)} for p, rel in files]}
 
 
-def _lock(conn, board: Board, wait_s: float) -> str:
-    """Take the board's lock (mkdir is atomic); returns this deploy's token, written into it."""
+_HELD: set[str] = set()  # tokens of the locks this process holds right now
+
+
+def _machine() -> str:
+    """This host, as lock owners name it: hostname plus machine id (hostnames repeat in labs)."""
+    try:
+        mid = Path("/etc/machine-id").read_text().strip()[:12]
+    except OSError:
+        mid = "?"
+    return f"{socket.gethostname()}/{mid}"
+
+
+def _new_token() -> str:
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return f"host={_machine()} pid={os.getpid()} at={stamp} id={uuid.uuid4().hex[:12]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def stale(owner: str) -> bool:
+    """True when the lock's owner was a deploy from this machine that is no longer running: its
+    process is gone, or it is this process and no longer holds the lock (it died mid-deploy, e.g.
+    when the connection was cut and the lock could not be given back). A lock from another
+    machine is never judged stale from here: `grasptpu unlock` is the explicit way out."""
+    fields = dict(part.split("=", 1) for part in owner.split() if "=" in part)
+    if fields.get("host") != _machine() or not fields.get("pid", "").isdigit():
+        return False
+    pid = int(fields["pid"])
+    if pid == os.getpid():
+        return owner not in _HELD
+    return not _pid_alive(pid)
+
+
+def _lock(conn, board: Board, wait_s: float, step: str = "lock") -> tuple[str, str | None]:
+    """Take the board's lock (mkdir is atomic); returns this deploy's token, written into it, and a
+    note when a stale lock (see `stale`) had to be removed first."""
     q = shlex.quote
     lock = posixpath.join(board.root, LOCK)
-    token = f"{socket.gethostname()} {datetime.now(timezone.utc).isoformat(timespec='seconds')} {uuid.uuid4().hex[:12]}"
-    run(conn, f"mkdir -p {q(board.root + '/releases')}", board, "lock")
+    token, note = _new_token(), None
+    run(conn, f"mkdir -p {q(board.root + '/releases')}", board, step)
     deadline = time.monotonic() + wait_s
     while True:
-        result = _try(conn, board, "lock", f"mkdir {q(lock)}")
+        result = _try(conn, board, step, f"mkdir {q(lock)}")
         if result.exited == 0:
             break
         if "exists" not in result.stderr:
-            raise BoardError(board, "lock", (result.stderr.strip().splitlines() or ["cannot create the lock"])[-1])
+            raise BoardError(board, step, (result.stderr.strip().splitlines() or ["cannot create the lock"])[-1])
+        owner = _try(conn, board, step, f"cat {q(lock + '/owner')}").stdout.strip()
+        if owner and stale(owner):  # removed only if the owner is still that one (no race)
+            _try(conn, board, step, f"[ \"$(cat {q(lock + '/owner')} 2>/dev/null)\" = {q(owner)} ] && rm -rf {q(lock)}")
+            note = f"removed the lock of a deploy that is no longer running ({owner})"
+            continue
         if time.monotonic() >= deadline:
-            owner = _try(conn, board, "lock", f"cat {q(lock + '/owner')}").stdout.strip()
-            raise BoardError(board, "lock", f"another deploy holds the board ({owner or 'owner unknown'}); "
-                                            f"retry later, or remove {lock} if that deploy died")
+            raise BoardError(board, step, f"another deploy holds the board ({owner or 'owner unknown'}); "
+                                          f"retry later (--wait), or `grasptpu unlock --board {board.name}` "
+                                          f"if that deploy died")
         time.sleep(0.5)
-    wrote = _try(conn, board, "lock", f"echo {q(token)} > {q(lock + '/owner')}")
+    wrote = _try(conn, board, step, f"echo {q(token)} > {q(lock + '/owner')}")
     if wrote.exited != 0:  # e.g. a full disk: give the lock back before failing
-        _try(conn, board, "lock", f"rm -rf {q(lock)}")
-        raise BoardError(board, "lock", (wrote.stderr.strip().splitlines() or ["cannot write the lock"])[-1])
-    # leftovers of interrupted deploys: this deploy holds the lock, so no upload is in progress
-    _try(conn, board, "clean up", f"rm -rf {q(board.root)}/releases/*.partial")
-    return token
+        _try(conn, board, step, f"rm -rf {q(lock)}")
+        raise BoardError(board, step, (wrote.stderr.strip().splitlines() or ["cannot write the lock"])[-1])
+    _HELD.add(token)
+    return token, note
 
 
 def _try(conn, board: Board, step: str, command: str):
@@ -103,6 +151,7 @@ def _unlock(conn, board: Board, token: str) -> str | None:
     """Remove the lock if it is still ours; a problem is returned, not raised (never mask the real error)."""
     q = shlex.quote
     lock = posixpath.join(board.root, LOCK)
+    _HELD.discard(token)  # from here on a lock left behind with this token is stale
     try:
         _try(conn, board, "unlock", f"[ \"$(cat {q(lock + '/owner')} 2>/dev/null)\" = {q(token)} ] && rm -rf {q(lock)}")
     except BoardError:
@@ -135,8 +184,10 @@ def deploy_board(board: Board, files: list[tuple[Path, str]], record: dict, keep
     t0 = time.perf_counter()
     conn, board = open_board(board, trust_new_host)
     try:
-        token = _lock(conn, board, wait_s)
+        token, note = _lock(conn, board, wait_s)
         try:
+            # leftovers of interrupted deploys: this deploy holds the lock, so no upload is in progress
+            _try(conn, board, "clean up", f"rm -rf {shlex.quote(board.root)}/releases/*.partial")
             partial = f"{record['id']}.partial"
             _upload(conn, board, files, record, partial)
             release_dir = shlex.quote(posixpath.join(board.root, "releases", partial))
@@ -155,7 +206,7 @@ def deploy_board(board: Board, files: list[tuple[Path, str]], record: dict, keep
     finally:
         close(conn)
     return {"board": board.name, "current": json.loads(out.strip().splitlines()[-1])["current"],
-            "releases": status["releases"], "files": len(files) + 1, "lock_problem": problem,
+            "releases": status["releases"], "files": len(files) + 1, "lock_problem": problem, "lock_note": note,
             "bytes": sum(p.stat().st_size for p, _ in files), "seconds": time.perf_counter() - t0}
 
 
@@ -177,12 +228,35 @@ def deploy(boards: list[Board], model_dirs: list[Path], keep: int = 3, wait_s: f
     return sorted(done, key=lambda d: d["board"]), sorted(failed)
 
 
-def rollback(board: Board, trust_new_host: bool = False) -> str:
+def rollback(board: Board, trust_new_host: bool = False, wait_s: float = 0.0) -> tuple[str, str | None]:
+    """Make the previous release current, under the deploy lock so it cannot cross a deploy's
+    switch; returns the new current release and a note if a stale lock was removed."""
     conn, board = open_board(board, trust_new_host)
     try:
-        root = shlex.quote(board.root)
-        out = run(conn, f"cd {root}/current && {board.python} -m device.release rollback {root}",
-                  board, "rollback")
+        token, note = _lock(conn, board, wait_s, step="rollback")
+        try:
+            root = shlex.quote(board.root)
+            out = run(conn, f"cd {root}/current && {board.python} -m device.release rollback {root}",
+                      board, "rollback")
+        finally:
+            _unlock(conn, board, token)
     finally:
         close(conn)
-    return json.loads(out.strip().splitlines()[-1])["current"]
+    return json.loads(out.strip().splitlines()[-1])["current"], note
+
+
+def unlock(board: Board, trust_new_host: bool = False) -> str | None:
+    """Remove the board's deploy lock whoever holds it (the way out after a deploy died on another
+    machine); returns the owner it had, or None when there was no lock."""
+    q = shlex.quote
+    conn, board = open_board(board, trust_new_host)
+    try:
+        lock = posixpath.join(board.root, LOCK)
+        held = _try(conn, board, "unlock", f"test -d {q(lock)}").exited == 0
+        if not held:
+            return None
+        owner = _try(conn, board, "unlock", f"cat {q(lock + '/owner')} 2>/dev/null").stdout.strip()
+        run(conn, f"rm -rf {q(lock)}", board, "unlock")
+    finally:
+        close(conn)
+    return owner or "owner unknown"
