@@ -90,7 +90,7 @@ def pick(boards: dict[str, Board], names: tuple[str, ...], all_boards: bool) -> 
     missing = [n for n in names if n not in boards]
     if missing:
         raise GrasptpuError(f"unknown board {missing[0]!r}; the inventory has: {', '.join(boards)}")
-    return [boards[n] for n in names]
+    return [boards[n] for n in dict.fromkeys(names)]  # each board once, in the order given
 
 
 class BoardError(GrasptpuError):

@@ -438,7 +438,9 @@ def rollback(board_names: tuple[str, ...], all_boards: bool, inventory: Path | N
 
 @main.command()
 @board_options
-def unlock(board_names: tuple[str, ...], all_boards: bool, inventory: Path | None, trust_new_host: bool) -> None:
+@click.option("--force", is_flag=True, help="Also remove the lock of a deploy still running on this machine.")
+def unlock(board_names: tuple[str, ...], all_boards: bool, inventory: Path | None, trust_new_host: bool,
+           force: bool) -> None:
     """Remove a board's deploy lock left by a deploy that died on another machine.
 
     A deploy from this machine that died is recognised and its lock removed by the next deploy;
@@ -448,7 +450,7 @@ def unlock(board_names: tuple[str, ...], all_boards: bool, inventory: Path | Non
     from host.deploy import unlock as run_unlock
 
     for board in pick(load_inventory(inventory), board_names, all_boards):
-        owner = run_unlock(board, trust_new_host)
+        owner = run_unlock(board, trust_new_host, force)
         click.echo(f"board {board.name}: " + (f"removed the deploy lock of {owner}" if owner else "no deploy lock"))
 
 

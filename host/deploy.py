@@ -15,6 +15,7 @@ leaves it active and working, and the leftover `.partial` folder is removed by t
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import os
 import posixpath
@@ -66,21 +67,30 @@ def release_record(files: list[tuple[Path, str]], rid: str) -> dict:
         {"path": rel, "bytes": p.stat().st_size, "sha256": sha256_of(p)} for p, rel in files]}
 
 
-_HELD: set[str] = set()  # tokens of the locks this process holds right now
+_HELD: set[str] = set()  # tokens of the locks this process holds or is taking right now
+ORPHAN_AGE_S = 60  # a lock with no owner older than this died between mkdir and writing its owner
 
 
-def _machine() -> str:
-    """This host, as lock owners name it: hostname plus machine id (hostnames repeat in labs)."""
+def _process_space() -> str | None:
+    """Where this process's pid means something: hostname plus a digest of the machine id, the
+    boot id and the pid namespace (hostnames repeat in labs; containers share hostnames and boot
+    ids but not pid namespaces). None where any part is unknown: then no lock is judged stale."""
     try:
-        mid = Path("/etc/machine-id").read_text().strip()[:12]
+        machine = Path("/etc/machine-id").read_text().strip()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
-        mid = "?"
-    return f"{socket.gethostname()}/{mid}"
+        return None
+    if not machine or not boot:
+        return None
+    digest = hashlib.sha256(f"{machine} {boot} {namespace}".encode()).hexdigest()[:16]
+    return f"{socket.gethostname()}/{digest}"
 
 
 def _new_token() -> str:
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return f"host={_machine()} pid={os.getpid()} at={stamp} id={uuid.uuid4().hex[:12]}"
+    host = _process_space() or f"{socket.gethostname()}/unknown"
+    return f"host={host} pid={os.getpid()} at={stamp} id={uuid.uuid4().hex[:12]}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -93,26 +103,56 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def stale(owner: str) -> bool:
-    """True when the lock's owner was a deploy from this machine that is no longer running: its
-    process is gone, or it is this process and no longer holds the lock (it died mid-deploy, e.g.
-    when the connection was cut and the lock could not be given back). A lock from another
-    machine is never judged stale from here: `grasptpu unlock` is the explicit way out."""
+def owner_state(owner: str) -> str:
+    """"stale" when the lock's owner was a deploy from this machine (same process space) that is
+    no longer running: its process is gone, or it is this process and no longer holds the lock
+    (it died mid-deploy, e.g. on a cut connection, and could not give the lock back); "running"
+    when that deploy is alive here; "unknown" for a lock from elsewhere, which is never judged
+    from here: `grasptpu unlock` is the explicit way out."""
     fields = dict(part.split("=", 1) for part in owner.split() if "=" in part)
-    if fields.get("host") != _machine() or not fields.get("pid", "").isdigit():
-        return False
+    here = _process_space()
+    if here is None or fields.get("host") != here or not fields.get("pid", "").isdigit():
+        return "unknown"
     pid = int(fields["pid"])
-    if pid == os.getpid():
-        return owner not in _HELD
-    return not _pid_alive(pid)
+    alive = owner in _HELD if pid == os.getpid() else _pid_alive(pid)
+    return "running" if alive else "stale"
+
+
+def _remove_if_stale(conn, board: Board, step: str, owner: str) -> str | None:
+    """Remove the lock when its owner is a dead deploy of this machine, or when it has no owner
+    and is older than ORPHAN_AGE_S; the board re-checks the owner (or the age) in the same
+    command, so a lock someone else has just taken is never removed. Returns a note, or None."""
+    q = shlex.quote
+    lock = posixpath.join(board.root, LOCK)
+    if owner:
+        if owner_state(owner) != "stale":
+            return None
+        test = f"[ \"$(cat {q(lock + '/owner')} 2>/dev/null)\" = {q(owner)} ]"
+        note = f"removed the lock of a deploy that is no longer running ({owner})"
+    else:
+        test = (f"[ ! -s {q(lock + '/owner')} ] && "
+                f"[ $(( $(date +%s) - $(stat -c %Y {q(lock)}) )) -gt {ORPHAN_AGE_S} ]")
+        note = f"removed a lock with no owner older than {ORPHAN_AGE_S} s (a deploy died while taking it)"
+    result = _try(conn, board, step, f"{test} && rm -rf {q(lock)} && echo removed")
+    return note if result.stdout.strip() == "removed" else None
 
 
 def _lock(conn, board: Board, wait_s: float, step: str = "lock") -> tuple[str, str | None]:
     """Take the board's lock (mkdir is atomic); returns this deploy's token, written into it, and a
-    note when a stale lock (see `stale`) had to be removed first."""
+    note when a stale lock (see `owner_state`) had to be removed first."""
+    token = _new_token()
+    _HELD.add(token)  # before mkdir: a thread reading this owner must never judge it stale
+    try:
+        return token, _take(conn, board, wait_s, step, token)
+    except BaseException:
+        _HELD.discard(token)
+        raise
+
+
+def _take(conn, board: Board, wait_s: float, step: str, token: str) -> str | None:
     q = shlex.quote
     lock = posixpath.join(board.root, LOCK)
-    token, note = _new_token(), None
+    note = None
     run(conn, f"mkdir -p {q(board.root + '/releases')}", board, step)
     deadline = time.monotonic() + wait_s
     while True:
@@ -122,9 +162,9 @@ def _lock(conn, board: Board, wait_s: float, step: str = "lock") -> tuple[str, s
         if "exists" not in result.stderr:
             raise BoardError(board, step, (result.stderr.strip().splitlines() or ["cannot create the lock"])[-1])
         owner = _try(conn, board, step, f"cat {q(lock + '/owner')}").stdout.strip()
-        if owner and stale(owner):  # removed only if the owner is still that one (no race)
-            _try(conn, board, step, f"[ \"$(cat {q(lock + '/owner')} 2>/dev/null)\" = {q(owner)} ] && rm -rf {q(lock)}")
-            note = f"removed the lock of a deploy that is no longer running ({owner})"
+        removed = _remove_if_stale(conn, board, step, owner)
+        if removed:
+            note = removed
             continue
         if time.monotonic() >= deadline:
             raise BoardError(board, step, f"another deploy holds the board ({owner or 'owner unknown'}); "
@@ -135,8 +175,7 @@ def _lock(conn, board: Board, wait_s: float, step: str = "lock") -> tuple[str, s
     if wrote.exited != 0:  # e.g. a full disk: give the lock back before failing
         _try(conn, board, step, f"rm -rf {q(lock)}")
         raise BoardError(board, step, (wrote.stderr.strip().splitlines() or ["cannot write the lock"])[-1])
-    _HELD.add(token)
-    return token, note
+    return note
 
 
 def _try(conn, board: Board, step: str, command: str):
@@ -210,9 +249,21 @@ def deploy_board(board: Board, files: list[tuple[Path, str]], record: dict, keep
             "bytes": sum(p.stat().st_size for p, _ in files), "seconds": time.perf_counter() - t0}
 
 
+def _check_distinct(boards: list[Board]) -> None:
+    """Two entries for one board would race each other's upload into the same release folder."""
+    seen: dict = {}
+    for b in boards:
+        key = (b.host, b.port, b.root)
+        if key in seen:
+            raise GrasptpuError(f"boards {seen[key]!r} and {b.name!r} are the same board ({b.host}:{b.port} {b.root}); "
+                                "name it once")
+        seen[key] = b.name
+
+
 def deploy(boards: list[Board], model_dirs: list[Path], keep: int = 3, wait_s: float = 0.0,
            trust_new_host: bool = False) -> tuple[list[dict], list[str]]:
     """Deploy to every board in parallel; (successes, one error line per failed board)."""
+    _check_distinct(boards)
     files = payload(model_dirs)
     record = release_record(files, release_id(model_dirs))
     done, failed = [], []
@@ -239,24 +290,30 @@ def rollback(board: Board, trust_new_host: bool = False, wait_s: float = 0.0) ->
             out = run(conn, f"cd {root}/current && {board.python} -m device.release rollback {root}",
                       board, "rollback")
         finally:
-            _unlock(conn, board, token)
+            problem = _unlock(conn, board, token)
     finally:
         close(conn)
-    return json.loads(out.strip().splitlines()[-1])["current"], note
+    return json.loads(out.strip().splitlines()[-1])["current"], "; ".join(filter(None, (note, problem))) or None
 
 
-def unlock(board: Board, trust_new_host: bool = False) -> str | None:
-    """Remove the board's deploy lock whoever holds it (the way out after a deploy died on another
-    machine); returns the owner it had, or None when there was no lock."""
+def unlock(board: Board, trust_new_host: bool = False, force: bool = False) -> str | None:
+    """Remove the board's deploy lock (the way out after a deploy died on another machine);
+    returns the owner it had, or None when there was no lock. A lock of a deploy running on
+    this machine is kept unless `force`; the lock is only removed if its owner is still the one
+    read (a deploy that takes the board meanwhile keeps its lock)."""
     q = shlex.quote
     conn, board = open_board(board, trust_new_host)
     try:
         lock = posixpath.join(board.root, LOCK)
-        held = _try(conn, board, "unlock", f"test -d {q(lock)}").exited == 0
-        if not held:
+        if _try(conn, board, "unlock", f"test -d {q(lock)}").exited != 0:
             return None
         owner = _try(conn, board, "unlock", f"cat {q(lock + '/owner')} 2>/dev/null").stdout.strip()
-        run(conn, f"rm -rf {q(lock)}", board, "unlock")
+        if owner and owner_state(owner) == "running" and not force:
+            raise BoardError(board, "unlock", f"the lock belongs to a deploy running on this machine ({owner}); "
+                                              "wait for it, or pass --force")
+        same = f"[ \"$(cat {q(lock + '/owner')} 2>/dev/null)\" = {q(owner)} ]"
+        if _try(conn, board, "unlock", f"{same} && rm -rf {q(lock)} && echo removed").stdout.strip() != "removed":
+            raise BoardError(board, "unlock", "the lock changed hands while unlocking; run it again to see the new owner")
     finally:
         close(conn)
     return owner or "owner unknown"

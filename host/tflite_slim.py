@@ -71,13 +71,17 @@ def _merge_and_renumber(model, gi: int, graph) -> None:
 
 
 def _compact_buffers(model) -> None:
-    """Step 4, and drop the buffers no tensor or metadata entry refers to any more."""
+    """Step 4, and drop the buffers no tensor or metadata entry refers to any more. Skipped for a
+    model whose buffer 0 holds data or whose buffers live outside the flatbuffer (offset/size):
+    neither comes out of the converter for our models, and neither may be renumbered blindly."""
+    if _has_data(model.buffers[0]) or any(b.offset or b.size for b in model.buffers):
+        return
     for g in model.subgraphs:
         for t in g.tensors:
             if t.buffer and not _has_data(model.buffers[t.buffer]):
                 t.buffer = 0
     referenced = sorted({0} | {t.buffer for g in model.subgraphs for t in g.tensors}
-                        | {md.buffer for md in model.metadata or []})
+                        | {md.buffer for md in model.metadata or []} | set(model.metadataBuffer or []))
     new_buffer = {old: new for new, old in enumerate(referenced)}
     model.buffers = [model.buffers[i] for i in referenced]
     for g in model.subgraphs:
@@ -85,6 +89,24 @@ def _compact_buffers(model) -> None:
             t.buffer = new_buffer[t.buffer]
     for md in model.metadata or []:
         md.buffer = new_buffer[md.buffer]
+    if model.metadataBuffer is not None:
+        model.metadataBuffer = [new_buffer[i] for i in model.metadataBuffer]
+
+
+class _Unshareable(Exception):
+    """An options object with a field whose exact value we do not key (nested tables)."""
+
+
+def _exact(v):
+    """A hashable key equal only for equal values: numpy arrays by dtype, shape and bytes (never
+    by repr, which rounds floats and elides long arrays)."""
+    if v is None or isinstance(v, (bool, int, float, str, bytes)):
+        return (type(v).__name__, v)
+    if isinstance(v, np.ndarray):
+        return ("ndarray", v.dtype.str, v.shape, v.tobytes())
+    if isinstance(v, (list, tuple)):
+        return ("seq", tuple(_exact(x) for x in v))
+    raise _Unshareable(type(v).__name__)
 
 
 def _value(a):
@@ -119,7 +141,10 @@ class _Shared:
         return self.once(key, lambda: q.Pack(self.builder))
 
     def options(self, opts):
-        key = ("options", type(opts).__name__, tuple(sorted((k, repr(v)) for k, v in vars(opts).items())))
+        try:
+            key = ("options", type(opts).__name__, tuple(sorted((k, _exact(v)) for k, v in vars(opts).items())))
+        except _Unshareable:
+            return opts.Pack(self.builder)
         return self.once(key, lambda: opts.Pack(self.builder))
 
 

@@ -171,16 +171,70 @@ def test_a_second_deploy_waits_for_the_lock_then_fails_cleanly(fleet, quantised)
         assert result.exit_code == 0 and "removed the deploy lock of other-host" in result.output
         result = runner.invoke(main, ["unlock", "--board", "b1", "--inventory", str(inventory)])
         assert result.exit_code == 0 and "board b1: no deploy lock" in result.output
+        # a lock of a deploy running on this machine is kept unless --force
+        from host.deploy import _HELD, _new_token
+
+        mine = _new_token()
+        _HELD.add(mine)
+        try:
+            conn.run(f"mkdir {board.root}/.deploy-lock && echo '{mine}' > {board.root}/.deploy-lock/owner",
+                     hide=True, in_stream=False)
+            result = runner.invoke(main, ["unlock", "--board", "b1", "--inventory", str(inventory)])
+            assert result.exit_code == 2 and "belongs to a deploy running on this machine" in result.output
+            result = runner.invoke(main, ["unlock", "--board", "b1", "--inventory", str(inventory), "--force"])
+            assert result.exit_code == 0 and f"removed the deploy lock of {mine}" in result.output
+        finally:
+            _HELD.discard(mine)
     finally:
         conn.run(f"rm -rf {board.root}/.deploy-lock", hide=True, in_stream=False)
         conn.close()
+
+
+def test_only_a_dead_deploy_of_this_very_machine_counts_as_stale():
+    """Pure logic, no board: who may take over a lock without asking."""
+    from host.deploy import _HELD, _new_token, _process_space, owner_state
+
+    here = _process_space()
+    assert here is not None  # Linux with a machine id: the CI machine and this one
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        owner = "host={} pid={} at=2026-01-01T00:00:00+00:00 id=0123456789ab"
+        assert owner_state(owner.format(here, dead.pid)) == "stale"
+        assert owner_state(owner.format(here, alive.pid)) == "running"
+        assert owner_state(owner.format("elsewhere/0123456789abcdef", dead.pid)) == "unknown"
+        assert owner_state(owner.format(here.split("/")[0] + "/unknown", dead.pid)) == "unknown"
+        assert owner_state("other-host") == "unknown"
+        mine = _new_token()  # this process: running while it holds the token, stale after
+        _HELD.add(mine)
+        assert owner_state(mine) == "running"
+        _HELD.discard(mine)
+        assert owner_state(mine) == "stale"
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_board_named_twice_is_deployed_once_and_aliases_are_refused(fleet, quantised, tmp_path):
+    boards_dir, inventory = fleet
+    _, detector, _, _ = quantised
+    runner = CliRunner()
+    result = runner.invoke(main, ["deploy", str(detector), "--board", "b1", "--board", "b1", "--inventory", str(inventory)])
+    assert result.exit_code == 0 and result.output.count("board b1: current =") == 1, result.output
+    boards = sim_board.read_inventory(boards_dir)
+    boards["again"] = boards["b1"]
+    alias = tmp_path / "boards.toml"
+    alias.write_text(sim_board.toml_text(boards))
+    result = runner.invoke(main, ["deploy", str(detector), "--board", "b1", "--board", "again", "--inventory", str(alias)])
+    assert result.exit_code == 2 and "boards 'b1' and 'again' are the same board" in result.output, result.output
 
 
 @pytest.mark.parametrize("who", ["exited process", "this process, deploy over"])
 def test_a_lock_left_by_a_dead_deploy_of_this_machine_is_removed(fleet, quantised, who):
     """The owner names this machine and a deploy that is not running any more: safe to take
     over, and said. (A lock from another machine is never taken over: previous test.)"""
-    from host.deploy import _machine, _new_token
+    from host.deploy import _new_token, _process_space
 
     _, inventory = fleet
     _, detector, _, _ = quantised
@@ -188,7 +242,7 @@ def test_a_lock_left_by_a_dead_deploy_of_this_machine_is_removed(fleet, quantise
     if who == "exited process":
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
-        owner = f"host={_machine()} pid={dead.pid} at=2026-01-01T00:00:00+00:00 id=0123456789ab"
+        owner = f"host={_process_space()} pid={dead.pid} at=2026-01-01T00:00:00+00:00 id=0123456789ab"
     else:  # a token this process minted for a deploy that ended without unlocking
         owner = _new_token()
     conn = connect(board)
@@ -199,6 +253,11 @@ def test_a_lock_left_by_a_dead_deploy_of_this_machine_is_removed(fleet, quantise
         assert result.exit_code == 0, result.output
         assert f"removed the lock of a deploy that is no longer running ({owner})" in result.output
         assert conn.run(f"test -e {board.root}/.deploy-lock", warn=True, hide=True, in_stream=False).exited == 1
+        # a lock with no owner (died between mkdir and writing it) is taken over once it is old
+        conn.run(f"mkdir {board.root}/.deploy-lock && touch -d '-2 minutes' {board.root}/.deploy-lock",
+                 hide=True, in_stream=False)
+        result = CliRunner().invoke(main, ["deploy", str(detector), "--board", "b3", "--inventory", str(inventory)])
+        assert result.exit_code == 0 and "removed a lock with no owner older than 60 s" in result.output, result.output
     finally:
         conn.run(f"rm -rf {board.root}/.deploy-lock", hide=True, in_stream=False)
         conn.close()

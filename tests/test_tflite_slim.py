@@ -75,3 +75,21 @@ def test_the_quantised_model_on_disk_is_slimmed(quantised):
     assert layout["empty_buffers_used"] == {0}
     assert layout["distinct_quant_tables"] < layout["quant_tables"] / 2
     assert len(slim(flat)) == len(flat)
+
+
+def test_options_are_shared_only_when_exactly_equal():
+    """Keys are exact values: repr() would round these two boundaries to the same text."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    from host.tflite_slim import _Shared
+
+    def bucketize(*bounds):
+        opts = schema.BucketizeOptionsT()
+        opts.boundaries = np.array(bounds, dtype=np.float32)
+        return opts
+
+    shared = _Shared(flatbuffers.Builder(256))
+    a = shared.options(bucketize(0.00012345678, 1.0))
+    assert shared.options(bucketize(0.00012345678, 1.0)) == a
+    assert shared.options(bucketize(0.00012345679, 1.0)) != a
