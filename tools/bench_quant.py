@@ -36,6 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as the CLI: the converter's C++ log buries the table
 SUFFIXES = ("-object", "-grasp-phase")
 TFLITE_WARMUP = 50
 KERAS_WARMUP = 20
