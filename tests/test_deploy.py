@@ -325,9 +325,17 @@ def test_bench_and_firmware_tests_over_ssh(fleet, quantised, tmp_path):
                                   "--no-stream", "--max-p99-ms", "0.000001"])
     assert result.exit_code == 1 and "p99 latency" in result.output
 
-    result = runner.invoke(main, ["firmware-test", "--board", "b3", "--inventory", str(inventory),
-                                  "--reports", str(tmp_path / "reports")])
+    # a project's settings above the board root (the simulated board lives inside the repository)
+    # must not reach the board's pytest: it names an option the board's pytest does not know
+    boards_dir = fleet[0]
+    (boards_dir / "pyproject.toml").write_text('[tool.pytest.ini_options]\ntimeout = 5\n')
+    try:
+        result = runner.invoke(main, ["firmware-test", "--board", "b3", "--inventory", str(inventory),
+                                      "--reports", str(tmp_path / "reports")])
+    finally:
+        (boards_dir / "pyproject.toml").unlink()
     assert result.exit_code == 0, result.output
+    assert "PytestConfigWarning" not in result.output  # firmware_tests/pytest.ini is the board's
     junit = (tmp_path / "reports" / "b3-firmware-junit.xml").read_text()
     assert 'failures="0"' in junit and "test_golden_vectors_match_the_host" in junit
     assert "no compiled Edge TPU model" in result.output  # the Edge TPU test skips, saying why
