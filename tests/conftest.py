@@ -76,6 +76,21 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GRASPTPU_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
+def int8_tflite(model, rate: float, samples: int) -> bytes:
+    """`model` converted to full int8 TFLite (int8 in/out, BUILTINS_INT8), calibrated on `samples`
+    seeded Poisson(`rate`) windows of the model's input shape: the converter as quantize uses it."""
+    import tensorflow as tf
+
+    shape = (1, *model.input_shape[1:])
+    rng = np.random.default_rng(0)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.poisson(rate, shape).astype(np.float32)] for _ in range(samples))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
 TINY_HP = {"bilstm_layers": 1, "units": 16, "dropout": 0.0, "kernel_regularizer": "none",
            "recurrent_regularizer": "none", "learning_rate": 1e-2}
 

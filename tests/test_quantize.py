@@ -23,6 +23,7 @@ from host.compile import parse_log, parse_report, summarise
 from host.modeldir import sha256_of
 from host.quantize import INT8_TFLITE, TEST_SET, representative_indices
 from host.windows import WindowSet
+from tests.conftest import int8_tflite
 
 @pytest.fixture(scope="module")
 def trained(quantised):
@@ -153,17 +154,9 @@ def test_representative_windows_are_shared_equally_across_labels():
 
 def _int8_tflite(build, path: Path, n: int = 9) -> Path:
     import keras
-    import tensorflow as tf
 
     inp = keras.Input((12, n), batch_size=1)
-    model = keras.Model(inp, build(inp))
-    rng = np.random.default_rng(0)
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([rng.poisson(1.0, (1, 12, n)).astype(np.float32)] for _ in range(20))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
-    path.write_bytes(conv.convert())
+    path.write_bytes(int8_tflite(keras.Model(inp, build(inp)), rate=1.0, samples=20))
     return path
 
 

@@ -9,12 +9,12 @@ import numpy as np
 from host.quantcheck import interpreter, invoke_each
 from host.quantize import INT8_TFLITE
 from host.tflite_slim import slim
+from tests.conftest import int8_tflite
 
 
 def _unrolled_int8(n_units: int = 9, hidden: int = 8) -> bytes:
     """A small step-by-step recurrent graph like the export's: shared Dense layers per bin."""
     import keras
-    import tensorflow as tf
 
     inp = keras.Input((12, n_units), batch_size=1)
     steps = [keras.ops.reshape(s, (1, n_units)) for s in keras.ops.split(inp, 12, axis=1)]
@@ -24,13 +24,7 @@ def _unrolled_int8(n_units: int = 9, hidden: int = 8) -> bytes:
         z = x_dense(x) if h is None else keras.layers.Add()([x_dense(x), h_dense(h)])
         h = keras.layers.Multiply()([keras.activations.sigmoid(z), keras.activations.tanh(z)])
     model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(h))
-    rng = np.random.default_rng(0)
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([rng.poisson(2.0, (1, 12, n_units)).astype(np.float32)] for _ in range(30))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
-    return conv.convert()
+    return int8_tflite(model, rate=2.0, samples=30)
 
 
 def _probe(flat: bytes, n: int = 50) -> np.ndarray:
