@@ -103,6 +103,27 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _lock_dir(board: Board) -> str:
+    return posixpath.join(board.root, LOCK)
+
+
+def _read_owner(conn, board: Board, step: str) -> str:
+    """The token in the board's lock ("" when the lock has no owner file yet)."""
+    return _try(conn, board, step, f"cat {shlex.quote(_lock_dir(board) + '/owner')} 2>/dev/null").stdout.strip()
+
+
+def _remove_lock_if(conn, board: Board, step: str, test: str) -> bool:
+    """Remove the lock only if the shell `test` holds on the board, in the same command (so a lock
+    taken meanwhile by someone else survives); True when it was removed."""
+    command = f"{test} && rm -rf {shlex.quote(_lock_dir(board))} && echo removed"
+    return _try(conn, board, step, command).stdout.strip() == "removed"
+
+
+def _owned_by(board: Board, owner: str) -> str:
+    """Shell test: the lock's owner file holds exactly `owner`."""
+    return f"[ \"$(cat {shlex.quote(_lock_dir(board) + '/owner')} 2>/dev/null)\" = {shlex.quote(owner)} ]"
+
+
 def owner_state(owner: str) -> str:
     """"stale" when the lock's owner was a deploy from this machine (same process space) that is
     no longer running: its process is gone, or it is this process and no longer holds the lock
@@ -123,18 +144,17 @@ def _remove_if_stale(conn, board: Board, step: str, owner: str) -> str | None:
     and is older than ORPHAN_AGE_S; the board re-checks the owner (or the age) in the same
     command, so a lock someone else has just taken is never removed. Returns a note, or None."""
     q = shlex.quote
-    lock = posixpath.join(board.root, LOCK)
+    lock = _lock_dir(board)
     if owner:
         if owner_state(owner) != "stale":
             return None
-        test = f"[ \"$(cat {q(lock + '/owner')} 2>/dev/null)\" = {q(owner)} ]"
+        test = _owned_by(board, owner)
         note = f"removed the lock of a deploy that is no longer running ({owner})"
     else:
         test = (f"[ ! -s {q(lock + '/owner')} ] && "
                 f"[ $(( $(date +%s) - $(stat -c %Y {q(lock)}) )) -gt {ORPHAN_AGE_S} ]")
         note = f"removed a lock with no owner older than {ORPHAN_AGE_S} s (a deploy died while taking it)"
-    result = _try(conn, board, step, f"{test} && rm -rf {q(lock)} && echo removed")
-    return note if result.stdout.strip() == "removed" else None
+    return note if _remove_lock_if(conn, board, step, test) else None
 
 
 def _lock(conn, board: Board, wait_s: float, step: str = "lock") -> tuple[str, str | None]:
@@ -151,7 +171,7 @@ def _lock(conn, board: Board, wait_s: float, step: str = "lock") -> tuple[str, s
 
 def _take(conn, board: Board, wait_s: float, step: str, token: str) -> str | None:
     q = shlex.quote
-    lock = posixpath.join(board.root, LOCK)
+    lock = _lock_dir(board)
     note = None
     run(conn, f"mkdir -p {q(board.root + '/releases')}", board, step)
     deadline = time.monotonic() + wait_s
@@ -161,7 +181,7 @@ def _take(conn, board: Board, wait_s: float, step: str, token: str) -> str | Non
             break
         if "exists" not in result.stderr:
             raise BoardError(board, step, (result.stderr.strip().splitlines() or ["cannot create the lock"])[-1])
-        owner = _try(conn, board, step, f"cat {q(lock + '/owner')}").stdout.strip()
+        owner = _read_owner(conn, board, step)
         removed = _remove_if_stale(conn, board, step, owner)
         if removed:
             note = removed
@@ -188,13 +208,11 @@ def _try(conn, board: Board, step: str, command: str):
 
 def _unlock(conn, board: Board, token: str) -> str | None:
     """Remove the lock if it is still ours; a problem is returned, not raised (never mask the real error)."""
-    q = shlex.quote
-    lock = posixpath.join(board.root, LOCK)
     _HELD.discard(token)  # from here on a lock left behind with this token is stale
     try:
-        _try(conn, board, "unlock", f"[ \"$(cat {q(lock + '/owner')} 2>/dev/null)\" = {q(token)} ] && rm -rf {q(lock)}")
+        _remove_lock_if(conn, board, "unlock", _owned_by(board, token))
     except BoardError:
-        return f"the board's lock {lock} may be left behind (remove it if no deploy is running)"
+        return f"the board's lock {_lock_dir(board)} may be left behind (remove it if no deploy is running)"
     return None
 
 
@@ -301,18 +319,15 @@ def unlock(board: Board, trust_new_host: bool = False, force: bool = False) -> s
     returns the owner it had, or None when there was no lock. A lock of a deploy running on
     this machine is kept unless `force`; the lock is only removed if its owner is still the one
     read (a deploy that takes the board meanwhile keeps its lock)."""
-    q = shlex.quote
     conn, board = open_board(board, trust_new_host)
     try:
-        lock = posixpath.join(board.root, LOCK)
-        if _try(conn, board, "unlock", f"test -d {q(lock)}").exited != 0:
+        if _try(conn, board, "unlock", f"test -d {shlex.quote(_lock_dir(board))}").exited != 0:
             return None
-        owner = _try(conn, board, "unlock", f"cat {q(lock + '/owner')} 2>/dev/null").stdout.strip()
+        owner = _read_owner(conn, board, "unlock")
         if owner and owner_state(owner) == "running" and not force:
             raise BoardError(board, "unlock", f"the lock belongs to a deploy running on this machine ({owner}); "
                                               "wait for it, or pass --force")
-        same = f"[ \"$(cat {q(lock + '/owner')} 2>/dev/null)\" = {q(owner)} ]"
-        if _try(conn, board, "unlock", f"{same} && rm -rf {q(lock)} && echo removed").stdout.strip() != "removed":
+        if not _remove_lock_if(conn, board, "unlock", _owned_by(board, owner)):
             raise BoardError(board, "unlock", "the lock changed hands while unlocking; run it again to see the new owner")
     finally:
         close(conn)
