@@ -243,6 +243,18 @@ def sweep(recording: Path, name: str | None, shares: str, models_dir: Path, pres
     run_sweep(recording, config, models_dir, name, values, {"bin_ms": bin_ms, "label_bin": label_bin})
 
 
+def _finish(results, json_out: Path | None, failed: list[str], what: str = "") -> None:
+    """End of a measuring command: the results as JSON when asked, then one line naming every
+    failure and exit 1."""
+    import json
+
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=1) + "\n")
+    if failed:
+        click.echo(f"grasptpu: {what}{'; '.join(failed)}", err=True)
+        sys.exit(1)
+
+
 def _model_dirs(func):
     return click.argument("model_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))(func)
 
@@ -297,8 +309,6 @@ def quantize(model_dirs: tuple[Path, ...], representative_size: int, rep_file: P
               help="Also write the comparison here.")
 def check_quant(model_dirs: tuple[Path, ...], max_drop: float, min_agreement: float, json_out: Path | None) -> None:
     """Regression gate: Keras float vs float TFLite vs int8 TFLite on the test windows; exit 1 on a regression."""
-    import json
-
     from host import quantcheck
 
     failed, results = [], {}
@@ -315,11 +325,7 @@ def check_quant(model_dirs: tuple[Path, ...], max_drop: float, min_agreement: fl
             failed.append(f"{folder}: {problems[0]}")
         else:
             click.echo(f"  PASS: drop <= {max_drop:g} points, agreement >= {min_agreement:.0%}")
-    if json_out:
-        json_out.write_text(json.dumps(results, indent=1) + "\n")
-    if failed:
-        click.echo(f"grasptpu: int8 regression: {'; '.join(failed)}", err=True)
-        sys.exit(1)
+    _finish(results, json_out, failed, "int8 regression: ")
 
 
 @main.command("edgetpu-check")
@@ -363,8 +369,6 @@ def compile_cmd(model_dirs: tuple[Path, ...], compiler: str) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bench_local(model_dirs: tuple[Path, ...], invokes: int, json_out: Path | None) -> None:
     """Run the board's runner (python -m device.bench) here; print it beside the host's float and int8 results."""
-    import json
-
     from host.bench_local import run_device_bench, side_by_side
 
     results = {}
@@ -372,8 +376,7 @@ def bench_local(model_dirs: tuple[Path, ...], invokes: int, json_out: Path | Non
         result = run_device_bench(folder, invokes)
         results[str(folder)] = result
         click.echo(side_by_side(result))
-    if json_out:
-        json_out.write_text(json.dumps(results, indent=1) + "\n")
+    _finish(results, json_out, [])
 
 
 def board_options(func):
@@ -469,8 +472,6 @@ def bench_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | 
               invokes: int, stream: bool, max_drop: float, max_p99_ms: float, max_miss_rate: float,
               json_out: Path | None) -> None:
     """Benchmark the deployed decoders on boards over SSH, beside the host's results; exit 1 on a miss."""
-    import json
-
     from device.stream import format_result as format_stream
     from host.bench_local import side_by_side
     from host.board_bench import bench_board, judge
@@ -487,11 +488,7 @@ def bench_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | 
         problems = judge(result, max_drop, max_p99_ms, max_miss_rate)
         failed += [f"board {board.name}: {p}" for p in problems]
         click.echo(f"board {board.name}: " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)))
-    if json_out:
-        json_out.write_text(json.dumps(results, indent=1) + "\n")
-    if failed:
-        click.echo(f"grasptpu: {'; '.join(failed)}", err=True)
-        sys.exit(1)
+    _finish(results, json_out, failed)
 
 
 @main.command("firmware-test")
