@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import paramiko
 import pytest
 from click.testing import CliRunner
 

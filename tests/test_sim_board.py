@@ -9,7 +9,6 @@ pytest), or reused from $GRASPTPU_BOARD_PYTHON when that is set.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
