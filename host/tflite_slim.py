@@ -22,11 +22,34 @@ from __future__ import annotations
 import numpy as np
 
 
+class _Unshareable(Exception):
+    """A value we do not key exactly (nested tables, custom quantisation): never shared or merged."""
+
+
+def _exact(v):
+    """A hashable key equal only for equal values: numpy arrays by dtype, shape and bytes (never
+    by repr, which rounds floats and elides long arrays)."""
+    if v is None or isinstance(v, (bool, int, float, str, bytes)):
+        return (type(v).__name__, v)
+    if isinstance(v, np.ndarray):
+        return ("ndarray", v.dtype.str, v.shape, v.tobytes())
+    if isinstance(v, (list, tuple)):
+        return ("seq", tuple(_exact(x) for x in v))
+    raise _Unshareable(type(v).__name__)
+
+
+def _quant_key(q):
+    """Equal only for quantisation parameters that are equal in every field (custom ones never)."""
+    if q is None:
+        return None
+    if q.details is not None:
+        raise _Unshareable("custom quantisation")
+    return (_exact(q.min), _exact(q.max), _exact(q.scale), _exact(q.zeroPoint), q.detailsType, q.quantizedDimension)
+
+
 def _key(tensor, data) -> tuple:
-    q = tensor.quantization
-    quant = None if q is None else (tuple(q.scale if q.scale is not None else ()),
-                                   tuple(q.zeroPoint if q.zeroPoint is not None else ()), q.quantizedDimension)
-    return (tensor.type, tuple(tensor.shape if tensor.shape is not None else ()), bytes(data), quant)
+    """Constants with equal keys compute the same: type, shape, bytes and quantisation."""
+    return (tensor.type, _exact(tensor.shape), bytes(data), _quant_key(tensor.quantization))
 
 
 def _remap(indices, table: dict) -> list:
@@ -43,7 +66,10 @@ def _merge_and_renumber(model, gi: int, graph) -> None:
     merge = {}
     for i, t in enumerate(graph.tensors):
         if t.buffer and _has_data(model.buffers[t.buffer]):
-            merge[i] = canonical.setdefault(_key(t, model.buffers[t.buffer].data), i)
+            try:
+                merge[i] = canonical.setdefault(_key(t, model.buffers[t.buffer].data), i)
+            except _Unshareable:
+                pass
     for op in graph.operators:
         op.inputs = [merge.get(i, i) for i in op.inputs] if op.inputs is not None else None
     used = {i for op in graph.operators for part in (op.inputs, op.outputs, op.intermediates)
@@ -93,31 +119,14 @@ def _compact_buffers(model) -> None:
         model.metadataBuffer = [new_buffer[i] for i in model.metadataBuffer]
 
 
-class _Unshareable(Exception):
-    """An options object with a field whose exact value we do not key (nested tables)."""
-
-
-def _exact(v):
-    """A hashable key equal only for equal values: numpy arrays by dtype, shape and bytes (never
-    by repr, which rounds floats and elides long arrays)."""
-    if v is None or isinstance(v, (bool, int, float, str, bytes)):
-        return (type(v).__name__, v)
-    if isinstance(v, np.ndarray):
-        return ("ndarray", v.dtype.str, v.shape, v.tobytes())
-    if isinstance(v, (list, tuple)):
-        return ("seq", tuple(_exact(x) for x in v))
-    raise _Unshareable(type(v).__name__)
-
-
-def _value(a):
-    return None if a is None else tuple(np.asarray(a).reshape(-1).tolist())
-
-
 class _Shared:
     """Offsets of sub-objects already written to one builder, by value (step 5)."""
 
     def __init__(self, builder) -> None:
+        from ai_edge_litert import schema_py_generated
+
         self.builder = builder
+        self.schema = schema_py_generated
         self.offsets: dict = {}
 
     def once(self, key: tuple, write):
@@ -128,16 +137,16 @@ class _Shared:
     def int32s(self, values):
         if values is None:
             return None
-        return self.once(("int32", _value(values)),
-                         lambda: self.builder.CreateNumpyVector(np.asarray(values, dtype=np.int32)))
+        values = np.asarray(values, dtype=np.int32)
+        return self.once(("int32", _exact(values)), lambda: self.builder.CreateNumpyVector(values))
 
     def quantization(self, q):
         if q is None:
             return None
-        if q.details is not None:  # custom quantisation: not shared
+        try:
+            key = ("quant", _quant_key(q))
+        except _Unshareable:
             return q.Pack(self.builder)
-        key = ("quant", _value(q.min), _value(q.max), _value(q.scale), _value(q.zeroPoint),
-               q.detailsType, q.quantizedDimension)
         return self.once(key, lambda: q.Pack(self.builder))
 
     def options(self, opts):
@@ -155,9 +164,8 @@ class _SharedTensor:
         self.tensor, self.shared = tensor, shared
 
     def Pack(self, builder):  # noqa: N802 (the flatbuffers object API's name)
-        from ai_edge_litert import schema_py_generated as schema
-
         t, sh = self.tensor, self.shared
+        schema = sh.schema
         if t.sparsity is not None or t.variantTensors is not None:
             return t.Pack(builder)
         shape, signature = sh.int32s(t.shape), sh.int32s(t.shapeSignature)
