@@ -13,12 +13,11 @@ fetches its junit report.
 
 from __future__ import annotations
 
-import json
 import posixpath
 import shlex
 from pathlib import Path
 
-from host.boards import Board, BoardError, close, open_board, run
+from host.boards import Board, BoardError, close, open_board, run, run_json
 
 
 def remote_models(conn, board: Board) -> list[str]:
@@ -29,10 +28,6 @@ def remote_models(conn, board: Board) -> list[str]:
     return names
 
 
-def _json(out: str) -> dict:
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def bench_board(board: Board, invokes: int = 2000, stream: bool = False, models: tuple[str, ...] = (),
                 trust_new_host: bool = False) -> dict:
     """Per model the device.bench JSON from the board, plus the stream JSON when asked."""
@@ -40,16 +35,16 @@ def bench_board(board: Board, invokes: int = 2000, stream: bool = False, models:
     try:
         names = list(models) or remote_models(conn, board)
         cwd = f"cd {shlex.quote(board.root)}/current && {board.python}"
-        results = {name: _json(run(conn, f"{cwd} -m device.bench models/{shlex.quote(name)} --invokes {int(invokes)} "
-                                         "--json -", board, f"device.bench {name}")) for name in names}
+        results = {name: run_json(conn, f"{cwd} -m device.bench models/{shlex.quote(name)} --invokes {int(invokes)} "
+                                        "--json -", board, f"device.bench {name}") for name in names}
         out = {"board": board.name, "where": board.where, "models": results}
         if stream:
             by_task = {r["task"]: name for name, r in results.items()}
             if {"grasp-phase", "object"} - set(by_task):
                 raise BoardError(board, "device.stream", "needs a grasp-phase and an object model in the release")
             det, cls = shlex.quote(by_task["grasp-phase"]), shlex.quote(by_task["object"])
-            out["stream"] = _json(run(conn, f"{cwd} -m device.stream models/{det} models/{cls} --json -",
-                                      board, "device.stream"))
+            out["stream"] = run_json(conn, f"{cwd} -m device.stream models/{det} models/{cls} --json -",
+                                     board, "device.stream")
     finally:
         close(conn)
     return out

@@ -19,6 +19,7 @@ unless the user passes `--trust-new-host` for a board never seen before (a chang
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass
@@ -184,3 +185,9 @@ def run(conn, command: str, board: Board, step: str, timeout: float = 600.0) -> 
         lines = [ln for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
         raise BoardError(board, step, lines[-1] if lines else f"exit {result.exited}")
     return result.stdout
+
+
+def run_json(conn, command: str, board: Board, step: str, timeout: float = 600.0) -> dict:
+    """`run`, then the JSON object the board's commands (device.bench, device.stream,
+    device.release) print as their last line."""
+    return json.loads(run(conn, command, board, step, timeout).strip().splitlines()[-1])

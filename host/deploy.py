@@ -27,7 +27,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from host.boards import Board, BoardError, close, open_board, run
+from host.boards import Board, BoardError, close, open_board, run, run_json
 from host.errors import GrasptpuError
 from host.modeldir import read_manifest, sha256_of
 
@@ -250,19 +250,18 @@ def deploy_board(board: Board, files: list[tuple[Path, str]], record: dict, keep
             release_dir = shlex.quote(posixpath.join(board.root, "releases", partial))
             py, root = board.python, shlex.quote(board.root)
             run(conn, f"cd {release_dir} && {py} -m device.release verify .", board, "verify on the board")
-            out = run(conn, f"cd {release_dir} && {py} -m device.release finish {root} {shlex.quote(partial)} {int(keep)}",
-                      board, "switch current")
+            finished = run_json(conn, f"cd {release_dir} && {py} -m device.release finish {root} "
+                                      f"{shlex.quote(partial)} {int(keep)}", board, "switch current")
         except BoardError as exc:
             problem = _unlock(conn, board, token)
             if problem:
                 raise BoardError(board, exc.step, f"{str(exc).split(': ', 2)[-1]}; {problem}") from None
             raise
         problem = _unlock(conn, board, token)
-        status = json.loads(run(conn, f"cd {root}/current && {py} -m device.release status {root}",
-                                board, "status").strip().splitlines()[-1])
+        status = run_json(conn, f"cd {root}/current && {py} -m device.release status {root}", board, "status")
     finally:
         close(conn)
-    return {"board": board.name, "current": json.loads(out.strip().splitlines()[-1])["current"],
+    return {"board": board.name, "current": finished["current"],
             "releases": status["releases"], "files": len(files) + 1, "lock_problem": problem, "lock_note": note,
             "bytes": sum(p.stat().st_size for p, _ in files), "seconds": time.perf_counter() - t0}
 
@@ -305,13 +304,13 @@ def rollback(board: Board, trust_new_host: bool = False, wait_s: float = 0.0) ->
         token, note = _lock(conn, board, wait_s, step="rollback")
         try:
             root = shlex.quote(board.root)
-            out = run(conn, f"cd {root}/current && {board.python} -m device.release rollback {root}",
-                      board, "rollback")
+            current = run_json(conn, f"cd {root}/current && {board.python} -m device.release rollback {root}",
+                               board, "rollback")["current"]
         finally:
             problem = _unlock(conn, board, token)
     finally:
         close(conn)
-    return json.loads(out.strip().splitlines()[-1])["current"], "; ".join(filter(None, (note, problem))) or None
+    return current, "; ".join(filter(None, (note, problem))) or None
 
 
 def unlock(board: Board, trust_new_host: bool = False, force: bool = False) -> str | None:
