@@ -10,11 +10,18 @@ Order (first that works wins):
 The Edge TPU choices need a compiled model in the folder; without one the runner says so and
 runs the int8 model on the CPU. Every skipped choice is kept with its reason, so a report never
 claims an Edge TPU that was not used.
+
+`python -m device.runtime [--json -]` says what this board runs: Python, numpy, the runtime
+that would be chosen for a compiled model and why the better ones were skipped (the host prints
+it beside what its inventory records).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import platform
+import sys
 from typing import Callable, List, Optional
 
 from device.artifacts import DeviceError
@@ -26,8 +33,10 @@ ORDER = ("pycoral", "tflite_runtime+edgetpu", "tflite_runtime", "ai_edge_litert"
 class Runtime:
     """A chosen runtime: its name, whether the Edge TPU is used, and how to open a model with it."""
 
-    def __init__(self, name: str, edgetpu: bool, detail: str, opener: Callable, skipped: List[str]) -> None:
+    def __init__(self, name: str, edgetpu: bool, detail: str, opener: Callable, skipped: List[str],
+                 version: str = "?") -> None:
         self.name = name
+        self.version = version
         self.edgetpu = edgetpu
         self.detail = detail
         self._opener = opener
@@ -40,7 +49,8 @@ class Runtime:
         return it
 
     def describe(self) -> dict:
-        return {"runtime": self.name, "edgetpu": self.edgetpu, "detail": self.detail, "skipped": self.skipped}
+        return {"runtime": self.name, "runtime_version": self.version, "edgetpu": self.edgetpu,
+                "detail": self.detail, "skipped": self.skipped}
 
 
 def _import(name: str):
@@ -63,7 +73,7 @@ def _pycoral(skipped: List[str]) -> Optional[Runtime]:
         return None
     where = ", ".join("{}:{}".format(t.get("type", "?"), t.get("path", "?")) for t in tpus)
     return Runtime("pycoral", True, "Edge TPU {} via pycoral".format(where),
-                   lambda path, threads: edgetpu.make_interpreter(path), skipped)
+                   lambda path, threads: edgetpu.make_interpreter(path), skipped, _version(_import("pycoral")))
 
 
 def _tflite_edgetpu(skipped: List[str]) -> Optional[Runtime]:
@@ -79,7 +89,8 @@ def _tflite_edgetpu(skipped: List[str]) -> Optional[Runtime]:
         return None
     return Runtime("tflite_runtime", True, "{} delegate".format(EDGETPU_LIB),
                    lambda path, threads: tfl.Interpreter(model_path=path, num_threads=threads,
-                                                         experimental_delegates=[delegate]), skipped)
+                                                         experimental_delegates=[delegate]), skipped,
+                   _version(_import("tflite_runtime")))
 
 
 def _cpu(name: str, module_name: str, skipped: List[str]) -> Optional[Runtime]:
@@ -91,7 +102,7 @@ def _cpu(name: str, module_name: str, skipped: List[str]) -> Optional[Runtime]:
     interpreter = module.Interpreter if hasattr(module, "Interpreter") else module.lite.Interpreter
     version = _version(_import(module_name.split(".")[0]))
     return Runtime(name, False, "CPU ({} {})".format(name, version),
-                   lambda path, threads: interpreter(model_path=path, num_threads=threads), skipped)
+                   lambda path, threads: interpreter(model_path=path, num_threads=threads), skipped, version)
 
 
 def select(compiled_model: bool, allow_edgetpu: bool = True) -> Runtime:
@@ -113,3 +124,31 @@ def select(compiled_model: bool, allow_edgetpu: bool = True) -> Runtime:
             return found
     raise DeviceError("no TFLite runtime here ({}); install tflite-runtime (pip) or Coral's "
                       "python3-tflite-runtime".format("; ".join(skipped)))
+
+
+def about() -> dict:
+    """This machine's Python, numpy and the runtime a compiled model would get here."""
+    import numpy
+
+    try:
+        chosen = select(compiled_model=True).describe()
+    except DeviceError as exc:
+        chosen = {"runtime": None, "runtime_version": None, "edgetpu": False, "detail": str(exc), "skipped": []}
+    return {"python": platform.python_version(), "numpy": numpy.__version__, "machine": platform.machine(),
+            **chosen}
+
+
+def main(argv=None) -> int:
+    from device.output import emit
+
+    parser = argparse.ArgumentParser(prog="python -m device.runtime", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default=None, help="write the report to this file ('-' = stdout)")
+    args = parser.parse_args(argv)
+    info = about()
+    text = "Python {python}, numpy {numpy} on {machine}: runtime {runtime} {runtime_version} ({detail})".format(**info)
+    emit(info, args.json, "\n".join([text] + ["  not used: " + why for why in info["skipped"]]))
+    return 0 if info["runtime"] else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,8 +9,13 @@ which `make board-up` writes for the simulated boards). One table per board:
     port = 22
     key_file = "~/.ssh/id_ed25519"   # optional; ssh-agent and ~/.ssh/config otherwise
     known_hosts = "~/.ssh/known_hosts"  # optional; this is the default
-    python = "python3"            # the board's interpreter
+    python = "python3"            # the board's interpreter (3.7 or newer, with numpy)
     root = "/home/mendel/grasptpu"  # releases live here
+    max_p99_ms = 2.0              # optional: the board's latency threshold per window (default 2 ms)
+    latency_note = "..."          # optional: why that threshold
+    python_version = "3.7.3"      # optional, what the board is recorded to run; `bench --board`
+    numpy_version = "1.16.2"      #   and `firmware-test` print it beside what the board reports
+    runtime = "tflite_runtime 2.5.0.post1"
 
 No passwords: key authentication only. Host keys are checked against known_hosts with paramiko's
 RejectPolicy (Fabric itself would add unknown hosts silently); an unknown or changed key is refused
@@ -41,6 +46,18 @@ class Board:
     python: str = "python3"
     root: str = "grasptpu"
     simulated: bool = False
+    max_p99_ms: float = 2.0
+    latency_note: str | None = None
+    python_version: str | None = None
+    numpy_version: str | None = None
+    runtime: str | None = None
+
+    @property
+    def recorded(self) -> str:
+        """What the inventory records the board to run, for reports."""
+        parts = [f"Python {self.python_version}" if self.python_version else "",
+                 f"numpy {self.numpy_version}" if self.numpy_version else "", self.runtime or ""]
+        return ", ".join(p for p in parts if p) or "nothing recorded"
 
     @property
     def where(self) -> str:
@@ -77,6 +94,10 @@ def load_inventory(path: Path | None = None) -> dict[str, Board]:
                                 + f"; allowed keys: {', '.join(sorted(fields))}")
         if "password" in entry:
             raise GrasptpuError(f"{path}: board {name!r}: passwords do not belong in files; use a key")
+        threshold = entry.get("max_p99_ms", 2.0)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
+            raise GrasptpuError(f"{path}: board {name!r}: max_p99_ms must be a positive number of milliseconds, "
+                                f"not {threshold!r}")
         boards[name] = Board(name=name, **entry)
     if not boards:
         raise GrasptpuError(f"{path}: no [boards.NAME] tables")

@@ -1,7 +1,8 @@
 """Push model folders, the device runner and the on-board tests to boards, as one atomic release.
 
 Per board (boards run in parallel, one thread each):
-1. connect, host key verified (host.boards);
+1. connect, host key verified (host.boards), and check the board's Python: 3.7 or newer (the
+   runner's syntax; Mendel Linux has 3.7) with numpy, else one line and nothing is touched;
 2. take the board's lock (`mkdir ROOT/.deploy-lock`, atomic): a second deploy to the same board
    waits up to `--wait` seconds, then fails cleanly; a lock whose deploy is known to be dead
    (see `stale`) is removed and said; rollback takes the same lock;
@@ -235,12 +236,45 @@ def _upload(conn, board: Board, files: list[tuple[Path, str]], record: dict, par
         raise BoardError(board, "upload", f"{type(exc).__name__}: {exc} (the previous release stays active)") from None
 
 
+MIN_PYTHON = (3, 7)
+# Runs on any Python, 2.x included, so that an old board answers with its version instead of
+# failing on the runner's syntax.
+_PYTHON_PROBE = ("import sys\n"
+                 "sys.stdout.write('%d.%d.%d\\n' % tuple(sys.version_info[:3]))\n"
+                 "try:\n"
+                 "    import numpy\n"
+                 "    sys.stdout.write(numpy.__version__ + '\\n')\n"
+                 "except Exception:\n"
+                 "    sys.stdout.write('-\\n')\n")
+
+
+def check_board_python(conn, board: Board) -> tuple[str, str]:
+    """(Python version, numpy version) of the board's `python`, or a BoardError saying what is missing."""
+    step = "check the board's Python"
+    result = _try(conn, board, step, f"{board.python} -c {shlex.quote(_PYTHON_PROBE)}")
+    lines = result.stdout.split()
+    if result.exited != 0 or len(lines) != 2:
+        why = ((result.stderr or "").strip().splitlines() or [f"exit {result.exited}"])[-1]
+        raise BoardError(board, step, f"`{board.python}` does not run there ({why}); set `python` in the inventory "
+                                      f"to a Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer")
+    version, numpy_version = lines
+    if tuple(int(x) for x in version.split(".")[:2]) < MIN_PYTHON:
+        raise BoardError(board, step, f"Python {version} ({board.python}) is older than "
+                                      f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]}, which the runner needs; set `python` in "
+                                      "the inventory to a newer one (Mendel Linux has python3 = 3.7)")
+    if numpy_version == "-":
+        raise BoardError(board, step, f"Python {version} ({board.python}) has no numpy, which the runner needs; "
+                                      "install it on the board (Mendel Linux: sudo apt-get install python3-numpy)")
+    return version, numpy_version
+
+
 def deploy_board(board: Board, files: list[tuple[Path, str]], record: dict, keep: int = 3, wait_s: float = 0.0,
                  trust_new_host: bool = False) -> dict:
     """Deploy one release to one board; returns what the board reports after the switch."""
     t0 = time.perf_counter()
     conn, board = open_board(board, trust_new_host)
     try:
+        check_board_python(conn, board)  # before the lock: nothing on the board is touched if it fails
         token, note = _lock(conn, board, wait_s)
         try:
             # leftovers of interrupted deploys: this deploy holds the lock, so no upload is in progress

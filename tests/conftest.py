@@ -121,10 +121,11 @@ def quantised(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def board_python(tmp_path_factory):
-    """The simulated boards' Python environment (numpy, ai-edge-litert, pytest only), built once per run.
+def board_envs(tmp_path_factory):
+    """Where the simulated boards' Python environments live (the Coral-faithful Python 3.7 one and
+    the host-Python fallback), each built once per run when first needed.
 
-    $GRASPTPU_BOARD_PYTHON reuses an existing one (fast local runs)."""
+    $GRASPTPU_BOARD_ENVS reuses a folder of them (fast local runs)."""
     import os
 
-    return Path(os.environ.get("GRASPTPU_BOARD_PYTHON") or tmp_path_factory.mktemp("board-env") / "board-python")
+    return Path(os.environ.get("GRASPTPU_BOARD_ENVS") or tmp_path_factory.mktemp("board-envs"))

@@ -25,12 +25,13 @@ pytestmark = pytest.mark.skipif(not sim_board.SSHD.exists(), reason="openssh-ser
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory, board_python):
-    """Three running simulated boards and their inventory file."""
+def fleet(tmp_path_factory, board_envs):
+    """Three running simulated boards (Coral-faithful where this machine has a Python 3.7) and their
+    inventory file."""
     boards_dir = tmp_path_factory.mktemp("fleet")
     try:
         for name in ("b1", "b2", "b3"):
-            sim_board.start_board(boards_dir, name, sim_board.free_port(), board_python)
+            sim_board.start_board(boards_dir, name, sim_board.free_port(), board_envs)
         yield boards_dir, sim_board.inventory_file(boards_dir)
     finally:
         for name in sim_board.list_boards(boards_dir):
@@ -64,7 +65,18 @@ def test_deploy_to_three_boards_in_parallel_then_run_on_them(fleet, quantised):
     finally:
         conn.close()
     r = json.loads(out)
-    assert r["accuracy"]["host_int8_bit_exact"] == 1.0 and r["runtime"] == "ai_edge_litert"
+    assert f"{r['runtime']} {r['runtime_version']}" == board.runtime  # what the inventory records
+    assert_same_decisions_as_the_host(r)
+
+
+def assert_same_decisions_as_the_host(r: dict) -> None:
+    """What carries across runtimes: accuracy and argmax equal to the host's int8 model (the tiny
+    test models leave no room for a rounding difference to flip one); bytes only on the host's
+    own runtime (Coral's runtime and the Edge TPU round LOGISTIC/TANH differently)."""
+    acc = r["accuracy"]
+    assert acc["host_int8_argmax_agreement"] >= 0.99 and acc["accuracy"] >= r["host"]["int8"]["accuracy"] - 0.005
+    if r["runtime"] == "ai_edge_litert":
+        assert acc["host_int8_bit_exact"] == 1.0
 
 
 def test_rollback_returns_to_the_previous_release_and_old_ones_are_pruned(fleet, quantised):
@@ -313,9 +325,14 @@ def test_bench_and_firmware_tests_over_ssh(fleet, quantised, tmp_path):
                                 "--inventory", str(inventory)]).exit_code == 0
     out = tmp_path / "bench.json"
     result = runner.invoke(main, ["bench", "--board", "b3", "--inventory", str(inventory), "--invokes", "300",
-                                  "--max-p99-ms", "40", "--max-miss-rate", "0.01", "--json", str(out)])
+                                  "--max-miss-rate", "0.01", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert "device on board b3: ai_edge_litert" in result.output and "host: int8 TFLite" in result.output
+    board = load_inventory(inventory)["b3"]
+    runtime = board.runtime.split()[0]
+    assert f"device on board b3: {runtime}" in result.output and "host: int8 TFLite" in result.output
+    assert (f"board b3: runs Python {board.python_version}, numpy {board.numpy_version}, {board.runtime}"
+            in result.output) and "they differ" not in result.output
+    assert f"p99 <= {board.max_p99_ms:g} ms ({board.latency_note})" in result.output  # the board's own threshold
     assert "stream ZRec50-grasp-phase + ZRec50-object" in result.output and "board b3: PASS" in result.output
     r = json.loads(out.read_text())[0]
     assert set(r["models"]) == {detector.name, classifier.name} and r["stream"]["trials"]["n"] > 0
@@ -334,6 +351,7 @@ def test_bench_and_firmware_tests_over_ssh(fleet, quantised, tmp_path):
     finally:
         (boards_dir / "pyproject.toml").unlink()
     assert result.exit_code == 0, result.output
+    assert f"board b3: runs Python {board.python_version}" in result.output
     assert "PytestConfigWarning" not in result.output  # firmware_tests/pytest.ini is the board's
     junit = (tmp_path / "reports" / "b3-firmware-junit.xml").read_text()
     assert 'failures="0"' in junit and "test_golden_vectors_match_the_host" in junit
@@ -384,6 +402,39 @@ def test_a_full_disk_on_the_board_keeps_the_old_release(fleet, quantised, tmp_pa
                            "--invokes 20 --json -", hide=True, in_stream=False).stdout
         finally:
             conn.close()
-        assert json.loads(out)["accuracy"]["host_int8_bit_exact"] == 1.0
+        assert_same_decisions_as_the_host(json.loads(out))
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("problem", ["old python", "no numpy", "no python"])
+def test_a_board_python_that_cannot_run_the_runner_is_refused_before_anything_changes(fleet, quantised, tmp_path,
+                                                                                      problem):
+    _, inventory = fleet
+    _, detector, _, _ = quantised
+    runner = CliRunner()
+    assert runner.invoke(main, ["deploy", str(detector), "--board", "b2", "--inventory", str(inventory)]).exit_code == 0
+    before = board_state(inventory, "b2")
+    if problem == "old python":
+        old = sorted(Path.home().glob(".pyenv/versions/3.6*/bin/python3.6")) or sorted(
+            Path.home().glob(".pyenv/versions/2.7*/bin/python2.7"))
+        if not old:
+            pytest.skip("no Python older than 3.7 on this machine")
+        python, expected = str(old[0]), "is older than 3.7, which the runner needs"
+    elif problem == "no numpy":
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+        python, expected = str(tmp_path / "bare" / "bin" / "python"), "has no numpy, which the runner needs"
+    else:
+        python, expected = str(tmp_path / "nowhere" / "python3"), "does not run there"
+    b2_python = load_inventory(inventory)["b2"].python
+    broken = tmp_path / "inventory.toml"
+    broken.write_text(inventory.read_text().replace(f'python = "{b2_python}"', f'python = "{python}"'))
+    result = runner.invoke(main, ["deploy", str(detector), "--board", "b2", "--inventory", str(broken)])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith("grasptpu: error: board b2 (") and "check the board's Python" in lines[0]
+    assert expected in lines[0], lines[0]
+    after = board_state(inventory, "b2")
+    assert after == before  # same current release, same releases, nothing uploaded
+    root = Path(load_inventory(inventory)["b2"].root)
+    assert not (root / ".deploy-lock").exists() and not list((root / "releases").glob("*.partial"))

@@ -1,10 +1,11 @@
 """The simulated board (tools/sim_board.py) over a real connection: Fabric, paramiko and sshd.
 
-Two boards run on free ports under a temporary boards folder. Host keys are checked the way a real
-board's must be: paramiko's RejectPolicy and only the boards' own known_hosts file (Fabric's
-Connection would otherwise auto-add any unknown host key). The boards' Python environment is
-created once per run under the temporary folder (~20-60 s: pip installs numpy, ai-edge-litert and
-pytest), or reused from $GRASPTPU_BOARD_PYTHON when that is set.
+Two boards run on free ports under a temporary boards folder: sim1 of the default kind (Coral-faithful
+when this machine has a Python 3.7), sim2 on the host-Python fallback. Host keys are checked the way a
+real board's must be: paramiko's RejectPolicy and only the boards' own known_hosts file (Fabric's
+Connection would otherwise auto-add any unknown host key). The boards' Python environments are
+created once per run under a temporary folder (pip installs numpy, a TFLite runtime and pytest), or
+reused from $GRASPTPU_BOARD_ENVS when that is set.
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ import sim_board
 pytestmark = pytest.mark.skipif(not sim_board.SSHD.exists(), reason="openssh-server is not installed")
 
 
+KINDS = {"sim1": "auto", "sim2": "host"}
+
+
 @pytest.fixture(scope="module")
-def boards(tmp_path_factory, board_python):
+def boards(tmp_path_factory, board_envs):
     """(boards dir, {name: inventory entry}) for two running boards; stopped afterwards."""
     boards_dir = tmp_path_factory.mktemp("boards")
-    env = board_python
     entries = {}
     try:
-        for name in ("sim1", "sim2"):
-            entries[name] = sim_board.start_board(boards_dir, name, sim_board.free_port(), env)
+        for name, kind in KINDS.items():
+            entries[name] = sim_board.start_board(boards_dir, name, sim_board.free_port(), board_envs, kind)
         yield boards_dir, entries
     finally:
         for name in sim_board.list_boards(boards_dir):
@@ -82,7 +85,8 @@ def test_fabric_runs_and_transfers_through_sshd(boards, name, tmp_path):
         conn.put(str(tmp_path / "payload.bin"), remote=remote)
         assert Path(remote).read_bytes() == payload  # the board's root is a folder on this machine
         conn.get(remote, local=str(tmp_path / "back.bin"))
-        result = run(conn, f"{entry['python']} -c \"import numpy, ai_edge_litert; print('ok')\"")
+        module = entry["runtime"].split()[0]
+        result = run(conn, f"{entry['python']} -c \"import numpy, {module}; print('ok')\"")
         assert result.stdout == "ok\n"
         isolated = run(conn, f"{entry['python']} -c 'import click'", warn=True)
         assert isolated.failed, "the board python must not see the host's packages"
@@ -112,7 +116,7 @@ def host_key(boards, name: str) -> str:
 def test_up_is_idempotent_and_refuses_a_taken_port(boards):
     boards_dir, entries = boards
     again = sim_board.start_board(boards_dir, "sim1", entries["sim1"]["port"],
-                                  Path(entries["sim1"]["python"]).parents[1])
+                                  Path(entries["sim1"]["python"]).parents[2], KINDS["sim1"])
     assert again == entries["sim1"]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -154,3 +158,34 @@ def test_cli_runs_as_a_script():
     result = subprocess.run([sys.executable, str(Path(sim_board.__file__)), "--help"],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "status" in result.stdout
+
+
+def test_the_default_board_runs_a_coral_boards_software(boards):
+    """Python 3.7, numpy < 1.20 and PyPI's oldest tflite-runtime for 3.7, as recorded and as run."""
+    if sim_board.find_python37() is None:
+        pytest.skip("no Python 3.7 on this machine: the board falls back to the host's Python")
+    _, entries = boards
+    entry = entries["sim1"]
+    assert entry["python_version"].startswith("3.7.") and entry["runtime"] == "tflite_runtime 2.7.0"
+    assert tuple(int(x) for x in entry["numpy_version"].split(".")[:2]) < (1, 20)
+    assert entry["max_p99_ms"] == 40.0 and "says nothing about a Coral board" in entry["latency_note"]
+    with connect(entry) as conn:
+        out = run(conn, f"{entry['python']} -c \"import sys, numpy, tflite_runtime; "
+                        f"print(sys.version_info[:2], numpy.__version__, tflite_runtime.__version__)\"").stdout
+    assert out.split(")")[0] + ")" == "(3, 7)" and out.split()[-2:] == [entry["numpy_version"], "2.7.0"]
+    assert entries["sim2"]["runtime"].startswith("ai_edge_litert ") and entries["sim2"]["max_p99_ms"] == 2.0
+
+
+def test_without_python37_the_board_falls_back_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no python3.7 on PATH ...
+    monkeypatch.setattr(sim_board, "PYENV_ROOT", tmp_path)  # ... nor in pyenv
+    said = []
+    kind, interpreter = sim_board.choose_kind("auto", said.append)
+    assert kind is sim_board.HOST_KIND and interpreter == sys.executable
+    assert len(said) == 1 and "no Python 3.7 here" in said[0] and "which no Coral board has" in said[0]
+    with pytest.raises(sim_board.BoardError, match="no Python 3.7 on this machine"):
+        sim_board.choose_kind("coral")
+    fake = tmp_path / "python3.7"  # a pyenv shim whose version is not installed is not a Python 3.7
+    fake.write_text("#!/bin/sh\necho 'pyenv: python3.7: command not found' >&2\nexit 127\n")
+    fake.chmod(0o755)
+    assert sim_board.find_python37() is None

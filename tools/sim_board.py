@@ -12,15 +12,21 @@ Each board is one unprivileged-port `sshd` of its own (run as the current user, 
 - `.boards/client_ed25519` is one client key (no passphrase), authorised on every board;
 - `.boards/known_hosts` pins each board's host key as `[127.0.0.1]:PORT ssh-ed25519 ...`, so
   clients can use a reject-unknown-hosts policy as they should with real boards;
-- `.boards/board-python` (shared, created once) is a venv WITHOUT system site packages holding only
-  what `device/` needs on a board (numpy, ai-edge-litert) plus pytest for the on-board tests, so a
-  missing device dependency shows up here and not first on a board;
+- `.boards/coral-py37/` (shared, created once) is the board's Python, a venv WITHOUT system site
+  packages holding only what a Coral board has: a Python 3.7 interpreter (Mendel Linux ships 3.7),
+  numpy < 1.20 (Mendel has 1.16), the oldest `tflite-runtime` the registry has for 3.7 (2.7.0;
+  Coral's own is 2.5) and a pytest that runs on 3.7 for the on-board tests. So an op version,
+  a numpy call or a syntax the board cannot take fails here, not first on a board. The
+  interpreter is `python3.7` on PATH or pyenv's; where the machine has none, the board falls back
+  to `.boards/host-python/` (this machine's Python, numpy, ai-edge-litert, pytest) and says so in
+  one line (`--kind coral|host` forces one);
 - `.boards/boards.toml` is the inventory: one `[boards.NAME]` table per board (host, port, user,
-  key_file, known_hosts, python, root, simulated). It is written by hand (key = value lines) and
-  read back with tomllib; tables it does not own (a real board added by hand) are kept.
+  key_file, known_hosts, python, root, simulated, and what the board runs: python_version, runtime,
+  max_p99_ms with latency_note saying why). It is written by hand (key = value lines) and read back
+  with tomllib; tables it does not own (a real board added by hand) are kept.
 
 Usage:
-  python tools/sim_board.py up --name board1 --port 2201 [--boards-dir .boards] [--python-env DIR]
+  python tools/sim_board.py up --name board1 --port 2201 [--boards-dir .boards] [--kind auto|coral|host]
   python tools/sim_board.py down --name board1 [--purge] | down --all [--purge]
   python tools/sim_board.py status
 Errors (port in use, sshd failing to start) are one line naming the board and its log; exit 2.
@@ -35,6 +41,7 @@ import contextlib
 import fcntl
 import json
 import os
+import platform
 import pwd
 import re
 import shutil
@@ -44,6 +51,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -54,8 +62,7 @@ PRIVSEP_DIR = Path("/run/sshd")
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
-DEVICE_PACKAGES = ("numpy", "ai-edge-litert", "pytest")
-DEVICE_IMPORT_CHECK = "import numpy, ai_edge_litert, pytest"
+BIN_MS = 40.0  # the decoders' bin: the only latency a simulated board can honestly be held to
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 INVENTORY_HEADER = ("# Board inventory. `tools/sim_board.py up` writes the simulated boards' tables;\n"
                     "# a real board (e.g. user \"mendel\") needs only a table of its own here.\n")
@@ -90,10 +97,6 @@ def known_hosts_file(boards_dir: Path) -> Path:
 
 def inventory_file(boards_dir: Path) -> Path:
     return boards_dir.absolute() / "boards.toml"
-
-
-def default_python_env(boards_dir: Path) -> Path:
-    return boards_dir.absolute() / "board-python"
 
 
 def current_user() -> str:
@@ -230,11 +233,13 @@ def write_inventory(boards_dir: Path, boards: dict[str, dict]) -> None:
     write_atomic(inventory_file(boards_dir), text)
 
 
-def inventory_entry(boards_dir: Path, name: str, port: int, python: Path) -> dict:
+def inventory_entry(boards_dir: Path, name: str, port: int, python: Path, kind: BoardKind,
+                    versions: dict) -> dict:
     return {"host": HOST, "port": port, "user": current_user(),
             "key_file": str(client_key(boards_dir)), "known_hosts": str(known_hosts_file(boards_dir)),
             "python": str(python), "root": str(board_dir(boards_dir, name) / "root"),
-            "simulated": True}
+            "simulated": True, "python_version": versions["python"], "numpy_version": versions["numpy"],
+            "runtime": versions["runtime"], "max_p99_ms": kind.max_p99_ms, "latency_note": kind.latency_note}
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -246,14 +251,90 @@ def write_atomic(path: Path, text: str) -> None:
 
 # --- the board's Python environment --------------------------------------------------------------
 
+@dataclass(frozen=True)
+class BoardKind:
+    """What a simulated board runs: which Python builds its venv, what is installed in it, the
+    latency it can be held to and why."""
+
+    name: str
+    folder: str
+    packages: tuple[str, ...]
+    runtime_module: str
+    max_p99_ms: float
+    latency_note: str
+
+    @property
+    def import_check(self) -> str:
+        return f"import numpy, pytest, {self.runtime_module}"
+
+
+# Mendel Linux 5 (Coral Dev Board / Dev Board Mini): Python 3.7, numpy 1.16, Coral's tflite_runtime
+# 2.5 and pycoral 2.0 (docs/coral-board.md). PyPI's oldest tflite-runtime for 3.7 is 2.7.0.
+CORAL_KIND = BoardKind(
+    "coral", "coral-py37", ("numpy<1.20", "tflite-runtime==2.7.0", "pytest>=6,<7.5"), "tflite_runtime.interpreter",
+    BIN_MS, "simulated board: an x86 wheel of an old tflite-runtime on this machine's CPU says nothing about a "
+            "Coral board's ARM cores or Edge TPU, so it is held only to the 40 ms bin")
+HOST_KIND = BoardKind(
+    "host", "host-python", ("numpy", "ai-edge-litert", "pytest"), "ai_edge_litert.interpreter",
+    2.0, "simulated board on this machine's Python and ai-edge-litert (no Coral board has them): "
+         "2 ms = 20x headroom in the 40 ms bin")
+KINDS = {k.name: k for k in (CORAL_KIND, HOST_KIND)}
+PYENV_ROOT = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+
+
+def runs_python37(candidate: str | Path) -> bool:
+    """True when `candidate` starts and is a CPython 3.7 (a pyenv shim without 3.7 installed fails)."""
+    try:
+        proc = subprocess.run([str(candidate), "-c", "import sys; print(sys.version_info[:2] == (3, 7))"],
+                              capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and proc.stdout.strip() == "True"
+
+
+def find_python37() -> Path | None:
+    """A working Python 3.7: `python3.7` on PATH, else one of pyenv's versions, else None."""
+    candidates = [shutil.which("python3.7"), *sorted(PYENV_ROOT.glob("versions/3.7*/bin/python3.7"), reverse=True)]
+    for candidate in filter(None, candidates):
+        if runs_python37(candidate):
+            return Path(candidate)
+    return None
+
+
+def choose_kind(requested: str, log: Log = print) -> tuple[BoardKind, str]:
+    """(kind, the interpreter that builds its venv). `auto`: Coral-faithful when a 3.7 exists."""
+    if requested == "host":
+        return HOST_KIND, sys.executable
+    python37 = find_python37()
+    if python37 is not None:
+        return CORAL_KIND, str(python37)
+    if requested == "coral":
+        raise BoardError("no Python 3.7 on this machine (python3.7 on PATH or in pyenv); install one "
+                         "(e.g. `pyenv install 3.7`) for a Coral-faithful board")
+    log(f"board python: no Python 3.7 here, so the board runs this machine's Python "
+        f"{platform.python_version()} with ai-edge-litert, which no Coral board has")
+    return HOST_KIND, sys.executable
+
+
 def env_python(env: Path) -> Path:
     return env.absolute() / "bin" / "python"  # not resolved: the symlink is what makes it the venv
 
 
-def env_ready(env: Path) -> bool:
+def env_ready(env: Path, kind: BoardKind) -> bool:
     python = env_python(env)
     return python.exists() and subprocess.run(
-        [str(python), "-c", DEVICE_IMPORT_CHECK], capture_output=True, check=False).returncode == 0
+        [str(python), "-c", kind.import_check], capture_output=True, check=False).returncode == 0
+
+
+def env_versions(env: Path, kind: BoardKind) -> dict:
+    """What the board's Python reports about itself: Python, numpy and TFLite runtime versions."""
+    module = kind.runtime_module.split(".")[0]
+    code = (f"import json, platform, numpy, {module}; print(json.dumps({{'python': platform.python_version(), "
+            f"'numpy': numpy.__version__, 'runtime': '{module} ' + getattr({module}, '__version__', '?')}}))")
+    proc = subprocess.run([str(env_python(env)), "-c", code], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BoardError(f"board python {env}: cannot read its versions ({proc.stderr.strip().splitlines()[-1:]})")
+    return json.loads(proc.stdout)
 
 
 @contextlib.contextmanager
@@ -264,18 +345,20 @@ def file_lock(path: Path) -> Iterator[None]:
         yield
 
 
-def ensure_python_env(env: Path, log: Log = print) -> Path:
-    """The device-only venv (no system site packages), created once and reused."""
+def ensure_python_env(envs_dir: Path, kind: BoardKind, interpreter: str, log: Log = print) -> Path:
+    """The board's venv for `kind` under `envs_dir` (no system site packages), created once and reused."""
     start = time.monotonic()
-    with file_lock(env.absolute().with_name(env.name + ".lock")):
-        if env_ready(env):
+    env = envs_dir.absolute() / kind.folder
+    with file_lock(env.with_name(env.name + ".lock")):
+        if env_ready(env, kind):
             log(f"board python: reusing {env} ({time.monotonic() - start:.1f} s to check)")
             return env_python(env)
-        subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
-        pip = [str(env_python(env)), "-m", "pip", "install", "-q", *DEVICE_PACKAGES]
-        if subprocess.run(pip, stdin=subprocess.DEVNULL, check=False).returncode != 0 or not env_ready(env):
-            raise BoardError(f"board python {env}: `pip install {' '.join(DEVICE_PACKAGES)}` failed")
-    log(f"board python: created {env} with {', '.join(DEVICE_PACKAGES)} "
+        shutil.rmtree(env, ignore_errors=True)  # a half-built one from an interrupted run
+        subprocess.run([interpreter, "-m", "venv", str(env)], check=True)
+        pip = [str(env_python(env)), "-m", "pip", "install", "-q", "--disable-pip-version-check", *kind.packages]
+        if subprocess.run(pip, stdin=subprocess.DEVNULL, check=False).returncode != 0 or not env_ready(env, kind):
+            raise BoardError(f"board python {env}: `pip install {' '.join(kind.packages)}` failed")
+    log(f"board python: created {env} from {interpreter} with {', '.join(kind.packages)} "
         f"in {time.monotonic() - start:.1f} s")
     return env_python(env)
 
@@ -381,9 +464,10 @@ def launch_sshd(name: str, folder: Path, port: int) -> None:
     _CHILDREN[proc.pid] = proc
 
 
-def start_board(boards_dir: Path, name: str, port: int, python_env: Path | None = None,
+def start_board(boards_dir: Path, name: str, port: int, envs_dir: Path | None = None, kind: str = "auto",
                 log: Log = print) -> dict:
-    """Start (or find running) board NAME on PORT; returns its inventory entry."""
+    """Start (or find running) board NAME on PORT with a board Python of `kind` (auto, coral or
+    host; the venvs live under `envs_dir`, default BOARDS_DIR); returns its inventory entry."""
     boards_dir = boards_dir.absolute()
     folder = board_dir(boards_dir, name)
     if (folder / "sshd_config").is_file() and is_running(folder):
@@ -398,8 +482,9 @@ def start_board(boards_dir: Path, name: str, port: int, python_env: Path | None 
         log(f"board {name}: sshd up on {HOST}:{port} (pid {read_pid(folder)}, "
             f"log {folder / 'sshd.log'})")
     pin_host_key(boards_dir, folder, port)
-    python = ensure_python_env(python_env or default_python_env(boards_dir), log)
-    entry = inventory_entry(boards_dir, name, port, python)
+    chosen, interpreter = choose_kind(kind, log)
+    python = ensure_python_env(envs_dir or boards_dir, chosen, interpreter, log)
+    entry = inventory_entry(boards_dir, name, port, python, chosen, env_versions(python.parent.parent, chosen))
     boards = read_inventory(boards_dir)
     boards[name] = entry
     write_inventory(boards_dir, boards)
@@ -477,12 +562,17 @@ def cli() -> None:
 @click.option("--name", required=True)
 @click.option("--port", required=True, type=click.IntRange(1024, 65535))
 @BOARDS_DIR
-@click.option("--python-env", type=click.Path(path_type=Path), default=None,
-              help="the boards' shared venv  [default: BOARDS_DIR/board-python]")
-def up(name: str, port: int, boards_dir: Path, python_env: Path | None) -> None:
+@click.option("--envs-dir", type=click.Path(path_type=Path), default=None,
+              help="where the boards' shared Python venvs live  [default: BOARDS_DIR]")
+@click.option("--kind", type=click.Choice(["auto", "coral", "host"]), default="auto", show_default=True,
+              help="coral: Python 3.7 + numpy<1.20 + tflite-runtime 2.7 as on a Coral board; host: this "
+                   "machine's Python + ai-edge-litert; auto: coral when a Python 3.7 is found")
+def up(name: str, port: int, boards_dir: Path, envs_dir: Path | None, kind: str) -> None:
     """Start board NAME on PORT (idempotent) and record it in BOARDS_DIR/boards.toml."""
     with one_line_errors():
-        entry = start_board(boards_dir, name, port, python_env)
+        entry = start_board(boards_dir, name, port, envs_dir, kind)
+        click.echo(f"board {name}: Python {entry['python_version']}, numpy {entry['numpy_version']}, "
+                   f"{entry['runtime']}; p99 threshold {entry['max_p99_ms']:g} ms")
         click.echo(f"board {name}: in {inventory_file(boards_dir)} "
                    f"(ssh -i {entry['key_file']} -p {port} -o UserKnownHostsFile={entry['known_hosts']} "
                    f"{entry['user']}@{HOST})")
