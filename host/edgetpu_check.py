@@ -2,18 +2,22 @@
 
 It reads the flatbuffer (TFLite's own schema, as shipped with ai-edge-litert) and checks every
 operator and tensor against Coral's published requirements ("TensorFlow models on the Edge TPU",
-coral.ai/docs/edgetpu/models-intro, summarised in ../shared/EDGETPU.md):
+coral.ai/docs/edgetpu/models-intro, summarised in docs/coral-board.md):
 - full 8-bit quantisation: every activation tensor int8/uint8 with quantisation parameters;
   constants int8/uint8 (weights) or int32 (biases, shapes, axes); no float anywhere;
 - static tensor sizes (no -1 in a shape signature), constant parameters;
 - tensors of rank 1-3, or higher rank with only the 3 innermost dimensions > 1;
 - batch 1 at the input; one subgraph;
-- only the listed operations, with their listed limits (below, `_op_limits`).
+- only the listed operations, with their listed limits (below, `_op_limits`);
+- op versions no newer than Coral's software knows: its runtime (tflite_runtime 2.5) and
+  `edgetpu_compiler` 16 are built on TFLite 2.5 and refuse a higher version ("Operation version
+  not supported"; on the board the model does not even load). `CORAL_MAX_OP_VERSION` holds the
+  highest version TFLite 2.5 registers per op, from its source (docs/coral-board.md).
 
 The compiler cuts the graph once: the first op that cannot map, and every op after it, run on the
 CPU. So the report names that first op and why, and the mapped share is the ops before it. The
-compiler has limits this check cannot see (op versions, some reshapes of large tensors, on-chip
-memory): only `edgetpu_compiler` is the final word (`grasptpu compile`).
+compiler has limits this check cannot see (some reshapes of large tensors, on-chip memory): only
+`edgetpu_compiler` is the final word (`grasptpu compile`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,41 @@ EDGE_TPU_OPS = frozenset({
     "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "SQUARED_DIFFERENCE", "TANH",
     "TRANSPOSE", "TRANSPOSE_CONV",
 })
+CORAL_TFLITE = "2.5"
+# The highest version of each builtin op that TFLite 2.5's op resolver registers: the
+# `AddBuiltin(BuiltinOperator_X, Register_X(), min_version, max_version)` calls of
+# tensorflow/lite/kernels/register.cc at tag v2.5.0 (commit a4dfb8d1a71, the commit Coral's
+# libedgetpu "Grouper" release and its tflite_runtime 2.5.0.post1 are built from), read from the
+# source and confirmed against the compiled BuiltinOpResolver of the official tensorflow-cpu 2.5.0
+# wheel; docs/coral-board.md has the evidence, and what edgetpu_compiler 16 was seen to refuse.
+# Every version from 1 to the maximum is registered (BROADCAST_TO starts at 2). An op absent
+# here is unknown to TFLite 2.5.
+CORAL_MAX_OP_VERSION: dict[str, int] = {
+    "ABS": 3, "ADD": 3, "ADD_N": 1, "ARG_MAX": 2, "ARG_MIN": 2, "AVERAGE_POOL_2D": 3, "BATCH_MATMUL": 4,
+    "BATCH_TO_SPACE_ND": 3, "BIDIRECTIONAL_SEQUENCE_LSTM": 3, "BIDIRECTIONAL_SEQUENCE_RNN": 3,
+    "BROADCAST_TO": 3, "CALL_ONCE": 1, "CAST": 1, "CEIL": 1, "COMPLEX_ABS": 1, "CONCATENATION": 3,
+    "CONV_2D": 5, "CONV_3D": 1, "COS": 1, "CUMSUM": 1, "DENSIFY": 1, "DEPTHWISE_CONV_2D": 6,
+    "DEPTH_TO_SPACE": 2, "DEQUANTIZE": 4, "DIV": 2, "ELU": 1, "EMBEDDING_LOOKUP": 3,
+    "EMBEDDING_LOOKUP_SPARSE": 1, "EQUAL": 3, "EXP": 1, "EXPAND_DIMS": 1, "FAKE_QUANT": 2, "FILL": 3,
+    "FLOOR": 1, "FLOOR_DIV": 2, "FLOOR_MOD": 1, "FULLY_CONNECTED": 9, "GATHER": 5, "GATHER_ND": 3,
+    "GREATER": 2, "GREATER_EQUAL": 2, "HARD_SWISH": 1, "HASHTABLE": 1, "HASHTABLE_FIND": 1,
+    "HASHTABLE_IMPORT": 1, "HASHTABLE_LOOKUP": 1, "HASHTABLE_SIZE": 1, "IF": 1, "IMAG": 1,
+    "L2_NORMALIZATION": 2, "L2_POOL_2D": 1, "LEAKY_RELU": 2, "LESS": 2, "LESS_EQUAL": 2,
+    "LOCAL_RESPONSE_NORMALIZATION": 1, "LOG": 1, "LOGICAL_AND": 1, "LOGICAL_NOT": 1, "LOGICAL_OR": 1,
+    "LOGISTIC": 3, "LOG_SOFTMAX": 2, "LSH_PROJECTION": 1, "LSTM": 4, "MATRIX_DIAG": 1,
+    "MATRIX_SET_DIAG": 1, "MAXIMUM": 4, "MAX_POOL_2D": 3, "MEAN": 3, "MINIMUM": 4, "MIRROR_PAD": 2,
+    "MUL": 4, "NEG": 1, "NON_MAX_SUPPRESSION_V4": 1, "NON_MAX_SUPPRESSION_V5": 1, "NOT_EQUAL": 3,
+    "ONE_HOT": 1, "PACK": 3, "PAD": 3, "PADV2": 3, "POW": 1, "PRELU": 1, "QUANTIZE": 2, "RANGE": 1,
+    "RANK": 1, "REAL": 1, "REDUCE_ANY": 1, "REDUCE_MAX": 3, "REDUCE_MIN": 3, "REDUCE_PROD": 1, "RELU": 3,
+    "RELU6": 3, "RELU_N1_TO_1": 1, "RESHAPE": 1, "RESIZE_BILINEAR": 4, "RESIZE_NEAREST_NEIGHBOR": 4,
+    "REVERSE_SEQUENCE": 1, "REVERSE_V2": 3, "RFFT2D": 1, "RNN": 3, "ROUND": 1, "RSQRT": 2, "SCATTER_ND": 1,
+    "SEGMENT_SUM": 1, "SELECT": 2, "SELECT_V2": 1, "SHAPE": 1, "SIN": 1, "SKIP_GRAM": 1, "SLICE": 5,
+    "SOFTMAX": 3, "SPACE_TO_BATCH_ND": 3, "SPACE_TO_DEPTH": 2, "SPARSE_TO_DENSE": 3, "SPLIT": 4,
+    "SPLIT_V": 2, "SQRT": 1, "SQUARE": 1, "SQUARED_DIFFERENCE": 2, "SQUEEZE": 2, "STRIDED_SLICE": 5,
+    "SUB": 5, "SUM": 2, "SVDF": 4, "TANH": 3, "TILE": 2, "TOPK_V2": 2, "TRANSPOSE": 5, "TRANSPOSE_CONV": 3,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": 3, "UNIDIRECTIONAL_SEQUENCE_RNN": 3, "UNIQUE": 1, "UNPACK": 4,
+    "WHERE": 1, "WHILE": 1, "ZEROS_LIKE": 1,
+}
 QUANTISED = ("INT8", "UINT8")
 SOFTMAX_MAX_ELEMENTS = 16000
 
@@ -42,7 +81,13 @@ SOFTMAX_MAX_ELEMENTS = 16000
 class OpCheck:
     index: int
     op: str
+    version: int = 1
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def max_version(self) -> int | None:
+        """The highest version of this op that Coral's runtime and compiler accept (None: unknown to them)."""
+        return CORAL_MAX_OP_VERSION.get(self.op)
 
     @property
     def supported(self) -> bool:
@@ -76,12 +121,34 @@ class Report:
                 "model_problems": self.model_problems,
                 "first_unmapped": None if first is None else {"index": first.index, "op": first.op,
                                                                "why": "; ".join(first.problems or self.model_problems)},
-                "op_counts": _op_counts(self.ops)}
+                "op_counts": _op_counts(self.ops), "op_versions": op_versions(self.ops)}
 
 
 def _op_counts(ops: list[OpCheck]) -> dict[str, int]:
     names, counts = np.unique([o.op for o in ops], return_counts=True)
     return {str(n): int(c) for n, c in zip(names, counts)}
+
+
+def op_versions(ops: list[OpCheck]) -> dict[str, dict]:
+    """Per op type: the versions the model uses and the highest Coral's software accepts."""
+    out: dict[str, dict] = {}
+    for op in ops:
+        entry = out.setdefault(op.op, {"versions": [], "coral_max": op.max_version})
+        if op.version not in entry["versions"]:
+            entry["versions"].append(op.version)
+    return {name: {**e, "versions": sorted(e["versions"])} for name, e in sorted(out.items())}
+
+
+def _version_problems(op: OpCheck) -> list[str]:
+    if op.op.startswith("CUSTOM:"):
+        return []  # custom ops carry no builtin version; the operation list already refuses them
+    if op.max_version is None:
+        return [f"{op.op} is unknown to TFLite {CORAL_TFLITE}, Coral's runtime and compiler"]
+    if op.version > op.max_version:
+        return [f"{op.op} version {op.version} is newer than Coral's runtime (TFLite {CORAL_TFLITE}) and "
+                f"edgetpu_compiler 16 accept (up to {op.max_version}): convert with an older TensorFlow or "
+                "avoid the feature that needs it"]
+    return []
 
 
 class _Model:
@@ -101,6 +168,9 @@ class _Model:
             self.type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
         except Exception as exc:  # a damaged buffer fails in many ways inside flatbuffers
             raise GrasptpuError(f"{path}: damaged TFLite file ({type(exc).__name__}); re-run `grasptpu quantize`") from None
+
+    def op_version(self, op) -> int:
+        return int(self.model.OperatorCodes(op.OpcodeIndex()).Version())
 
     def op_name(self, op) -> str:
         code = self.model.OperatorCodes(op.OpcodeIndex())
@@ -228,9 +298,10 @@ def check_model(path: Path) -> Report:
     for j in range(m.graph.OperatorsLength()):
         op = m.graph.Operators(j)
         name = m.op_name(op)
-        check = OpCheck(j, name)
+        check = OpCheck(j, name, m.op_version(op))
         if name not in EDGE_TPU_OPS:
             check.problems.append(f"{name} is not on the Edge TPU's operation list")
+        check.problems += _version_problems(check)
         inputs = [m.tensor(i) for i in op.InputsAsNumpy() if i >= 0]
         outputs = [m.tensor(i) for i in op.OutputsAsNumpy() if i >= 0]
         for t in inputs + outputs:
@@ -248,20 +319,23 @@ def format_report(report: Report, per_op: bool = False) -> str:
     lines = [f"{report.path}: Edge TPU compatibility (Coral's published requirements; no compiler used)"]
     for problem in report.model_problems:
         lines.append(f"  model: {problem}")
-    lines.append(f"  {'operator':<30} {'count':>6}  status")
-    rows: dict[tuple[str, str], int] = {}
+    lines.append(f"  {'operator':<30} {'version':>7} {'Coral max':>9} {'count':>6}  status")
+    rows: dict[tuple[str, int, str], int] = {}
     for op in report.ops:
         status = ("maps to the Edge TPU" if op.index < cut else
                   "cannot map: " + "; ".join(op.problems) if not op.supported else
                   "after the first unmapped op: runs on the CPU")
-        rows[(op.op, status)] = rows.get((op.op, status), 0) + 1
-    for (name, status), count in rows.items():
-        lines.append(f"  {name:<30} {count:>6}  {status}")
+        rows[(op.op, op.version, status)] = rows.get((op.op, op.version, status), 0) + 1
+    for (name, version, status), count in rows.items():
+        coral = CORAL_MAX_OP_VERSION.get(name)
+        lines.append(f"  {name:<30} {version:>7} {'-' if coral is None else coral:>9} {count:>6}  {status}")
+    lines.append(f"  (Coral max: the highest op version TFLite {CORAL_TFLITE} registers, which Coral's runtime and "
+                 "edgetpu_compiler 16 accept; docs/coral-board.md)")
     if per_op:
         lines.append("  per op:")
         for op in report.ops:
             state = "maps" if op.index < cut else ("NO: " + "; ".join(op.problems) if not op.supported else "CPU (after cut)")
-            lines.append(f"    {op.index:>4} {op.op:<28} {state}")
+            lines.append(f"    {op.index:>4} {op.op:<28} v{op.version:<3} {state}")
     if first is None:
         lines.append(f"  all {len(report.ops)} ops map: 100% of the model on the Edge TPU")
     else:

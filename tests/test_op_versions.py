@@ -1,0 +1,110 @@
+"""Op versions against what Coral's software accepts: the check, and an old runtime as the witness.
+
+Coral's tflite_runtime 2.5 and edgetpu_compiler 16 refuse an op version newer than TFLite 2.5
+registers. The check reads each op's version from the flatbuffer; a real trained model, with one
+op's version raised in its bytes, shows that the check refuses it and that the Coral-faithful
+board's runtime (tflite-runtime 2.7.0 on Python 3.7) cannot load it, while the unmodified model
+loads there.
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from host import edgetpu_check
+from host.cli import main
+from host.quantize import INT8_TFLITE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import sim_board  # noqa: E402
+
+VERSION_SLOT = 8  # OperatorCode's third field (`version`): vtable offset 4 + 2 * 2
+
+
+def with_op_version(buf: bytes, op_name: str, version: int) -> bytes:
+    """A copy of a TFLite flatbuffer with every OperatorCode of `op_name` set to `version`."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = bytearray(buf)
+    model = schema.Model.GetRootAs(data, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    patched = 0
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        if names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())] == op_name:
+            offset = code._tab.Offset(VERSION_SLOT)
+            assert offset, f"{op_name}'s version is not stored (the default 1): cannot patch it in place"
+            struct.pack_into("<i", data, code._tab.Pos + offset, version)
+            patched += 1
+    assert patched, f"no {op_name} in the model"
+    return bytes(data)
+
+
+def test_the_trained_models_use_only_versions_coral_accepts(quantised):
+    _, detector, classifier, _ = quantised
+    for folder in (detector, classifier):
+        report = edgetpu_check.check_model(folder / INT8_TFLITE)
+        assert report.first_unmapped is None
+        versions = report.summary()["op_versions"]
+        assert versions["FULLY_CONNECTED"]["versions"] and versions["FULLY_CONNECTED"]["coral_max"]
+        for name, entry in versions.items():
+            assert max(entry["versions"]) <= entry["coral_max"], (name, entry)
+    result = CliRunner().invoke(main, ["edgetpu-check", str(detector)])
+    assert result.exit_code == 0, result.output
+    fc = edgetpu_check.CORAL_MAX_OP_VERSION["FULLY_CONNECTED"]
+    assert any(line.split()[:1] == ["FULLY_CONNECTED"] and line.split()[2] == str(fc)
+               for line in result.output.splitlines()), result.output
+
+
+def test_a_version_newer_than_coral_knows_fails_the_check(quantised, tmp_path):
+    _, detector, _, _ = quantised
+    too_new = edgetpu_check.CORAL_MAX_OP_VERSION["FULLY_CONNECTED"] + 1
+    path = tmp_path / "too_new.tflite"
+    path.write_bytes(with_op_version((detector / INT8_TFLITE).read_bytes(), "FULLY_CONNECTED", too_new))
+    report = edgetpu_check.check_model(path)
+    first = report.first_unmapped
+    assert first is not None and first.op == "FULLY_CONNECTED" and first.version == too_new
+    assert f"FULLY_CONNECTED version {too_new} is newer than Coral's runtime" in first.problems[0]
+    result = CliRunner().invoke(main, ["edgetpu-check", str(path)])
+    assert result.exit_code == 1 and f"FULLY_CONNECTED version {too_new} is newer" in result.output
+
+
+def test_an_op_unknown_to_tflite_2_5_fails_the_check():
+    op = edgetpu_check.OpCheck(0, "STABLEHLO_ADD", 1)
+    assert op.max_version is None
+    assert "unknown to TFLite 2.5" in edgetpu_check._version_problems(op)[0]
+
+
+@pytest.fixture(scope="module")
+def coral_python(board_envs):
+    """The Coral-faithful board's Python (3.7, numpy<1.20, tflite-runtime 2.7.0), as the simulated board has it."""
+    python37 = sim_board.find_python37()
+    if python37 is None:
+        pytest.skip("no Python 3.7 on this machine for a Coral-faithful runtime")
+    return sim_board.ensure_python_env(board_envs, sim_board.CORAL_KIND, str(python37), log=lambda _: None)
+
+
+def load_on(python: Path, model: Path) -> subprocess.CompletedProcess:
+    code = ("import sys, tflite_runtime.interpreter as t\n"
+            "it = t.Interpreter(model_path=sys.argv[1])\n"
+            "it.allocate_tensors()\n"
+            "print('loaded', len(it._get_ops_details()))\n")
+    return subprocess.run([str(python), "-c", code, str(model)], capture_output=True, text=True, timeout=120)
+
+
+def test_the_coral_runtime_loads_the_model_and_refuses_a_newer_op_version(quantised, coral_python, tmp_path):
+    _, detector, _, _ = quantised
+    ok = load_on(coral_python, detector / INT8_TFLITE)
+    assert ok.returncode == 0 and ok.stdout.startswith("loaded"), ok.stderr
+    too_new = edgetpu_check.CORAL_MAX_OP_VERSION["FULLY_CONNECTED"] + 1
+    path = tmp_path / "too_new.tflite"
+    path.write_bytes(with_op_version((detector / INT8_TFLITE).read_bytes(), "FULLY_CONNECTED", too_new))
+    refused = load_on(coral_python, path)
+    assert refused.returncode != 0
+    assert f"Didn't find op for builtin opcode 'FULLY_CONNECTED' version '{too_new}'" in refused.stderr, refused.stderr
