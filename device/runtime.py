@@ -19,6 +19,7 @@ it beside what its inventory records).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import platform
 import sys
@@ -83,6 +84,9 @@ def _tflite_edgetpu(skipped: List[str]) -> Optional[Runtime]:
         skipped.append("tflite_runtime + {}: tflite_runtime not installed".format(EDGETPU_LIB))
         return None
     try:
+        # The library first, on its own: tflite_runtime's Delegate (2.7 and older) prints an
+        # AttributeError from its __del__ at exit when it fails to open the library itself.
+        ctypes.CDLL(EDGETPU_LIB)
         delegate = tfl.load_delegate(EDGETPU_LIB)
     except (ValueError, OSError, RuntimeError) as exc:
         skipped.append("tflite_runtime + {}: delegate not loadable ({})".format(EDGETPU_LIB, str(exc).splitlines()[0]))
@@ -133,7 +137,7 @@ def about() -> dict:
     try:
         chosen = select(compiled_model=True).describe()
     except DeviceError as exc:
-        chosen = {"runtime": None, "runtime_version": None, "edgetpu": False, "detail": str(exc), "skipped": []}
+        chosen = {"runtime": "none", "runtime_version": "-", "edgetpu": False, "detail": str(exc), "skipped": []}
     return {"python": platform.python_version(), "numpy": numpy.__version__, "machine": platform.machine(),
             **chosen}
 
@@ -147,7 +151,7 @@ def main(argv=None) -> int:
     info = about()
     text = "Python {python}, numpy {numpy} on {machine}: runtime {runtime} {runtime_version} ({detail})".format(**info)
     emit(info, args.json, "\n".join([text] + ["  not used: " + why for why in info["skipped"]]))
-    return 0 if info["runtime"] else 2
+    return 0  # a report, not a check: no runtime is said in `detail`, and the runners refuse to start
 
 
 if __name__ == "__main__":

@@ -129,3 +129,18 @@ def board_envs(tmp_path_factory):
     import os
 
     return Path(os.environ.get("GRASPTPU_BOARD_ENVS") or tmp_path_factory.mktemp("board-envs"))
+
+
+@pytest.fixture(scope="session")
+def coral_python(board_envs):
+    """The Coral-faithful board's Python (3.7, numpy<1.20, tflite-runtime 2.7.0), exactly as the
+    simulated board builds it; skipped where the machine has no Python 3.7."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import sim_board
+
+    python37 = sim_board.find_python37()
+    if python37 is None:
+        pytest.skip("no Python 3.7 on this machine for a Coral-faithful runtime")
+    return sim_board.ensure_python_env(board_envs, sim_board.CORAL_KIND, str(python37), log=lambda _: None)

@@ -193,3 +193,14 @@ def test_bench_local_prints_the_device_beside_the_host(quantised):
     assert result.exit_code == 0, result.output
     assert "host: Keras float" in result.output and "device on this machine: ai_edge_litert" in result.output
     assert "100.00% of windows bit-exact" in result.output
+
+
+def test_device_runtime_reports_the_coral_faithful_software_quietly(coral_python):
+    """`python -m device.runtime` on Python 3.7 + tflite-runtime 2.7.0: what it runs, why no Edge TPU,
+    and nothing on stderr (tflite_runtime's Delegate used to print an AttributeError at exit)."""
+    proc = subprocess.run([str(coral_python), "-m", "device.runtime", "--json", "-"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    about = json.loads(proc.stdout)
+    assert about["python"].startswith("3.7.") and (about["runtime"], about["runtime_version"]) == ("tflite_runtime", "2.7.0")
+    assert about["edgetpu"] is False and any("libedgetpu.so.1" in why for why in about["skipped"])

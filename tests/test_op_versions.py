@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from host import edgetpu_check
 from host.cli import main
 from host.quantize import INT8_TFLITE
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import sim_board  # noqa: E402
 
 VERSION_SLOT = 8  # OperatorCode's third field (`version`): vtable offset 4 + 2 * 2
 
@@ -79,15 +74,6 @@ def test_an_op_unknown_to_tflite_2_5_fails_the_check():
     op = edgetpu_check.OpCheck(0, "STABLEHLO_ADD", 1)
     assert op.max_version is None
     assert "unknown to TFLite 2.5" in edgetpu_check._version_problems(op)[0]
-
-
-@pytest.fixture(scope="module")
-def coral_python(board_envs):
-    """The Coral-faithful board's Python (3.7, numpy<1.20, tflite-runtime 2.7.0), as the simulated board has it."""
-    python37 = sim_board.find_python37()
-    if python37 is None:
-        pytest.skip("no Python 3.7 on this machine for a Coral-faithful runtime")
-    return sim_board.ensure_python_env(board_envs, sim_board.CORAL_KIND, str(python37), log=lambda _: None)
 
 
 def load_on(python: Path, model: Path) -> subprocess.CompletedProcess:
