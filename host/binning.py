@@ -1,9 +1,10 @@
 """Spike counts in fixed time bins (40 ms by default), one row per bin, trials stacked.
 
 Bin b of a trial covers [t_start + b * bin, t_start + (b + 1) * bin); a time t falls in bin
-floor((t - t_start) / bin), the rule METHOD gives for event times, applied to spikes alike. Only
-whole bins are kept: a trial of duration d has floor(d / bin) bins, and spikes in the trailing
-partial bin are not counted (a partial bin would look like a drop in firing rate).
+floor((t - t_start) / bin), the rule the authors' reference scripts use for event times
+(docs/method.md, "Binning"), applied to spikes alike. Only whole bins are kept: a trial of
+duration d has floor(d / bin) bins, and spikes in the trailing partial bin are not counted (a
+partial bin would look like a drop in firing rate).
 """
 
 from __future__ import annotations

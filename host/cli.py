@@ -43,7 +43,7 @@ def training_options(func):
     options = [
         click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models")),
         click.option("--preset", type=click.Choice(["auto", "M", "Z"]), default="auto",
-                     help="METHOD's selected hyperparameters per animal; auto = from the session name (MRec.. / ZRec..)."),
+                     help="The paper's selected hyperparameters per animal; auto = from the session name (MRec.. / ZRec..)."),
         click.option("--hp", "hp_pairs", multiple=True, metavar="NAME=VALUE",
                      help="Override one hyperparameter, e.g. --hp units=64 --hp dropout=0.4."),
         click.option("--hp-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -123,7 +123,7 @@ def synth(sessions: tuple[str, ...], all_sessions: bool, out: Path, seed: int, d
 @click.option("--train-share", type=click.FloatRange(0.05, 0.95), default=0.8,
               help="Share of each object's trials for train+validation; the rest is test.")
 @click.option("--val-share", type=click.FloatRange(0.05, 0.95), default=None,
-              help="Share of train+validation used for validation. Default: METHOD's rule (20 %, 30 % at a 30 % train share, 40 % at 20 %).")
+              help="Share of train+validation used for validation. Default: the paper's rule (20 %, 30 % at a 30 % train share, 40 % at 20 %).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Binned-session cache. Default: $GRASPTPU_CACHE or ~/.cache/grasptpu.")
 @click.option("--no-cache", is_flag=True, help="Always load and bin; neither read nor write the cache.")
@@ -209,7 +209,7 @@ def train(recording: Path, task: str, name: str | None, train_share: float, mode
 @data_options
 def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_trials: int, epochs: int,
          bin_ms: float, label_bin: str, seed: int) -> None:
-    """Bayesian hyperparameter search (KerasTuner) over METHOD's space, scored on the validation split.
+    """Bayesian hyperparameter search (KerasTuner) over the paper's space (Table 2), scored on the validation split.
 
     Writes results.tsv and best_hyperparameters.json (for `grasptpu train --hp-file`).
     """

@@ -2,8 +2,8 @@
 
 `.mat` files go through the fast reader (`host.matfile`); a `.mat` layout it does not know, and
 every other Neo format (`.nix`, Neo pickle, ...), go through `neo.io`. Whatever the route, the
-result is one `Recording`, and `select_trials` applies METHOD's trial selection, reporting every
-dropped trial with its reason: nothing is dropped silently.
+result is one `Recording`, and `select_trials` applies the paper's trial selection (docs/method.md,
+"Trial selection"), reporting every dropped trial with its reason: nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ def _phase_onset(rec: Recording, k: int, label: str) -> float:
 
 
 def select_trials(rec: Recording, path: Path | str = "") -> Trials:
-    """Apply METHOD's selection: correct trials, obj < 85, a Hold..Rew interval, >= 3 per object.
+    """Apply the paper's selection (docs/method.md): correct trials, obj < 85, a Hold..Rew interval,
+    >= 3 per object.
 
     Raises:
         DataError: when no trial survives, saying which rule removed them.

@@ -1,9 +1,10 @@
 """The BiLSTM decoder: one builder of hyperparameters, for fixed configs and the tuner alike.
 
-Architecture (METHOD, "Model and training"): per-unit input standardisation (statistics of the
-training windows, frozen), then 1-4 bidirectional LSTM layers (the last returns only its final
-state), then a Dense softmax. Dropout is LSTM input dropout; kernel and recurrent regularisation
-are none / L1 / L2 / L1+L2 with factor 0.01.
+Architecture (the paper, §4.2 and Table 2; docs/method.md, "Model"): per-unit input
+standardisation (statistics of the training windows, frozen; our addition, not the paper's),
+then 1-4 bidirectional LSTM layers (the last returns only its final state), then a Dense softmax.
+Dropout is LSTM input dropout; kernel and recurrent regularisation are none / L1 / L2 / L1+L2
+with factor 0.01.
 
 Why the standard (fused) Keras LSTM for training: it is the fastest on the CPU and the tuner
 needs many fits. It is *not* what goes to the board. Measured here (tensorflow 2.21, keras 3.15):
@@ -26,8 +27,9 @@ SEARCH_SPACE = {
     "recurrent_regularizer": ["none", "l1", "l2", "l1_l2"],
     "learning_rate": [1e-2, 1e-3, 1e-4],
 }
-REGULARISATION = 0.01  # METHOD: L1 = L2 = 0.01
-# METHOD's selected configurations per animal (the paper re-uses them for the grasp detector).
+REGULARISATION = 0.01  # the paper's Table 2: L1 = L2 = 0.01
+# The paper's selected configurations per animal (Table 2; docs/method.md); the paper re-uses
+# them for the grasp detector.
 PRESETS = {
     "M": {"bilstm_layers": 2, "units": 40, "dropout": 0.8, "kernel_regularizer": "l2",
           "recurrent_regularizer": "l2", "learning_rate": 1e-3},
@@ -97,7 +99,7 @@ def fixed_hp(values: dict):
 
 
 def preset(animal: str) -> dict:
-    """METHOD's selected configuration for an animal ('M' or 'Z')."""
+    """The paper's selected configuration for an animal ('M' or 'Z'; Table 2, docs/method.md)."""
     if animal not in PRESETS:
         raise ValueError(f"no preset for animal {animal!r}; known: {sorted(PRESETS)}")
     return dict(PRESETS[animal])

@@ -4,15 +4,16 @@ The real sessions number objects by turntable and position: id = 10 * turntable 
 Turntables 2-7 each hold one shape in six sizes (position 1 = smallest), so neighbouring ids on
 one turntable are the same shape one size apart, i.e. a very similar grip. That is why class
 order matters: relaxed accuracy counts a prediction one class away as right. Turntable 1 is a
-mixed group whose objects mostly duplicate objects elsewhere; METHOD lists the merges. Turntable 8
-holds special objects; ids >= 85 are not grasp trials and are never kept.
+mixed group whose objects mostly duplicate objects elsewhere; the merges are listed in
+docs/method.md ("Objects"). Turntable 8 holds special objects; ids >= 85 are not grasp trials and
+are never kept.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# Identical physical objects recorded under two ids (METHOD "Objects").
+# Identical physical objects recorded under two ids (docs/method.md, "Objects").
 DUPLICATE_IDS: dict[int, int] = {11: 41, 13: 34, 14: 44, 16: 25, 12: 54}
 FIRST_EXCLUDED_ID = 85  # trials with obj >= 85 are dropped by the trial selection
 SHAPES: dict[int, str] = {

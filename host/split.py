@@ -15,8 +15,9 @@ DEFAULT_TRAIN_VAL_SHARE = 0.8
 
 
 def validation_share(train_val_share: float) -> float:
-    """METHOD's rule: 20 % of train+val for validation, raised to 30 % at a 30 % share and to
-    40 % at a 20 % share, so that small shares still leave a validation trial per class."""
+    """The paper's rule (Table 5; docs/method.md): 20 % of train+val for validation, raised to
+    30 % at a 30 % share and to 40 % at a 20 % share, so that small shares still leave a
+    validation trial per class."""
     if train_val_share <= 0.2 + 1e-9:
         return 0.4
     if train_val_share <= 0.3 + 1e-9:
@@ -46,7 +47,7 @@ def split_trials(labels: np.ndarray, train_val_share: float = DEFAULT_TRAIN_VAL_
     Args:
         labels: class of each kept trial.
         train_val_share: share of each class's trials for train + validation (the rest is test).
-        val_share: share of train + validation used for validation; METHOD's rule when None.
+        val_share: share of train + validation used for validation; the paper's rule when None.
         seed: the shuffle seed.
     Raises:
         ValueError: a share outside (0, 1), or a class with fewer than 3 trials.

@@ -1,9 +1,9 @@
-"""Training-fraction sweep (METHOD "Results", the paper's Table 5) for the object classifier.
+"""Training-fraction sweep (the paper's Table 5; docs/method.md) for the object classifier.
 
 For each train+validation share (80 % down to 20 % of each object's trials; the rest is the test
 set), split with the same seed, train the object classifier and score it on that share's test
 trials. At 30 % and 20 % the validation share of train+validation rises to 30 % and 40 %
-(METHOD's rule, `host.split.validation_share`) so every class keeps a validation trial.
+(the paper's rule, `host.split.validation_share`) so every class keeps a validation trial.
 """
 
 from __future__ import annotations

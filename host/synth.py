@@ -48,7 +48,7 @@ _SIZE_BEND = 0.3
 
 @dataclass(frozen=True)
 class SessionSpec:
-    """Size and animal of one recording session (METHOD, "Recordings")."""
+    """Size and animal of one recording session (the paper's Table 1; docs/method.md)."""
 
     name: str
     animal: str

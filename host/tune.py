@@ -1,4 +1,6 @@
-"""KerasTuner Bayesian search over METHOD's hyperparameter space, on the validation split only.
+"""KerasTuner Bayesian search over the paper's hyperparameter space, on the validation split only.
+
+The space is the paper's Table 2 (docs/method.md, "Hyperparameter search").
 
 The tuner calls the very `build_model` that fixed configurations use; each trial trains on the
 training windows and is scored by its best validation accuracy. Results land in

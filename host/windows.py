@@ -4,10 +4,11 @@ A window is never copied out of the binned counts: a `WindowSet` holds the row o
 last bin, and `numpy.lib.stride_tricks.sliding_window_view` turns the counts into a zero-copy
 array of all windows; only a batch that is asked for is gathered.
 
-Labels (METHOD, "Pre-processing" 3): a window is labelled by its *label bin*. The paper uses the
-window's last bin (``label_bin="last"``, the default: the decoder labels the present). The
-authors' reference scripts use the bin just after the window (``label_bin="next"``: the decoder
-predicts one bin ahead); it is offered for comparison with their numbers.
+Labels (the paper's §4.1 step 3; docs/method.md, "Windows and labels"): a window is labelled by
+its *label bin*. The paper uses the window's last bin (``label_bin="last"``, the default: the
+decoder labels the present). The authors' reference scripts use the bin just after the window
+(``label_bin="next"``: the decoder predicts one bin ahead); it is offered for comparison with
+their numbers.
 - grasp-phase: every window; 1 (grasp) if its label bin is in [Hold, Rew), else 0 (rest).
 - object: only windows whose label bin is in [Hold, Rew); label = the object's class index.
 """

@@ -1,4 +1,7 @@
-"""`grasptpu synth` writes files that plain neo.io reads with METHOD's structure."""
+"""`grasptpu synth` writes files that plain neo.io reads with the real recordings' structure.
+
+That structure is described in docs/method.md ("Recordings").
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Training benchmark: wall time, epochs and windows/s per model, and the six-session table.
 
 For each session (default: all six synthetic sessions; written first if missing), train the
-object classifier and the grasp-phase detector with the default settings (METHOD's preset for
+object classifier and the grasp-phase detector with the default settings (the paper's preset for
 the animal, early stopping), then print BiLSTM vs naive Bayes accuracy and relaxed accuracy and
 the detector's accuracy and F1, all on each session's test split. Timings are read from each
 model's manifest (training only, excluding data preparation and evaluation).

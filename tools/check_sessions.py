@@ -1,4 +1,5 @@
-"""Read full-size synthetic sessions back with plain neo.io and check METHOD's structure.
+"""Read full-size synthetic sessions back with plain neo.io and check the recordings' structure
+(docs/method.md, "Recordings").
 
 For each `<session>.neo.mat` in a folder (written by `grasptpu synth --all`), in a child process
 per file (NeoMatlabIO needs ~5 GB for the largest): `neo.io.NeoMatlabIO(path).read_block()`, then
