@@ -22,7 +22,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/pip || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
@@ -90,7 +90,7 @@ bench-quant: $(STAMP)  ## quantise the bench-train models: sizes, float vs int8 
 board-up: $(STAMP) sshd  ## start simulated board board1 (local sshd on 127.0.0.1:2201, inventory .boards/boards.toml)
 	$(PY) tools/sim_board.py up --name board1 --port 2201
 
-board-down:  ## stop every simulated board (files kept; `tools/sim_board.py down --all --purge` removes them)
+board-down: $(STAMP)  ## stop every simulated board (files kept; `tools/sim_board.py down --all --purge` removes them)
 	$(PY) tools/sim_board.py down --all
 
 check-sessions: $(STAMP)  ## write all six sessions and read each back with plain neo.io (long, ~5 GB RAM)

@@ -23,10 +23,10 @@ def open_decoder(model_dir, allow_edgetpu=True):
     return Decoder(model_dir, manifest, chosen, threads=1), manifest, chosen
 
 
-def test_a_runtime_is_present_and_reported(record_property):
+def test_a_runtime_is_present_and_reported(record_testsuite_property):
     about = rt.about()  # into the junit report: what this board ran the suite on
     for key in ("python", "numpy", "machine", "runtime", "runtime_version", "detail"):
-        record_property(key, about[key])
+        record_testsuite_property(key, about[key])
     chosen = rt.select(compiled_model=True)
     assert chosen.name in rt.ORDER or chosen.name in ("tflite_runtime", "ai_edge_litert", "tensorflow")
     assert chosen.detail

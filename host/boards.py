@@ -15,7 +15,8 @@ which `make board-up` writes for the simulated boards). One table per board:
     latency_note = "..."          # optional: why that threshold
     python_version = "3.7.3"      # optional, what the board is recorded to run; `bench --board`
     numpy_version = "1.16.2"      #   and `firmware-test` print it beside what the board reports
-    runtime = "tflite_runtime 2.5.0.post1"
+    runtime = "pycoral 2.0.0"     #   (as `python -m device.runtime` on the board names it: pycoral
+                                  #   with an Edge TPU, else e.g. "tflite_runtime 2.5.0.post1")
 
 No passwords: key authentication only. Host keys are checked against known_hosts with paramiko's
 RejectPolicy (Fabric itself would add unknown hosts silently); an unknown or changed key is refused
@@ -57,7 +58,7 @@ class Board:
         """What the inventory records the board to run, for reports."""
         parts = [f"Python {self.python_version}" if self.python_version else "",
                  f"numpy {self.numpy_version}" if self.numpy_version else "", self.runtime or ""]
-        return ", ".join(p for p in parts if p) or "nothing recorded"
+        return ", ".join(p for p in parts if p) or "nothing"
 
     @property
     def where(self) -> str:
@@ -211,4 +212,12 @@ def run(conn, command: str, board: Board, step: str, timeout: float = 600.0) -> 
 def run_json(conn, command: str, board: Board, step: str, timeout: float = 600.0) -> dict:
     """`run`, then the JSON object the board's commands (device.bench, device.stream,
     device.release) print as their last line."""
-    return json.loads(run(conn, command, board, step, timeout).strip().splitlines()[-1])
+    lines = run(conn, command, board, step, timeout).strip().splitlines()
+    try:
+        result = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        result = None
+    if not isinstance(result, dict):
+        raise BoardError(board, step, "the board's command printed no JSON report; its release may predate this "
+                                      "grasptpu: run `grasptpu deploy` again")
+    return result

@@ -301,7 +301,10 @@ def check_model(path: Path) -> Report:
         check = OpCheck(j, name, m.op_version(op))
         if name not in EDGE_TPU_OPS:
             check.problems.append(f"{name} is not on the Edge TPU's operation list")
-        check.problems += _version_problems(check)
+        too_new = _version_problems(check)
+        if too_new:  # not a cut: Coral's runtime and compiler refuse the whole model
+            model_problems.append(f"op #{j}: {too_new[0]}; Coral's runtime will not load this model at all")
+            check.problems += too_new
         inputs = [m.tensor(i) for i in op.InputsAsNumpy() if i >= 0]
         outputs = [m.tensor(i) for i in op.OutputsAsNumpy() if i >= 0]
         for t in inputs + outputs:

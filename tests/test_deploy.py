@@ -355,6 +355,8 @@ def test_bench_and_firmware_tests_over_ssh(fleet, quantised, tmp_path):
     assert "PytestConfigWarning" not in result.output  # firmware_tests/pytest.ini is the board's
     junit = (tmp_path / "reports" / "b3-firmware-junit.xml").read_text()
     assert 'failures="0"' in junit and "test_golden_vectors_match_the_host" in junit
+    assert f'<property name="python" value="{board.python_version}"' in junit  # what the board ran on
+    assert "PytestWarning" not in result.output
     assert "no compiled Edge TPU model" in result.output  # the Edge TPU test skips, saying why
 
     board = load_inventory(inventory)["b3"]  # damage one file on the board: the suite must catch it

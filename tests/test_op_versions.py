@@ -63,11 +63,14 @@ def test_a_version_newer_than_coral_knows_fails_the_check(quantised, tmp_path):
     path = tmp_path / "too_new.tflite"
     path.write_bytes(with_op_version((detector / INT8_TFLITE).read_bytes(), "FULLY_CONNECTED", too_new))
     report = edgetpu_check.check_model(path)
-    first = report.first_unmapped
-    assert first is not None and first.op == "FULLY_CONNECTED" and first.version == too_new
-    assert f"FULLY_CONNECTED version {too_new} is newer than Coral's runtime" in first.problems[0]
+    flagged = [op for op in report.ops if op.problems]
+    assert flagged and {(op.op, op.version) for op in flagged} == {("FULLY_CONNECTED", too_new)}
+    assert f"FULLY_CONNECTED version {too_new} is newer than Coral's runtime" in flagged[0].problems[0]
+    # not a cut in the graph: the whole model is refused, so nothing counts as mapped
+    assert report.mapped == 0 and any("will not load this model at all" in p for p in report.model_problems)
     result = CliRunner().invoke(main, ["edgetpu-check", str(path)])
     assert result.exit_code == 1 and f"FULLY_CONNECTED version {too_new} is newer" in result.output
+    assert "mapped: 0 of" in result.output
 
 
 def test_an_op_unknown_to_tflite_2_5_fails_the_check():

@@ -15,8 +15,10 @@ Each board is one unprivileged-port `sshd` of its own (run as the current user, 
 - `.boards/coral-py37/` (shared, created once) is the board's Python, a venv WITHOUT system site
   packages holding only what a Coral board has: a Python 3.7 interpreter (Mendel Linux ships 3.7),
   numpy < 1.20 (Mendel has 1.16), the oldest `tflite-runtime` the registry has for 3.7 (2.7.0;
-  Coral's own is 2.5) and a pytest that runs on 3.7 for the on-board tests. So an op version,
-  a numpy call or a syntax the board cannot take fails here, not first on a board. The
+  Coral's own is 2.5; 2.7.0 needs numpy >= 1.19.2, so 1.19.5) and a pytest that runs on 3.7 for
+  the on-board tests. So a syntax or a numpy call the board cannot take fails here, not first on a
+  board. Op versions are not fully covered: 2.7.0 registers a few newer versions than Coral's
+  2.5 (ADD 4, MUL 5, STRIDED_SLICE 6); `grasptpu edgetpu-check` is the guard for those. The
   interpreter is `python3.7` on PATH or pyenv's; where the machine has none, the board falls back
   to `.boards/host-python/` (this machine's Python, numpy, ai-edge-litert, pytest) and says so in
   one line (`--kind coral|host` forces one);
@@ -294,7 +296,12 @@ def runs_python37(candidate: str | Path) -> bool:
 
 def find_python37() -> Path | None:
     """A working Python 3.7: `python3.7` on PATH, else one of pyenv's versions, else None."""
-    candidates = [shutil.which("python3.7"), *sorted(PYENV_ROOT.glob("versions/3.7*/bin/python3.7"), reverse=True)]
+    def patch_level(path: Path) -> int:  # 3.7.16 after 3.7.9
+        tail = path.parents[1].name.split(".")[-1]
+        return int(tail) if tail.isdigit() else -1
+
+    found = sorted(PYENV_ROOT.glob("versions/3.7*/bin/python3.7"), key=patch_level, reverse=True)
+    candidates = [shutil.which("python3.7"), *found]
     for candidate in filter(None, candidates):
         if runs_python37(candidate):
             return Path(candidate)
@@ -333,7 +340,8 @@ def env_versions(env: Path, kind: BoardKind) -> dict:
             f"'numpy': numpy.__version__, 'runtime': '{module} ' + getattr({module}, '__version__', '?')}}))")
     proc = subprocess.run([str(env_python(env)), "-c", code], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise BoardError(f"board python {env}: cannot read its versions ({proc.stderr.strip().splitlines()[-1:]})")
+        last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        raise BoardError(f"board python {env}: cannot read its versions ({last})")
     return json.loads(proc.stdout)
 
 
@@ -354,7 +362,8 @@ def ensure_python_env(envs_dir: Path, kind: BoardKind, interpreter: str, log: Lo
             log(f"board python: reusing {env} ({time.monotonic() - start:.1f} s to check)")
             return env_python(env)
         shutil.rmtree(env, ignore_errors=True)  # a half-built one from an interrupted run
-        subprocess.run([interpreter, "-m", "venv", str(env)], check=True)
+        if subprocess.run([interpreter, "-m", "venv", str(env)], stdin=subprocess.DEVNULL, check=False).returncode:
+            raise BoardError(f"board python {env}: `{interpreter} -m venv` failed (is its venv/ensurepip installed?)")
         pip = [str(env_python(env)), "-m", "pip", "install", "-q", "--disable-pip-version-check", *kind.packages]
         if subprocess.run(pip, stdin=subprocess.DEVNULL, check=False).returncode != 0 or not env_ready(env, kind):
             raise BoardError(f"board python {env}: `pip install {' '.join(kind.packages)}` failed")
