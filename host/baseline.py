@@ -27,8 +27,8 @@ from host.split import Split
 # bins; the pseudo-bin only keeps the rate finite for a class without training trials.
 PSEUDO_SPIKES = 0.5
 PSEUDO_BINS = 1.0
-METHOD = (f"Poisson naive Bayes on hold-phase spike counts (rate x hold bins; "
-          f"Gamma({PSEUDO_SPIKES:g} spikes, {PSEUDO_BINS:g} bin) rate prior; class prior = training frequency)")
+DESCRIPTION = (f"Poisson naive Bayes on hold-phase spike counts (rate x hold bins; "
+               f"Gamma({PSEUDO_SPIKES:g} spikes, {PSEUDO_BINS:g} bin) rate prior; class prior = training frequency)")
 
 
 def hold_features(binned: BinnedSession) -> tuple[np.ndarray, np.ndarray]:
@@ -185,5 +185,5 @@ def split_evaluation(binned: BinnedSession, split: Split) -> dict:
 def _report(cm: np.ndarray, binned: BinnedSession, evaluation: str) -> dict:
     report = metrics.object_metrics(cm, binned.classes)
     report["trials"] = report["windows"]  # one sample per trial here, not per window
-    report.update(method=METHOD, evaluation=evaluation)
+    report.update(method=DESCRIPTION, evaluation=evaluation)
     return report

@@ -67,9 +67,14 @@ def software_line(board: Board, about: dict) -> str:
                 "runtime": f"{about['runtime']} {about['runtime_version']}"}
     recorded = {"Python": board.python_version, "numpy": board.numpy_version, "runtime": board.runtime}
     differ = [key for key, value in recorded.items() if value and value != reported[key]]
-    line = (f"board {board.name}: runs Python {reported['Python']}, numpy {reported['numpy']}, {reported['runtime']} "
-            f"({about['detail']}) on {about['machine']}; inventory records {board.recorded}")
+    line = (f"board {board.name}: runs {_listed(reported)} ({about['detail']}) on {about['machine']}; "
+            f"inventory records {_listed(recorded)}")
     return line + (f" (they differ in {', '.join(differ)}: update the inventory)" if differ else "")
+
+
+def _listed(software: dict) -> str:
+    """'Python 3.7.16, numpy 1.19.5, tflite_runtime 2.7.0' from the keys that have a value."""
+    return ", ".join(v if k == "runtime" else f"{k} {v}" for k, v in software.items() if v) or "nothing"
 
 
 def judge(result: dict, max_p99_ms: float, max_drop: float = 0.5, min_agreement: float = 0.99,

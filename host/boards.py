@@ -54,13 +54,6 @@ class Board:
     runtime: str | None = None
 
     @property
-    def recorded(self) -> str:
-        """What the inventory records the board to run, for reports."""
-        parts = [f"Python {self.python_version}" if self.python_version else "",
-                 f"numpy {self.numpy_version}" if self.numpy_version else "", self.runtime or ""]
-        return ", ".join(p for p in parts if p) or "nothing"
-
-    @property
     def where(self) -> str:
         return f"{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
 

@@ -59,6 +59,7 @@ from pathlib import Path
 import click
 import tomllib
 
+REPO = Path(__file__).resolve().parent.parent  # device/ lives here
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")
 HOST = "127.0.0.1"
@@ -333,16 +334,17 @@ def env_ready(env: Path, kind: BoardKind) -> bool:
         [str(python), "-c", kind.import_check], capture_output=True, check=False).returncode == 0
 
 
-def env_versions(env: Path, kind: BoardKind) -> dict:
-    """What the board's Python reports about itself: Python, numpy and TFLite runtime versions."""
-    module = kind.runtime_module.split(".")[0]
-    code = (f"import json, platform, numpy, {module}; print(json.dumps({{'python': platform.python_version(), "
-            f"'numpy': numpy.__version__, 'runtime': '{module} ' + getattr({module}, '__version__', '?')}}))")
-    proc = subprocess.run([str(env_python(env)), "-c", code], capture_output=True, text=True, check=False)
+def env_versions(env: Path) -> dict:
+    """What the board's Python reports about itself, through the board's own report
+    (`python -m device.runtime`), so the inventory records exactly what `bench --board` compares."""
+    proc = subprocess.run([str(env_python(env)), "-m", "device.runtime", "--json", "-"], capture_output=True,
+                          text=True, check=False, cwd=REPO)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         raise BoardError(f"board python {env}: cannot read its versions ({last})")
-    return json.loads(proc.stdout)
+    about = json.loads(proc.stdout)
+    return {"python": about["python"], "numpy": about["numpy"],
+            "runtime": f"{about['runtime']} {about['runtime_version']}"}
 
 
 @contextlib.contextmanager
@@ -493,7 +495,7 @@ def start_board(boards_dir: Path, name: str, port: int, envs_dir: Path | None = 
     pin_host_key(boards_dir, folder, port)
     chosen, interpreter = choose_kind(kind, log)
     python = ensure_python_env(envs_dir or boards_dir, chosen, interpreter, log)
-    entry = inventory_entry(boards_dir, name, port, python, chosen, env_versions(python.parent.parent, chosen))
+    entry = inventory_entry(boards_dir, name, port, python, chosen, env_versions(python.parent.parent))
     boards = read_inventory(boards_dir)
     boards[name] = entry
     write_inventory(boards_dir, boards)
