@@ -99,7 +99,8 @@ def synth(sessions: tuple[str, ...], all_sessions: bool, out: Path, seed: int, d
     """
     from tqdm import tqdm
 
-    from host import matfile, synth as synth_mod
+    from host.data import matfile
+    from host.data import synth as synth_mod
 
     names = list(synth_mod.SESSIONS) if all_sessions else (list(sessions) or [synth_mod.DEFAULT_SESSION])
     out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,7 @@ def prepare(recording: Path, bin_ms: float, window_bins: int, label_bin: str, tr
 
     RECORDING is a Neo file: .mat (NeoMatlabIO layout), .nix or .pkl (Neo pickle).
     """
-    from host.prepare import prepare as run, summary
+    from host.data.prepare import prepare as run, summary
 
     t0 = time.perf_counter()
     prepared = run(recording, bin_ms=bin_ms, window_bins=window_bins, label_bin=label_bin,
@@ -146,7 +147,7 @@ def prepare(recording: Path, bin_ms: float, window_bins: int, label_bin: str, tr
 
 
 def _hp_overrides(pairs: tuple[str, ...]) -> dict:
-    from host.model import SEARCH_SPACE
+    from host.train.model import SEARCH_SPACE
 
     out = {}
     for pair in pairs:
@@ -163,9 +164,9 @@ def _hp_overrides(pairs: tuple[str, ...]) -> dict:
 
 def _train_config(recording: Path, task: str, preset: str, hp_pairs: tuple[str, ...], hp_file: Path | None,
                   **fields):
-    from host import model as model_mod
-    from host.train import TrainConfig, animal_of
-    from host.tune import load_best
+    from host.train import model as model_mod
+    from host.train.fit import TrainConfig, animal_of
+    from host.train.tune import load_best
 
     animal = preset if preset != "auto" else animal_of(recording.name)
     if animal is None and hp_file is None:
@@ -189,7 +190,7 @@ def train(recording: Path, task: str, name: str | None, train_share: float, mode
     Validation uses the validation split only; the test split is scored once, after training.
     The object classifier is also compared with the naive Bayes baseline on the same split.
     """
-    from host.train import run_training
+    from host.train.fit import run_training
 
     config = _train_config(recording, task, preset, hp_pairs, hp_file, epochs=epochs, batch_size=batch_size,
                            stop_patience=stop_patience, lr_patience=lr_patience, class_weights=class_weights,
@@ -213,7 +214,7 @@ def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_tri
 
     Writes results.tsv and best_hyperparameters.json (for `grasptpu train --hp-file`).
     """
-    from host.tune import run_tuning
+    from host.train.tune import run_tuning
 
     run_tuning(recording, task, models_dir, name, max_trials, epochs, seed,
                {"bin_ms": bin_ms, "label_bin": label_bin})
@@ -229,7 +230,7 @@ def sweep(recording: Path, name: str | None, shares: str, models_dir: Path, pres
           hp_file: Path | None, epochs: int, batch_size: int, stop_patience: int, lr_patience: int,
           class_weights: bool, bin_ms: float, label_bin: str, seed: int) -> None:
     """Object-classifier accuracy vs training share (the paper's Table 5 protocol): a table and a plot."""
-    from host.sweep import run_sweep
+    from host.train.sweep import run_sweep
 
     try:
         values = tuple(float(x) for x in shares.split(","))
@@ -275,8 +276,8 @@ def quantize(model_dirs: tuple[Path, ...], representative_size: int, rep_file: P
     Also stores the test windows with the host's Keras, float and int8 outputs on them (for the
     board), the float-vs-int8 comparison and the Edge TPU compatibility report in the manifest.
     """
-    from host import quantcheck
-    from host.quantize import quantize as run
+    from host.quantize import gate as quantcheck
+    from host.quantize.run import quantize as run
 
     rep = None
     if rep_file is not None:
@@ -309,7 +310,7 @@ def quantize(model_dirs: tuple[Path, ...], representative_size: int, rep_file: P
               help="Also write the comparison here.")
 def check_quant(model_dirs: tuple[Path, ...], max_drop: float, min_agreement: float, json_out: Path | None) -> None:
     """Regression gate: Keras float vs float TFLite vs int8 TFLite on the test windows; exit 1 on a regression."""
-    from host import quantcheck
+    from host.quantize import gate as quantcheck
 
     failed, results = [], {}
     for folder in model_dirs:
@@ -336,8 +337,8 @@ def edgetpu_check(models: tuple[Path, ...], per_op: bool) -> None:
 
     Exit 1 when any op would not map to the Edge TPU.
     """
-    from host import edgetpu_check as check
-    from host.quantize import INT8_TFLITE
+    from host.quantize import edgetpu_check as check
+    from host.quantize.run import INT8_TFLITE
 
     partial = False
     for path in models:
@@ -352,7 +353,7 @@ def edgetpu_check(models: tuple[Path, ...], per_op: bool) -> None:
 @click.option("--compiler", default="edgetpu_compiler", help="Compiler executable (name on PATH or a path).")
 def compile_cmd(model_dirs: tuple[Path, ...], compiler: str) -> None:
     """Compile each quantised model with Coral's edgetpu_compiler; exit 3 when it is not installed here."""
-    from host import compile as comp
+    from host.quantize import compile as comp
 
     for folder in model_dirs:
         try:
@@ -369,7 +370,7 @@ def compile_cmd(model_dirs: tuple[Path, ...], compiler: str) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bench_local(model_dirs: tuple[Path, ...], invokes: int, json_out: Path | None) -> None:
     """Run the board's runner (python -m device.bench) here; print it beside the host's float and int8 results."""
-    from host.bench_local import run_device_bench, side_by_side
+    from host.boards.local import run_device_bench, side_by_side
 
     results = {}
     for folder in model_dirs:
@@ -404,8 +405,8 @@ def deploy(model_dirs: tuple[Path, ...], board_names: tuple[str, ...], all_board
     Boards in parallel; each verifies every byte before `current` switches; on any failure the
     previous release stays active. Exit 1 if any board failed.
     """
-    from host.boards import load_inventory, pick
-    from host.deploy import deploy as run_deploy
+    from host.boards.inventory import load_inventory, pick
+    from host.boards.deploy import deploy as run_deploy
 
     boards = pick(load_inventory(inventory), board_names, all_boards)
     done, failed = run_deploy(boards, list(model_dirs), keep, wait_s, trust_new_host)
@@ -429,8 +430,8 @@ def deploy(model_dirs: tuple[Path, ...], board_names: tuple[str, ...], all_board
 def rollback(board_names: tuple[str, ...], all_boards: bool, inventory: Path | None, trust_new_host: bool,
              wait_s: float) -> None:
     """Make the release before the current one active again on each board (under the deploy lock)."""
-    from host.boards import load_inventory, pick
-    from host.deploy import rollback as run_rollback
+    from host.boards.inventory import load_inventory, pick
+    from host.boards.deploy import rollback as run_rollback
 
     for board in pick(load_inventory(inventory), board_names, all_boards):
         current, note = run_rollback(board, trust_new_host, wait_s)
@@ -449,8 +450,8 @@ def unlock(board_names: tuple[str, ...], all_boards: bool, inventory: Path | Non
     A deploy from this machine that died is recognised and its lock removed by the next deploy;
     a lock from elsewhere only you can judge: check that its owner (printed) is not running.
     """
-    from host.boards import load_inventory, pick
-    from host.deploy import unlock as run_unlock
+    from host.boards.inventory import load_inventory, pick
+    from host.boards.deploy import unlock as run_unlock
 
     for board in pick(load_inventory(inventory), board_names, all_boards):
         owner = run_unlock(board, trust_new_host, force)
@@ -480,9 +481,9 @@ def bench_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | 
     A board passes on what carries across runtimes: accuracy and argmax agreement with the host's
     int8 model, and p99 latency within the board's own threshold."""
     from device.stream import format_result as format_stream
-    from host.bench_local import side_by_side
-    from host.board_bench import bench_board, judge, software_line
-    from host.boards import load_inventory, pick
+    from host.boards.local import side_by_side
+    from host.boards.bench import bench_board, judge, software_line
+    from host.boards.inventory import load_inventory, pick
 
     failed, results = [], []
     for board in pick(load_inventory(inventory), board_names, all_boards):
@@ -512,8 +513,8 @@ def bench_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | 
 def firmware_test_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | None, trust_new_host: bool,
                       reports: Path) -> None:
     """Run the on-board test suite (firmware_tests/) on boards; fetch each junit report; exit 1 on a failure."""
-    from host.board_bench import firmware_test, software_line
-    from host.boards import load_inventory, pick
+    from host.boards.bench import firmware_test, software_line
+    from host.boards.inventory import load_inventory, pick
 
     worst = 0
     for board in pick(load_inventory(inventory), board_names, all_boards):

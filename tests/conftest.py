@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.recording import Recording
+from host.data.recording import Recording
 
 PHASES = ("Start", "Fix", "Cue", "Mem", "Go", "Mov", "Hold", "Rew", "End")
 
@@ -103,9 +103,10 @@ def quantised(tmp_path_factory):
     """
     from click.testing import CliRunner
 
-    from host import matfile, synth
+    from host.data import matfile
+    from host.data import synth
     from host.cli import main
-    from host.train import TrainConfig, run_training
+    from host.train.fit import TrainConfig, run_training
 
     root = tmp_path_factory.mktemp("quantised")
     data = root / "ZRec50.neo.mat"

@@ -7,11 +7,11 @@ import copy
 import numpy as np
 import pytest
 
-from host import baseline
-from host.baseline import PoissonNaiveBayes, hold_features, leave_one_out, split_evaluation
-from host.binning import BinnedSession, bin_session
-from host.load import select_trials
-from host.split import split_trials
+from host.train import baseline
+from host.train.baseline import PoissonNaiveBayes, hold_features, leave_one_out, split_evaluation
+from host.data.binning import BinnedSession, bin_session
+from host.data.load import select_trials
+from host.data.split import split_trials
 from tests.conftest import make_recording
 
 OBJECTS = np.array([21, 22, 23, 31, 32, 33, 41, 42])  # catalogue ids, so shape/size metrics work
@@ -133,7 +133,7 @@ def test_pure_noise_decodes_at_chance_though_refitting_on_all_trials_would_not()
 
 
 def test_small_synthetic_session_is_decoded_well_above_chance():
-    from host import synth
+    from host.data import synth
 
     rec = synth.generate(n_units=40, n_trials=300)
     binned = bin_session(rec, select_trials(rec), 40.0)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from host.board_bench import judge, software_line
-from host.boards import Board, load_inventory
+from host.boards.bench import judge, software_line
+from host.boards.inventory import Board, load_inventory
 from host.errors import GrasptpuError
 
 

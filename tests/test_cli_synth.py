@@ -10,9 +10,10 @@ import pytest
 from click.testing import CliRunner
 from neo.io import NeoMatlabIO
 
-from host import matfile, synth
+from host.data import matfile
+from host.data import synth
 from host.cli import main
-from host.load import load_recording
+from host.data.load import load_recording
 
 
 def check_structure(path, n_units: int, n_trials: int) -> None:

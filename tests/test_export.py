@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host.export import check_equivalent, export_model
-from host.model import build_model, fixed_hp
+from host.quantize.export import check_equivalent, export_model
+from host.train.model import build_model, fixed_hp
 
 EDGE_TPU_OPS = {  # Coral, "TensorFlow models on the Edge TPU", supported operations (as TFLite names)
     "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",

@@ -7,10 +7,10 @@ import pytest
 from click.testing import CliRunner
 from neo.io import NeoMatlabIO
 
-from host import matfile
+from host.data import matfile
 from host.cli import main
 from host.errors import DataError
-from host.load import load_recording, select_trials
+from host.data.load import load_recording, select_trials
 from tests.conftest import make_recording, neo_block, write_with_neo
 
 

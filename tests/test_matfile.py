@@ -9,8 +9,8 @@ import pytest
 import scipy.io
 from neo.io import NeoMatlabIO
 
-from host import matfile
-from host.load import load_recording
+from host.data import matfile
+from host.data.load import load_recording
 from tests.conftest import make_recording, neo_block, write_with_neo
 
 
@@ -28,7 +28,7 @@ def assert_same_recording(a, b) -> None:
 
 
 def recording_via_neo(path):
-    from host.load import recording_from_block
+    from host.data.load import recording_from_block
 
     return recording_from_block(NeoMatlabIO(str(path)).read_block(), path)
 

@@ -1,6 +1,6 @@
 """Every metric against a hand-made confusion matrix, the expected figure worked out by hand.
 
-Matrices are rows true, columns predicted, classes in catalogue order (as host.metrics expects).
+Matrices are rows true, columns predicted, classes in catalogue order (as host.train.metrics expects).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host import metrics
+from host.train import metrics
 
 # Distances from the diagonal are deliberately asymmetric (row 1 errs below, row 0 above) so a
 # signed distance, or the transpose, would give a different histogram.

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from host import edgetpu_check
+from host.quantize import edgetpu_check
 from host.cli import main
-from host.quantize import INT8_TFLITE
+from host.quantize.run import INT8_TFLITE
 
 VERSION_SLOT = 8  # OperatorCode's third field (`version`): vtable offset 4 + 2 * 2
 

@@ -7,9 +7,10 @@ import os
 import numpy as np
 from click.testing import CliRunner
 
-from host import cache, matfile
+from host.data import cache
+from host.data import matfile
 from host.cli import main
-from host.prepare import prepare
+from host.data.prepare import prepare
 from tests.conftest import make_recording
 
 

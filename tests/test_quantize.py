@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from host import edgetpu_check, matfile, synth
+from host.quantize import edgetpu_check
+from host.data import matfile
+from host.data import synth
 from host.cli import main
-from host.compile import parse_log, parse_report, summarise
-from host.modeldir import sha256_of
-from host.quantize import INT8_TFLITE, TEST_SET, representative_indices
-from host.windows import WindowSet
+from host.quantize.compile import parse_log, parse_report, summarise
+from host.modelfolder import sha256_of
+from host.quantize.run import INT8_TFLITE, TEST_SET, representative_indices
+from host.data.windows import WindowSet
 from tests.conftest import int8_tflite
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def test_quantize_writes_a_complete_int8_model(trained):
 
 
 def test_test_set_rebuilds_the_test_windows_with_the_host_outputs(trained):
-    from host.prepare import prepare
+    from host.data.prepare import prepare
 
     data, folder, _ = trained
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -8,10 +8,10 @@ import struct
 import numpy as np
 import pytest
 
-from host import metrics
+from host.train import metrics
 
 pytest.importorskip("matplotlib")
-from host.report import plot_detector_report, plot_object_report  # noqa: E402
+from host.train.report import plot_detector_report, plot_object_report  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from host.binning import bin_session
-from host.load import select_trials
-from host.split import split_trials, validation_share
-from host.windows import grasp_phase_windows, object_windows
+from host.data.binning import bin_session
+from host.data.load import select_trials
+from host.data.split import split_trials, validation_share
+from host.data.windows import grasp_phase_windows, object_windows
 from tests.conftest import make_recording
 
 
@@ -32,9 +32,9 @@ def reference_counts(rec, trials, bin_ms):
 
 @pytest.mark.parametrize("bin_ms,seed", [(40.0, 0), (10.0, 1), (25.0, 2)])
 def test_binning_equals_plain_reference(bin_ms, seed, monkeypatch):
-    import host.binning
+    import host.data.binning
 
-    monkeypatch.setattr(host.binning, "TRIALS_PER_CHUNK", 4)  # several chunks
+    monkeypatch.setattr(host.data.binning, "TRIALS_PER_CHUNK", 4)  # several chunks
     rec = make_recording(n_trials=12, n_units=7, seed=seed, rate_hz=60.0)
     trials = select_trials(rec)
     binned = bin_session(rec, trials, bin_ms)

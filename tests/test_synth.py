@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host import objects, synth
+from host.data import objects
+from host.data import synth
 from host.errors import GrasptpuError
-from host.recording import Recording
+from host.data.recording import Recording
 
 
 @pytest.fixture(scope="module")

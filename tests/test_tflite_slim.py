@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from host.quantcheck import interpreter, invoke_each
-from host.quantize import INT8_TFLITE
-from host.tflite_slim import slim
+from host.quantize.gate import interpreter, invoke_each
+from host.quantize.run import INT8_TFLITE
+from host.quantize.slim import slim
 from tests.conftest import int8_tflite
 
 
@@ -85,7 +85,7 @@ def test_options_are_shared_only_when_exactly_equal():
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    from host.tflite_slim import _Shared
+    from host.quantize.slim import _Shared
 
     def bucketize(*bounds):
         opts = schema.BucketizeOptionsT()

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from host import matfile, synth
-from host.modeldir import sha256_of
-from host.model import PRESETS, SEARCH_SPACE, build_model, fixed_hp
-from host.train import TrainConfig, assert_disjoint, class_weight_vector, run_training
+from host.data import matfile
+from host.data import synth
+from host.modelfolder import sha256_of
+from host.train.model import PRESETS, SEARCH_SPACE, build_model, fixed_hp
+from host.train.fit import TrainConfig, assert_disjoint, class_weight_vector, run_training
 
 SMALL_HP = {"bilstm_layers": 1, "units": 16, "dropout": 0.2, "kernel_regularizer": "none",
             "recurrent_regularizer": "none", "learning_rate": 1e-2}
@@ -70,12 +71,12 @@ def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_p
 
 
 def test_a_failed_run_leaves_no_model_folder(session, tmp_path, monkeypatch):
-    import host.evaluate
+    import host.train.evaluate
 
     def boom(*args, **kwargs):
         raise RuntimeError("evaluation crashed")
 
-    monkeypatch.setattr(host.evaluate, "evaluate", boom)
+    monkeypatch.setattr(host.train.evaluate, "evaluate", boom)
     config = TrainConfig(task="object", hyperparameters=SMALL_HP, epochs=1, verbose=0)
     with pytest.raises(RuntimeError):
         run_training(session, config, tmp_path / "models")
@@ -83,7 +84,7 @@ def test_a_failed_run_leaves_no_model_folder(session, tmp_path, monkeypatch):
 
 
 def test_test_windows_never_reach_training(session):
-    from host.prepare import prepare
+    from host.data.prepare import prepare
 
     p = prepare(session)
     assert_disjoint(p.object)
@@ -121,7 +122,7 @@ def test_tune_then_train_with_the_best_hyperparameters(session, tmp_path):
 
 
 def test_sweep_follows_the_validation_rule(session, tmp_path):
-    from host.sweep import run_sweep
+    from host.train.sweep import run_sweep
 
     config = TrainConfig(task="object", hyperparameters=SMALL_HP, epochs=1, verbose=0)
     folder = run_sweep(session, config, tmp_path, None, shares=(0.8, 0.3))

@@ -1,7 +1,7 @@
 """Data-stage benchmark: our synth / prepare against plain neo.io, measured in the same run.
 
 Each step runs in a fresh Python process so that its peak RSS is its own. Steps:
-  synth          generate the session + write it with host.matfile        (ours)
+  synth          generate the session + write it with host.data.matfile        (ours)
   neo-write      build Neo objects from the same session + NeoMatlabIO.write_block  (baseline)
   prepare-cold   load + select + bin + split + window, no cache            (ours)
   neo-read       NeoMatlabIO(path).read_block() alone                      (baseline)
@@ -30,7 +30,8 @@ def _peak_rss_mb() -> float:
 
 
 def step_synth(session: str, path: Path, **_) -> dict:
-    from host import matfile, synth
+    from host.data import matfile
+    from host.data import synth
 
     t0 = time.perf_counter()
     rec = synth.generate(session)
@@ -44,7 +45,7 @@ def step_neo_write(session: str, path: Path, **_) -> dict:
     import quantities as pq
     from neo.io import NeoMatlabIO
 
-    from host import synth
+    from host.data import synth
 
     rec = synth.generate(session)
     t0 = time.perf_counter()
@@ -67,7 +68,7 @@ def step_neo_write(session: str, path: Path, **_) -> dict:
 
 
 def step_prepare(path: Path, cache_dir: Path, use_cache: bool, **_) -> dict:
-    from host.prepare import prepare
+    from host.data.prepare import prepare
 
     t0 = time.perf_counter()
     p = prepare(path, cache_dir=cache_dir, use_cache=use_cache)

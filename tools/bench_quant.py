@@ -1,7 +1,7 @@
 """Quantisation benchmark: model size, accuracy cost and single-window latency of int8 vs float vs Keras.
 
 For each model folder (``<models>/<session>-object`` and ``<session>-grasp-phase`` with a
-manifest.json), quantise it with `host.quantize.quantize` if it has no int8 model yet (or with
+manifest.json), quantise it with `host.quantize.run.quantize` if it has no int8 model yet (or with
 --requantize), then report:
 - size: the int8 and float TFLite files (bytes from the manifest) and their ratio;
 - accuracy: Keras, float TFLite and int8 TFLite on the test split, as `quantize` stored it in the
@@ -80,8 +80,8 @@ def model_folders(models: Path, sessions: set[str] | None) -> list[Path]:
 
 def ensure_quantised(folder: Path, requantize: bool) -> dict:
     """The folder's manifest, after quantising it if it has no int8 model (or if asked to)."""
-    from host.modeldir import read_manifest
-    from host.quantize import INT8_TFLITE, quantize
+    from host.modelfolder import read_manifest
+    from host.quantize.run import INT8_TFLITE, quantize
 
     manifest = read_manifest(folder)
     if requantize or not (folder / INT8_TFLITE).is_file() or "quantization" not in manifest:
@@ -110,7 +110,7 @@ def test_windows(folder: Path, window_bins: int) -> _Cycle:
     """The test split's windows as a zero-copy ``(n, window_bins, units)`` view of test_set.npz's counts."""
     from numpy.lib.stride_tricks import sliding_window_view
 
-    from host.quantize import TEST_SET
+    from host.quantize.run import TEST_SET
 
     with np.load(folder / TEST_SET) as npz:
         counts, end_row = npz["counts"], npz["end_row"]
@@ -135,7 +135,7 @@ def time_calls(call: Callable[[np.ndarray], object], make_input: Callable[[int],
 
 def tflite_latency(path: Path, windows: _Cycle, n: int) -> dict:
     """One thread, one window per invoke: time set_tensor + invoke + get_tensor."""
-    from host.quantcheck import interpreter, quantise_input
+    from host.quantize.gate import interpreter, quantise_input
 
     it = interpreter(path, threads=1)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
@@ -176,8 +176,8 @@ def keras_latency(path: Path, windows: _Cycle, n: int) -> dict:
 
 def bench_folder(folder: Path, requantize: bool, invokes: int, keras_invokes: int) -> dict:
     """One table row: sizes and accuracy from the manifest, latencies measured now."""
-    from host.modeldir import KERAS_MODEL
-    from host.quantize import FLOAT_TFLITE, INT8_TFLITE
+    from host.modelfolder import KERAS_MODEL
+    from host.quantize.run import FLOAT_TFLITE, INT8_TFLITE
 
     m = ensure_quantised(folder, requantize)
     q = m["quantization"]

@@ -25,7 +25,8 @@ def check_one(path: Path) -> dict:
     import numpy as np
     from neo.io import NeoMatlabIO
 
-    from host import matfile, synth
+    from host.data import matfile
+    from host.data import synth
 
     name = path.name.split(".")[0]
     spec = synth.SESSIONS[name]

@@ -1,7 +1,7 @@
 """Push model folders, the device runner and the on-board tests to boards, as one atomic release.
 
 Per board (boards run in parallel, one thread each):
-1. connect, host key verified (host.boards), and check the board's Python: 3.7 or newer (the
+1. connect, host key verified (host.boards.inventory), and check the board's Python: 3.7 or newer (the
    runner's syntax; Mendel Linux has 3.7) with numpy, else one line and nothing is touched;
 2. take the board's lock (`mkdir ROOT/.deploy-lock`, atomic): a second deploy to the same board
    waits up to `--wait` seconds, then fails cleanly; a lock whose deploy is known to be dead
@@ -28,11 +28,11 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from host.boards import Board, BoardError, close, open_board, run, run_json
+from host.boards.inventory import Board, BoardError, close, open_board, run, run_json
 from host.errors import GrasptpuError
-from host.modeldir import read_manifest, sha256_of
+from host.modelfolder import read_manifest, sha256_of
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LOCK = ".deploy-lock"
 PAYLOAD_DIRS = ("device", "firmware_tests")
 # What the board needs of a model folder; the Keras model, training history and plots stay home

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from host import metrics
+from host.train import metrics
 from host.errors import GrasptpuError
-from host.windows import WindowSet
+from host.data.windows import WindowSet
 
 MAX_DROP_POINTS = 1.0
 MIN_AGREEMENT = 0.98
@@ -86,7 +86,7 @@ def dequantise(raw: np.ndarray, model: bytes | Path) -> np.ndarray:
 
 def host_outputs(keras_model, float_model: bytes | Path, int8_model: bytes | Path, windows: WindowSet) -> dict:
     """Keras probabilities, float TFLite probabilities, int8 raw outputs and their dequantised values."""
-    from host.train import predict
+    from host.train.fit import predict
 
     raw = run_tflite(int8_model, windows)
     if raw.dtype != np.int8:
@@ -177,8 +177,8 @@ def check_folder(folder: Path) -> tuple[dict, str]:
     """Re-run the three models in a quantised folder on its stored test windows."""
     import keras
 
-    from host.modeldir import KERAS_MODEL, read_manifest, sha256_of
-    from host.quantize import FLOAT_TFLITE, INT8_TFLITE, TEST_SET, _test_windowset
+    from host.modelfolder import KERAS_MODEL, read_manifest, sha256_of
+    from host.quantize.run import FLOAT_TFLITE, INT8_TFLITE, TEST_SET, _test_windowset
 
     folder = Path(folder)
     manifest = read_manifest(folder)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from host import objects
+from host.data import objects
 from host.errors import GrasptpuError
-from host.recording import Recording
+from host.data.recording import Recording
 
 PHASE_LABELS: tuple[str, ...] = ("Start", "Fix", "Cue", "Mem", "Go", "Mov", "Hold", "Rew", "End")
 # Every phase but End lasts until the next event; End is the trial's t_stop.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from host.binning import BinnedSession
+from host.data.binning import BinnedSession
 
 WINDOW_BINS = 12
 LABEL_BIN_SHIFT = {"last": 0, "next": 1}

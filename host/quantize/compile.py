@@ -127,8 +127,8 @@ COMPILE_LOG = "model_int8_edgetpu.log"
 
 def compile_model(folder: Path, compiler: str = COMPILER) -> dict:
     """Compile a quantised folder's int8 model; the compiled file, its log and the summary land in it."""
-    from host.modeldir import Rewrite, read_manifest, sha256_of
-    from host.quantize import INT8_TFLITE
+    from host.modelfolder import Rewrite, read_manifest, sha256_of
+    from host.quantize.run import INT8_TFLITE
 
     folder = Path(folder)
     manifest = read_manifest(folder)

@@ -14,7 +14,7 @@ steps 1-3, 326 KB after all five (float: 991 KB). This pass
 5. writes equal shape vectors, quantisation tables and op option tables once and lets every
    tensor or op that uses them refer to that one copy (a flatbuffer may share sub-objects;
    readers follow offsets and cannot tell).
-`host.quantize` proves the result gives bit-identical outputs before keeping it.
+`host.quantize.run` proves the result gives bit-identical outputs before keeping it.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from host import metrics
-from host.binning import BinnedSession
-from host.split import Split
+from host.train import metrics
+from host.data.binning import BinnedSession
+from host.data.split import Split
 
 # Gamma(PSEUDO_SPIKES, PSEUDO_BINS) prior on every class's rate, i.e. the rate estimate is
 # (class spikes + 0.5) / (class hold bins + 1). Without it a unit silent in one class's training

@@ -18,9 +18,9 @@ from pathlib import Path
 
 
 from host.errors import GrasptpuError
-from host.modeldir import StagedDir
-from host.prepare import Prepared
-from host.train import assert_disjoint, input_statistics, make_feed, windows_for, write_json
+from host.modelfolder import StagedDir
+from host.data.prepare import Prepared
+from host.train.fit import assert_disjoint, input_statistics, make_feed, windows_for, write_json
 
 BEST_FILE = "best_hyperparameters.json"
 
@@ -31,7 +31,7 @@ def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: in
     import keras
     import keras_tuner as kt
 
-    from host.model import build_model
+    from host.train.model import build_model
 
     sets = windows_for(prepared, task)
     assert_disjoint(sets)
@@ -74,7 +74,7 @@ def format_table(rows: list[dict]) -> str:
 def run_tuning(recording: Path, task: str, models_dir: Path, name: str | None, max_trials: int, epochs: int,
                seed: int, data_options: dict | None = None) -> Path:
     """Search, then write the table and the best hyperparameters atomically; returns the folder."""
-    from host.prepare import prepare
+    from host.data.prepare import prepare
 
     prepared = prepare(recording, progress=True, seed=seed, **(data_options or {}))
     name = name or f"{prepared.binned.session}-{task}-tuning"

@@ -1,6 +1,6 @@
 """Load a Neo recording from disk and select the trials the decoders learn from.
 
-`.mat` files go through the fast reader (`host.matfile`); a `.mat` layout it does not know, and
+`.mat` files go through the fast reader (`host.data.matfile`); a `.mat` layout it does not know, and
 every other Neo format (`.nix`, Neo pickle, ...), go through `neo.io`. Whatever the route, the
 result is one `Recording`, and `select_trials` applies the paper's trial selection (docs/method.md,
 "Trial selection"), reporting every dropped trial with its reason: nothing is dropped silently.
@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from host import matfile, objects
+from host.data import matfile
+from host.data import objects
 from host.errors import DataError
-from host.recording import Recording
+from host.data.recording import Recording
 
 log = logging.getLogger(__name__)
 MIN_TRIALS_PER_OBJECT = 3  # so that every kept object can appear in train, validation and test

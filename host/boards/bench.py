@@ -22,7 +22,7 @@ import posixpath
 import shlex
 from pathlib import Path
 
-from host.boards import Board, BoardError, close, open_board, run, run_json
+from host.boards.inventory import Board, BoardError, close, open_board, run, run_json
 
 
 def remote_models(conn, board: Board) -> list[str]:

@@ -3,7 +3,7 @@
 For each train+validation share (80 % down to 20 % of each object's trials; the rest is the test
 set), split with the same seed, train the object classifier and score it on that share's test
 trials. At 30 % and 20 % the validation share of train+validation rises to 30 % and 40 %
-(the paper's rule, `host.split.validation_share`) so every class keeps a validation trial.
+(the paper's rule, `host.data.split.validation_share`) so every class keeps a validation trial.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from host.modeldir import StagedDir
-from host.train import TrainConfig, write_json
+from host.modelfolder import StagedDir
+from host.train.fit import TrainConfig, write_json
 
 SHARES = (0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 # The paper's figures on real data (train+val share: accuracy, relaxed), for the printed table.
@@ -22,9 +22,9 @@ PAPER = {0.8: (0.741, 0.983), 0.7: (0.701, 0.971), 0.6: (0.69, 0.937), 0.5: (0.6
 
 def sweep(recording: Path, config: TrainConfig, shares=SHARES, data_options: dict | None = None) -> list[dict]:
     """Train and score one object classifier per share; returns one row per share."""
-    from host.evaluate import evaluate
-    from host.prepare import prepare
-    from host.train import train
+    from host.train.evaluate import evaluate
+    from host.data.prepare import prepare
+    from host.train.fit import train
 
     rows = []
     for share in shares:  # one full training per share: the loop is over models, not data

@@ -6,7 +6,7 @@ catalogue order, where one class away is the same shape one size apart), and the
 them. The detector report is the 2x2 grasp-phase matrix with counts and row percentages; it
 prints F1 both for the grasp class and as the mean over both classes, because the paper's
 0.95-0.97 matches the mean (its MRec40 matrix gives 0.932 grasp-only, 0.962 mean).
-Inputs are the dicts of host.metrics (or the same dicts read back from a manifest's json).
+Inputs are the dicts of host.train.metrics (or the same dicts read back from a manifest's json).
 matplotlib is imported only here and only when a report is drawn; nothing is shown on screen.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from host.metrics import macro_f1
+from host.train.metrics import macro_f1
 
 MAX_TICK_LABELS = 50  # beyond this, label every k-th class so ids stay readable
 
@@ -27,7 +27,7 @@ def plot_object_report(metrics: dict, title: str, path: Path) -> Path:
     """Confusion matrix, distance histogram and the figures of an object classifier.
 
     Args:
-      metrics: the dict returned by host.metrics.object_metrics.
+      metrics: the dict returned by host.train.metrics.object_metrics.
       title: names the model, session and split, e.g. "MRec40 object classifier, test split".
       path: the PNG to write (replaced atomically).
     Returns:
@@ -86,7 +86,7 @@ def plot_detector_report(metrics: dict, title: str, path: Path) -> Path:
     """The 2x2 grasp-phase matrix (counts and row percentages) and the detector's figures.
 
     Args:
-      metrics: the dict returned by host.metrics.detector_metrics.
+      metrics: the dict returned by host.train.metrics.detector_metrics.
       title: names the model, session and split.
       path: the PNG to write (replaced atomically).
     Returns:

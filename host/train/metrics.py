@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from host import objects
+from host.data import objects
 
 
 def confusion(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from host.binning import BinnedSession
+from host.data.binning import BinnedSession
 
 CACHE_FORMAT = 1  # bump when BinnedSession or the binning rules change
 ARRAYS = ("counts", "trial_offsets", "hold_bin", "reward_bin", "object_id", "trial_index")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from host import cache
-from host.binning import BinnedSession, bin_session
-from host.load import load_recording, select_trials
-from host.split import DEFAULT_TRAIN_VAL_SHARE, Split, split_trials
-from host.windows import WINDOW_BINS, WindowSet, grasp_phase_windows, object_windows
+from host.data import cache
+from host.data.binning import BinnedSession, bin_session
+from host.data.load import load_recording, select_trials
+from host.data.split import DEFAULT_TRAIN_VAL_SHARE, Split, split_trials
+from host.data.windows import WINDOW_BINS, WindowSet, grasp_phase_windows, object_windows
 
 DEFAULT_BIN_MS = 40.0
 

@@ -26,7 +26,7 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
-from host.recording import Recording
+from host.data.recording import Recording
 
 # MAT v5 data types (mi*) and array classes (mx*), from MathWorks' "MAT-File Format" document.
 MI_INT8, MI_UINT8, MI_INT16, MI_UINT16, MI_INT32, MI_UINT32 = 1, 2, 3, 4, 5, 6

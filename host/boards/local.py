@@ -17,7 +17,7 @@ from host.errors import GrasptpuError
 
 def run_device_bench(folder: Path, invokes: int, python: str = sys.executable, extra: tuple = ()) -> dict:
     cmd = [python, "-m", "device.bench", str(folder), "--invokes", str(invokes), "--json", "-", *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         raise GrasptpuError(f"device.bench failed on {folder}: {lines[-1] if lines else f'exit {proc.returncode}'}")

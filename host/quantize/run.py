@@ -4,7 +4,7 @@ Steps, all from the model folder `grasptpu train` wrote:
 1. Rebuild the data exactly as in training (same file, checked by sha256; same split, checked
    trial by trial against split.json), because calibration must use training windows only and
    the host's reference outputs must be on the very test windows the model was scored on.
-2. Rebuild the trained model from Edge-TPU-listed ops (`host.export`) and prove it equal.
+2. Rebuild the trained model from Edge-TPU-listed ops (`host.quantize.export`) and prove it equal.
 3. Convert: float32 TFLite, and full int8 (int8 input and output, TFLITE_BUILTINS_INT8 only,
    static input ``[1, window_bins, units]``) calibrated on a representative set of training
    windows, stratified by label so rare classes and the short grasp phase set the ranges too.
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from host.errors import GrasptpuError
-from host.modeldir import KERAS_MODEL, Rewrite, read_manifest
-from host.windows import WindowSet
+from host.modelfolder import KERAS_MODEL, Rewrite, read_manifest
+from host.data.windows import WindowSet
 
 FLOAT_TFLITE = "model_float.tflite"
 INT8_TFLITE = "model_int8.tflite"
@@ -53,8 +53,8 @@ def load_model_dir(folder: Path, data_path: Path | None = None) -> ModelData:
     """The trained model and its data, rebuilt and checked against what training recorded."""
     import keras
 
-    from host.prepare import prepare
-    from host.train import windows_for
+    from host.data.prepare import prepare
+    from host.train.fit import windows_for
 
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -151,9 +151,9 @@ def convert(exported, representative: np.ndarray | None) -> bytes:
 
 
 def slimmed(flat: bytes, probe: np.ndarray) -> bytes:
-    """`host.tflite_slim.slim(flat)`, kept only if it gives bit-identical outputs on `probe` windows."""
-    from host.quantcheck import interpreter, invoke_each
-    from host.tflite_slim import slim
+    """`host.quantize.slim.slim(flat)`, kept only if it gives bit-identical outputs on `probe` windows."""
+    from host.quantize.gate import interpreter, invoke_each
+    from host.quantize.slim import slim
 
     small = slim(flat)
     outputs = [invoke_each(interpreter(model), probe) for model in (flat, small)]
@@ -164,7 +164,7 @@ def slimmed(flat: bytes, probe: np.ndarray) -> bytes:
 
 def label_map(manifest: dict) -> list[dict]:
     """Class index -> what it means: object id, shape and size (object) or rest/grasp."""
-    from host.objects import shape_of, size_of
+    from host.data.objects import shape_of, size_of
 
     names = manifest["data"]["label_names"]
     if manifest["task"] != "object":
@@ -207,10 +207,11 @@ def _test_windowset(arrays: dict, task: str, label_names: tuple, window_bins: in
 def quantize(folder: Path, representative_size: int = DEFAULT_REPRESENTATIVE, seed: int = 0,
              representative: np.ndarray | None = None, data_path: Path | None = None) -> dict:
     """Write the float and int8 TFLite models, test_set.npz and the completed manifest; return it."""
-    from host import edgetpu_check, quantcheck
-    from host.compile import COMPILE_LOG, COMPILED
-    from host.export import check_equivalent, export_model
-    from host.train import environment
+    from host.quantize import edgetpu_check
+    from host.quantize import gate as quantcheck
+    from host.quantize.compile import COMPILE_LOG, COMPILED
+    from host.quantize.export import check_equivalent, export_model
+    from host.train.fit import environment
 
     t0 = time.perf_counter()
     md = load_model_dir(folder, data_path)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from host.load import Trials
-from host.objects import class_labels
-from host.recording import Recording
+from host.data.load import Trials
+from host.data.objects import class_labels
+from host.data.recording import Recording
 
 TRIALS_PER_CHUNK = 64  # bounds the temporary index arrays to ~100 MB on the largest session
 

@@ -87,7 +87,7 @@ class Rewrite(StagedDir):
 
     def write_manifest(self, manifest: dict) -> dict:
         """Hash every file now in the staged folder into `manifest` and write it."""
-        from host.train import write_json
+        from host.train.fit import write_json
 
         manifest = {**manifest, "artifacts": artifact_hashes(self.path)}
         write_json(self.path / MANIFEST, manifest)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from host.prepare import Prepared
-from host.windows import WindowSet
+from host.data.prepare import Prepared
+from host.data.windows import WindowSet
 
 TASKS = ("object", "grasp-phase")
 
@@ -116,7 +116,7 @@ def train(prepared: Prepared, config: TrainConfig) -> TrainResult:
     """Fit a model; early stopping on validation accuracy restores the best weights."""
     import keras
 
-    from host.model import build_model, fixed_hp
+    from host.train.model import build_model, fixed_hp
 
     sets = windows_for(prepared, config.task)
     assert_disjoint(sets)
@@ -205,9 +205,9 @@ def run_training(recording: Path, config: TrainConfig, models_dir: Path, name: s
     Returns the model folder. Writes: model.keras, config.json, history.json, split.json,
     metrics.json (test split), report.png and manifest.json.
     """
-    from host.evaluate import evaluate, format_metrics, write_report
-    from host.modeldir import KERAS_MODEL, MANIFEST, StagedDir, artifact_hashes
-    from host.prepare import prepare
+    from host.train.evaluate import evaluate, format_metrics, write_report
+    from host.modelfolder import KERAS_MODEL, MANIFEST, StagedDir, artifact_hashes
+    from host.data.prepare import prepare
 
     data_options = dict(data_options or {})
     prepared = prepare(recording, progress=progress, **data_options)
@@ -255,7 +255,7 @@ def run_training(recording: Path, config: TrainConfig, models_dir: Path, name: s
 
 def _baseline(prepared: Prepared) -> dict:
     """Schaffelhofer's naive Bayes on the same session: leave-one-out and on our test split."""
-    from host.baseline import leave_one_out, split_evaluation
+    from host.train.baseline import leave_one_out, split_evaluation
 
     return {"leave_one_out": leave_one_out(prepared.binned),
             "test_split": split_evaluation(prepared.binned, prepared.split)}

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from host import metrics
-from host.prepare import Prepared
-from host.train import predict, windows_for
+from host.train import metrics
+from host.data.prepare import Prepared
+from host.train.fit import predict, windows_for
 
 
 def evaluate(model, prepared: Prepared, task: str, split: str = "test") -> dict:
@@ -32,7 +32,7 @@ def evaluate(model, prepared: Prepared, task: str, split: str = "test") -> dict:
 
 def write_report(result: dict, task: str, title: str, folder: Path) -> Path:
     """The paper-style PNG beside the model."""
-    from host import report
+    from host.train import report
 
     path = folder / "report.png"
     if task == "object":
