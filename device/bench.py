@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from device import runtime as rt
-from device.artifacts import COMPILED_MODEL, DeviceError, TestSet, load_manifest, verify
+from device.contract import COMPILED_MODEL, DeviceError, TestSet, load_manifest, verify
 from device.decoder import Decoder
 from device.output import emit
 
@@ -39,7 +39,7 @@ def time_invokes(decoder: Decoder, test: TestSet, n: int, warmup: int = 50) -> d
     """Per-invoke wall time (set input, invoke, read output) over real test windows, cycled."""
     if not len(test):
         raise DeviceError("the test set holds no windows to time")
-    q = decoder.quantise(test.windows(np.arange(min(len(test), 512))))  # cycled: bounded memory
+    q = decoder.quantise(test.batch(np.arange(min(len(test), 512))))  # cycled: bounded memory
     times = np.empty(n, np.int64)
     clock = time.perf_counter_ns
     for i in range(n + warmup):
@@ -62,7 +62,7 @@ def agreement(probs: np.ndarray, ref_pred: np.ndarray) -> float:
 def accuracy(decoder: Decoder, test: TestSet) -> dict:
     """Accuracy on the test windows and agreement with the host's int8 and float outputs."""
     t0 = time.perf_counter()
-    raw = np.concatenate([decoder.predict_raw(test.windows(slice(lo, lo + 1024)))
+    raw = np.concatenate([decoder.predict_raw(test.batch(slice(lo, lo + 1024)))
                           for lo in range(0, len(test), 1024)]) if len(test) else np.empty((0, decoder.n_classes), np.int8)
     seconds = time.perf_counter() - t0
     pred = raw.argmax(axis=1)
@@ -91,7 +91,7 @@ def run(folder: str, invokes: int = MIN_INVOKES, threads: int = 1, allow_edgetpu
     verified = verify(folder, manifest)
     runtime = rt.select(COMPILED_MODEL in manifest.get("artifacts", {}), allow_edgetpu)
     decoder = Decoder(folder, manifest, runtime, threads)
-    test = TestSet(folder, manifest["data"]["window_bins"])
+    test = TestSet.load(folder, manifest["data"]["window_bins"])
     return {
         "model": manifest["name"], "task": manifest["task"], "session": manifest["data"]["session"],
         "data": "test split of {} ({} windows, {} trials)".format(manifest["data"]["session"], len(test), test.n_trials),

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from device.artifacts import COMPILED_MODEL, INT8_MODEL, DeviceError
+from device.contract import COMPILED_MODEL, INT8_MODEL, DeviceError, quantise
 from device.runtime import Runtime
 
 
@@ -57,9 +57,8 @@ class Decoder:
         return arr
 
     def quantise(self, windows: np.ndarray) -> np.ndarray:
-        """Counts -> int8, exactly as the host quantised its reference inputs."""
-        x = self.check(windows).astype(np.float32)
-        return np.clip(np.round(x / self.in_scale) + self.in_zero, -128, 127).astype(np.int8)
+        """Counts -> int8 by the contract's rule, the one the host computed its reference outputs with."""
+        return quantise(self.check(windows), self.in_scale, self.in_zero)
 
     def invoke(self, q_window: np.ndarray) -> np.ndarray:
         """Raw int8 scores of one quantised window ``(1, bins, units)``."""

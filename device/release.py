@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 
-from device.artifacts import sha256_of
+from device.contract import sha256_of
 
 RELEASE_FILE = "release.json"
 

@@ -25,7 +25,7 @@ import platform
 import sys
 from typing import Callable, List, Optional
 
-from device.artifacts import DeviceError
+from device.contract import DeviceError
 
 EDGETPU_LIB = "libedgetpu.so.1"
 ORDER = ("pycoral", "tflite_runtime+edgetpu", "tflite_runtime", "ai_edge_litert", "tensorflow")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from device import runtime as rt
-from device.artifacts import COMPILED_MODEL, DeviceError, load_manifest, verify
-from device.artifacts import TestSet as BoardTestSet  # aliased: pytest would try to collect a Test* class
+from device.contract import COMPILED_MODEL, DeviceError, load_manifest, verify
+from device.contract import TestSet as BoardTestSet  # aliased: pytest would try to collect a Test* class
 from device.decoder import Decoder
 
 GOLDEN = 256          # test windows compared with the host's int8 outputs
@@ -53,9 +53,9 @@ def test_artifacts_are_intact(model_dir):
 
 def test_golden_vectors_match_the_host(model_dir):
     decoder, manifest, chosen = open_decoder(model_dir)
-    test = BoardTestSet(model_dir, manifest["data"]["window_bins"])
+    test = BoardTestSet.load(model_dir, manifest["data"]["window_bins"])
     n = min(GOLDEN, len(test))
-    raw = decoder.predict_raw(test.windows(np.arange(n)))
+    raw = decoder.predict_raw(test.batch(np.arange(n)))
     host = test.arrays["int8_output"][:n]
     host_litert = manifest.get("quantize_environment", {}).get("versions", {}).get("ai-edge-litert")
     same_runtime = chosen.name == "ai_edge_litert" and host_litert and host_litert in chosen.detail
@@ -68,8 +68,8 @@ def test_golden_vectors_match_the_host(model_dir):
 
 def test_latency_fits_the_bin(model_dir):
     decoder, manifest, _ = open_decoder(model_dir)
-    test = BoardTestSet(model_dir, manifest["data"]["window_bins"])
-    q = decoder.quantise(test.windows(np.arange(min(64, len(test)))))
+    test = BoardTestSet.load(model_dir, manifest["data"]["window_bins"])
+    q = decoder.quantise(test.batch(np.arange(min(64, len(test)))))
     for i in range(20):
         decoder.invoke(q[i % len(q)][None])
     times = []

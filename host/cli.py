@@ -38,8 +38,28 @@ def data_options(func):
     return _options(*options)(func)
 
 
+def _config_options() -> list:
+    """One click option per TrainConfig field that declares itself an option (its default, help
+    text and bounds live on the field, host.train.config.TrainConfig, and nowhere else)."""
+    import dataclasses
+
+    from host.train.config import TrainConfig
+
+    options = []
+    for f in dataclasses.fields(TrainConfig):
+        if "help" not in f.metadata:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            options.append(click.option(f"{flag}/--no-{flag[2:]}", f.name, default=f.default, help=f.metadata["help"]))
+        else:
+            options.append(click.option(flag, f.name, type=click.IntRange(min=f.metadata.get("min")), default=f.default,
+                                        help=f.metadata["help"]))
+    return options
+
+
 def training_options(func):
-    """Options of a training run (train, sweep)."""
+    """Options of a training run (train, sweep): the hyperparameters' sources and TrainConfig's options."""
     options = [
         click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models")),
         click.option("--preset", type=click.Choice(["auto", "M", "Z"]), default="auto",
@@ -48,14 +68,7 @@ def training_options(func):
                      help="Override one hyperparameter, e.g. --hp units=64 --hp dropout=0.4."),
         click.option("--hp-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="best_hyperparameters.json from `grasptpu tune` (then --hp overrides it)."),
-        click.option("--epochs", type=click.IntRange(min=1), default=100, help="Maximum epochs (early stopping usually ends sooner)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=256),
-        click.option("--stop-patience", type=click.IntRange(min=1), default=10,
-                     help="Epochs without better validation accuracy before stopping."),
-        click.option("--lr-patience", type=click.IntRange(min=1), default=5,
-                     help="Epochs without lower validation loss before halving the learning rate."),
-        click.option("--class-weights/--no-class-weights", default=False,
-                     help="Weight classes by inverse frequency (rest:grasp is ~10:1)."),
+        *_config_options(),
     ]
     return data_options(_options(*options)(func))
 
@@ -135,13 +148,14 @@ def prepare(recording: Path, bin_ms: float, window_bins: int, label_bin: str, tr
 
     RECORDING is a Neo file: .mat (NeoMatlabIO layout), .nix or .pkl (Neo pickle).
     """
-    from host.data.prepare import prepare as run, summary
+    from host.data.prepare import prepare as run
+    from host.render import prepared_summary
 
     t0 = time.perf_counter()
     prepared = run(recording, bin_ms=bin_ms, window_bins=window_bins, label_bin=label_bin,
                    train_val_share=train_share, val_share=val_share, seed=seed, cache_dir=cache_dir,
                    use_cache=not no_cache, progress=True)
-    click.echo(summary(prepared))
+    click.echo(prepared_summary(prepared))
     timing = ", ".join(f"{k} {v:.2f} s" for k, v in prepared.seconds.items())
     click.echo(f"  time: {time.perf_counter() - t0:.2f} s ({timing})")
 
@@ -163,16 +177,18 @@ def _hp_overrides(pairs: tuple[str, ...]) -> dict:
 
 
 def _train_config(recording: Path, task: str, preset: str, hp_pairs: tuple[str, ...], hp_file: Path | None,
-                  **fields):
+                  seed: int, options: dict):
+    """The TrainConfig of a training command: hyperparameters from the preset or a tuning file,
+    overridden by --hp, and the TrainConfig options the command received."""
     from host.train import model as model_mod
-    from host.train.fit import TrainConfig, animal_of
+    from host.train.config import TrainConfig, animal_of
     from host.train.tune import load_best
 
     animal = preset if preset != "auto" else animal_of(recording.name)
     if animal is None and hp_file is None:
         raise GrasptpuError(f"{recording}: cannot tell the animal from the file name; pass --preset M or --preset Z")
     base = load_best(hp_file) if hp_file else model_mod.preset(animal)
-    return TrainConfig(task=task, hyperparameters={**base, **_hp_overrides(hp_pairs)}, **fields)
+    return TrainConfig(task=task, hyperparameters={**base, **_hp_overrides(hp_pairs)}, seed=seed, **options)
 
 
 @main.command()
@@ -183,21 +199,22 @@ def _train_config(recording: Path, task: str, preset: str, hp_pairs: tuple[str, 
 @click.option("--train-share", type=click.FloatRange(0.05, 0.95), default=0.8, help="Train+validation share of each object's trials.")
 @training_options
 def train(recording: Path, task: str, name: str | None, train_share: float, models_dir: Path, preset: str,
-          hp_pairs: tuple[str, ...], hp_file: Path | None, epochs: int, batch_size: int, stop_patience: int,
-          lr_patience: int, class_weights: bool, bin_ms: float, label_bin: str, seed: int) -> None:
-    """Train a BiLSTM decoder on RECORDING and write models/<name>/ (model, history, split, metrics, manifest).
+          hp_pairs: tuple[str, ...], hp_file: Path | None, bin_ms: float, label_bin: str, seed: int,
+          **options) -> None:
+    """Train a BiLSTM decoder on RECORDING and write models/<name>/, self-contained: the model, its
+    test windows and calibration windows (so later stages need only the folder), history, split,
+    metrics and the manifest.
 
     Validation uses the validation split only; the test split is scored once, after training.
     The object classifier is also compared with the naive Bayes baseline on the same split.
     """
-    from host.train.fit import run_training
+    from host.render import trained
+    from host.train.run import run_training
 
-    config = _train_config(recording, task, preset, hp_pairs, hp_file, epochs=epochs, batch_size=batch_size,
-                           stop_patience=stop_patience, lr_patience=lr_patience, class_weights=class_weights,
-                           seed=seed)
-    run_training(recording, config, models_dir, name,
-                 {"bin_ms": bin_ms, "label_bin": label_bin, "train_val_share": train_share, "seed": seed},
-                 progress=True)
+    config = _train_config(recording, task, preset, hp_pairs, hp_file, seed, options)
+    click.echo(trained(run_training(recording, config, models_dir, name,
+                                    {"bin_ms": bin_ms, "label_bin": label_bin, "train_val_share": train_share,
+                                     "seed": seed}, progress=True)))
 
 
 @main.command()
@@ -214,10 +231,11 @@ def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_tri
 
     Writes results.tsv and best_hyperparameters.json (for `grasptpu train --hp-file`).
     """
+    from host.render import tuned
     from host.train.tune import run_tuning
 
-    run_tuning(recording, task, models_dir, name, max_trials, epochs, seed,
-               {"bin_ms": bin_ms, "label_bin": label_bin})
+    click.echo(tuned(run_tuning(recording, task, models_dir, name, max_trials, epochs, seed,
+                                {"bin_ms": bin_ms, "label_bin": label_bin})))
 
 
 @main.command()
@@ -227,9 +245,9 @@ def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_tri
               help="Train+validation shares to sweep, comma-separated.")
 @training_options
 def sweep(recording: Path, name: str | None, shares: str, models_dir: Path, preset: str, hp_pairs: tuple[str, ...],
-          hp_file: Path | None, epochs: int, batch_size: int, stop_patience: int, lr_patience: int,
-          class_weights: bool, bin_ms: float, label_bin: str, seed: int) -> None:
+          hp_file: Path | None, bin_ms: float, label_bin: str, seed: int, **options) -> None:
     """Object-classifier accuracy vs training share (the paper's Table 5 protocol): a table and a plot."""
+    from host.render import SWEEP_HEADER, sweep_row
     from host.train.sweep import run_sweep
 
     try:
@@ -238,19 +256,20 @@ def sweep(recording: Path, name: str | None, shares: str, models_dir: Path, pres
         raise GrasptpuError(f"--shares {shares!r}: expected comma-separated numbers such as 0.8,0.5,0.2") from None
     if not all(0.05 <= v <= 0.95 for v in values):
         raise GrasptpuError(f"--shares {shares!r}: each share must lie in [0.05, 0.95]")
-    config = _train_config(recording, "object", preset, hp_pairs, hp_file, epochs=epochs, batch_size=batch_size,
-                           stop_patience=stop_patience, lr_patience=lr_patience, class_weights=class_weights,
-                           seed=seed)
-    run_sweep(recording, config, models_dir, name, values, {"bin_ms": bin_ms, "label_bin": label_bin})
+    config = _train_config(recording, "object", preset, hp_pairs, hp_file, seed, options)
+    click.echo(SWEEP_HEADER)
+    folder = run_sweep(recording, config, models_dir, name, values, {"bin_ms": bin_ms, "label_bin": label_bin},
+                       on_row=lambda row: click.echo(sweep_row(row)))
+    click.echo(f"written to {folder}")
 
 
 def _finish(results, json_out: Path | None, failed: list[str], what: str = "") -> None:
     """End of a measuring command: the results as JSON when asked, then one line naming every
     failure and exit 1."""
-    import json
+    from host.files import write_json
 
     if json_out:
-        json_out.write_text(json.dumps(results, indent=1) + "\n")
+        write_json(json_out, results)
     if failed:
         click.echo(f"grasptpu: {what}{'; '.join(failed)}", err=True)
         sys.exit(1)
@@ -262,22 +281,21 @@ def _model_dirs(func):
 
 @main.command()
 @_model_dirs
-@click.option("--representative-size", type=click.IntRange(min=1), default=1000,
-              help="Training windows used to calibrate the int8 ranges (stratified by label).")
+@click.option("--representative-size", type=click.IntRange(min=1), default=None,
+              help="Calibrate on this many of the training windows `train` stored (stratified by label, the "
+                   "busiest window kept). Default: all of them (--calibration-windows of train, 1000).")
 @click.option("--representative", "rep_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Calibrate on these windows instead: a .npy of shape (n, window_bins, units).")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The recording, if it moved since training (checked by sha256).")
-@click.option("--seed", type=int, default=0, help="Seed of the representative sample.")
-def quantize(model_dirs: tuple[Path, ...], representative_size: int, rep_file: Path | None, data_path: Path | None,
-             seed: int) -> None:
+@click.option("--seed", type=int, default=0, help="Seed of the --representative-size subsample.")
+def quantize(model_dirs: tuple[Path, ...], representative_size: int | None, rep_file: Path | None, seed: int) -> None:
     """Full-int8 TFLite (and a float TFLite) of trained models, for the Edge TPU; results into each MODEL_DIR.
 
-    Also stores the test windows with the host's Keras, float and int8 outputs on them (for the
+    Needs only the folder `train` wrote (its Keras model, test and calibration windows), not the
+    recording. Also stores the host's Keras, float and int8 outputs on the test windows (for the
     board), the float-vs-int8 comparison and the Edge TPU compatibility report in the manifest.
     """
-    from host.quantize import gate as quantcheck
     from host.quantize.run import quantize as run
+    from host.render import quantized
 
     rep = None
     if rep_file is not None:
@@ -286,17 +304,8 @@ def quantize(model_dirs: tuple[Path, ...], representative_size: int, rep_file: P
         except (OSError, ValueError) as exc:
             raise GrasptpuError(f"{rep_file}: not a readable .npy array ({exc})") from None
     for folder in model_dirs:
-        m = run(folder, representative_size, seed, rep, data_path)
-        t = m["tflite"]
-        click.echo(f"{m['name']}: int8 {t['int8']['bytes'] / 1024:.0f} KiB, float {t['float']['bytes'] / 1024:.0f} KiB "
-                   f"(int8/float {t['int8']['bytes'] / t['float']['bytes']:.2f}); calibrated on "
-                   f"{t['representative']['windows']} windows ({t['representative']['source']}); "
-                   f"{m['quantize_seconds']:.1f} s")
-        click.echo(quantcheck.format_table(m["quantization"], f"{m['name']}: test split"))
-        c = m["edgetpu_check"]
-        first = c["first_unmapped"]
-        click.echo(f"{m['name']}: Edge TPU check: {c['mapped']} of {c['ops']} ops map ({c['mapped_share']:.0%})"
-                   + ("" if first is None else f"; first blocker #{first['index']} {first['op']}: {first['why']}"))
+        m = run(folder, representative_size, seed, rep)
+        click.echo(quantized(m))
         click.echo(f"{m['name']}: written to {folder}")
 
 
@@ -311,12 +320,13 @@ def quantize(model_dirs: tuple[Path, ...], representative_size: int, rep_file: P
 def check_quant(model_dirs: tuple[Path, ...], max_drop: float, min_agreement: float, json_out: Path | None) -> None:
     """Regression gate: Keras float vs float TFLite vs int8 TFLite on the test windows; exit 1 on a regression."""
     from host.quantize import gate as quantcheck
+    from host.render import quant_table
 
     failed, results = [], {}
     for folder in model_dirs:
         result, title = quantcheck.check_folder(folder)
         results[str(folder)] = result
-        click.echo(quantcheck.format_table(result, title))
+        click.echo(quant_table(result, title))
         problems = quantcheck.gate(result, max_drop, min_agreement)
         if not result["int8_matches_stored_outputs"]:
             problems.append("int8 outputs differ from those stored at quantize time (runtime changed?)")
@@ -337,13 +347,14 @@ def edgetpu_check(models: tuple[Path, ...], per_op: bool) -> None:
 
     Exit 1 when any op would not map to the Edge TPU.
     """
+    from device.contract import INT8_MODEL
     from host.quantize import edgetpu_check as check
-    from host.quantize.run import INT8_TFLITE
+    from host.render import edgetpu_report
 
     partial = False
     for path in models:
-        report = check.check_model(path / INT8_TFLITE if path.is_dir() else path)
-        click.echo(check.format_report(report, per_op))
+        report = check.check_model(path / INT8_MODEL if path.is_dir() else path)
+        click.echo(edgetpu_report(report, per_op))
         partial |= report.first_unmapped is not None
     sys.exit(1 if partial else 0)
 
@@ -354,6 +365,7 @@ def edgetpu_check(models: tuple[Path, ...], per_op: bool) -> None:
 def compile_cmd(model_dirs: tuple[Path, ...], compiler: str) -> None:
     """Compile each quantised model with Coral's edgetpu_compiler; exit 3 when it is not installed here."""
     from host.quantize import compile as comp
+    from host.render import compile_summary
 
     for folder in model_dirs:
         try:
@@ -361,7 +373,7 @@ def compile_cmd(model_dirs: tuple[Path, ...], compiler: str) -> None:
         except comp.CompilerMissing as exc:
             click.echo(f"grasptpu: {exc}", err=True)
             sys.exit(comp.EXIT_NO_COMPILER)
-        click.echo(f"{folder}: {comp.format_summary(summary)}")
+        click.echo(f"{folder}: {compile_summary(summary)}")
 
 
 @main.command("bench-local")
@@ -370,13 +382,14 @@ def compile_cmd(model_dirs: tuple[Path, ...], compiler: str) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bench_local(model_dirs: tuple[Path, ...], invokes: int, json_out: Path | None) -> None:
     """Run the board's runner (python -m device.bench) here; print it beside the host's float and int8 results."""
-    from host.boards.local import run_device_bench, side_by_side
+    from host.boards.local import run_device_bench
+    from host.render import device_side_by_side
 
     results = {}
     for folder in model_dirs:
         result = run_device_bench(folder, invokes)
         results[str(folder)] = result
-        click.echo(side_by_side(result))
+        click.echo(device_side_by_side(result))
     _finish(results, json_out, [])
 
 
@@ -481,8 +494,8 @@ def bench_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | 
     A board passes on what carries across runtimes: accuracy and argmax agreement with the host's
     int8 model, and p99 latency within the board's own threshold."""
     from device.stream import format_result as format_stream
-    from host.boards.local import side_by_side
-    from host.boards.bench import bench_board, judge, software_line
+    from host.boards.bench import bench_board, judge
+    from host.render import device_side_by_side, software_line
     from host.boards.inventory import load_inventory, pick
 
     failed, results = [], []
@@ -491,7 +504,7 @@ def bench_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | 
         results.append(result)
         click.echo(software_line(board, result["software"]))
         for r in result["models"].values():
-            click.echo(side_by_side(r, where=f"board {board.name}"))
+            click.echo(device_side_by_side(r, where=f"board {board.name}"))
         if "stream" in result:
             click.echo(format_stream(result["stream"]))
         threshold = max_p99_ms if max_p99_ms is not None else board.max_p99_ms
@@ -513,7 +526,8 @@ def bench_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | 
 def firmware_test_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | None, trust_new_host: bool,
                       reports: Path) -> None:
     """Run the on-board test suite (firmware_tests/) on boards; fetch each junit report; exit 1 on a failure."""
-    from host.boards.bench import firmware_test, software_line
+    from host.boards.bench import firmware_test
+    from host.render import software_line
     from host.boards.inventory import load_inventory, pick
 
     worst = 0

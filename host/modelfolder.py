@@ -1,70 +1,46 @@
-"""models/<name>/: what a training run leaves behind, written all at once or not at all.
+"""models/<name>/ on the host: read a model folder and change it all at once or not at all.
 
-A model folder is built under a temporary name beside its final place and renamed into it, so a
-crash mid-write never leaves a folder that a later stage (quantize, deploy) would pick up.
+The folder's file names and manifest format are the host-to-board contract (`device.contract`);
+this module is the host's side of it: the manifest read with errors a user can act on, every
+file checked against its sha256 before a later stage uses it, and `Rewrite`, which stages a copy,
+lets a stage add its files and swaps the copy in, so a crash mid-step leaves the previous,
+consistent folder in place.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
-MANIFEST = "manifest.json"
-KERAS_MODEL = "model.keras"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-class StagedDir:
-    """A folder filled under a temporary name, then atomically put in place of `final`."""
-
-    def __init__(self, final: Path) -> None:
-        self.final = Path(final)
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", dir=self.final.parent))
-
-    def commit(self) -> Path:
-        """Swap the staged folder in; the previous one (if any) is removed only after the swap."""
-        old = None
-        if self.final.exists():
-            old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
-            os.rename(self.final, old)
-        os.rename(self.path, self.final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return self.final
-
-    def abort(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-    def __enter__(self) -> "StagedDir":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
+from device.contract import MANIFEST
+from host.errors import GrasptpuError
+from host.files import StagedDir, sha256_of, write_json
 
 
 def read_manifest(folder: Path) -> dict:
-    from host.errors import GrasptpuError
-
     path = Path(folder) / MANIFEST
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise GrasptpuError(f"{folder}: no {MANIFEST}: not a model folder (run `grasptpu train` first)") from None
     except ValueError as exc:
         raise GrasptpuError(f"{path}: damaged manifest ({exc}); retrain the model") from None
+    if not isinstance(manifest, dict):
+        raise GrasptpuError(f"{path}: damaged manifest (not a JSON object); retrain the model")
+    return manifest
+
+
+def check_files(folder: Path, manifest: dict, names: tuple[str, ...], redo: str) -> None:
+    """Each of `names` is in the folder and matches the sha256 the manifest recorded for it, or a
+    one-line error that says to run `redo` (the stage that writes it) again."""
+    for name in names:
+        path = Path(folder) / name
+        if not path.is_file():
+            raise GrasptpuError(f"{path}: missing; run `{redo}` again")
+        if (manifest.get("artifacts") or {}).get(name) != sha256_of(path):
+            raise GrasptpuError(f"{path}: changed since it was written (sha256 differs from the manifest); "
+                                f"run `{redo}` again")
 
 
 def artifact_hashes(folder: Path) -> dict[str, str]:
@@ -72,11 +48,17 @@ def artifact_hashes(folder: Path) -> dict[str, str]:
     return {p.name: sha256_of(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != MANIFEST}
 
 
+def write_manifest(folder: Path, manifest: dict) -> dict:
+    """Hash every file now in `folder` into `manifest` and write it; returns what was written."""
+    manifest = {**manifest, "artifacts": artifact_hashes(folder)}
+    write_json(Path(folder) / MANIFEST, manifest)
+    return manifest
+
+
 class Rewrite(StagedDir):
     """A staged copy of an existing model folder: add or replace files, then rewrite the manifest.
 
-    Used by the stages after training (quantize, compile): the folder changes all at once, so a
-    crash mid-step leaves the previous, consistent folder in place.
+    Used by the stages after training (quantize, compile).
     """
 
     def __init__(self, folder: Path) -> None:
@@ -86,9 +68,4 @@ class Rewrite(StagedDir):
                 shutil.copy2(p, self.path / p.name)
 
     def write_manifest(self, manifest: dict) -> dict:
-        """Hash every file now in the staged folder into `manifest` and write it."""
-        from host.train.fit import write_json
-
-        manifest = {**manifest, "artifacts": artifact_hashes(self.path)}
-        write_json(self.path / MANIFEST, manifest)
-        return manifest
+        return write_manifest(self.path, manifest)

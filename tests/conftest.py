@@ -106,7 +106,8 @@ def quantised(tmp_path_factory):
     from host.data import matfile
     from host.data import synth
     from host.cli import main
-    from host.train.fit import TrainConfig, run_training
+    from host.train.config import TrainConfig
+    from host.train.run import run_training
 
     root = tmp_path_factory.mktemp("quantised")
     data = root / "ZRec50.neo.mat"
@@ -115,7 +116,7 @@ def quantised(tmp_path_factory):
     for task, epochs in (("grasp-phase", 5), ("object", 8)):
         config = TrainConfig(task=task, hyperparameters=TINY_HP, epochs=epochs, seed=0, verbose=0,
                              class_weights=task == "grasp-phase")
-        folders.append(run_training(data, config, root / "models"))
+        folders.append(run_training(data, config, root / "models").folder)
     result = CliRunner().invoke(main, ["quantize", *map(str, folders), "--representative-size", "300"])
     assert result.exit_code == 0, result.output
     return data, folders[0], folders[1], result.output

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from host.boards.bench import judge, software_line
+from host.boards.bench import judge
+from host.render import software_line
 from host.boards.inventory import Board, load_inventory
 from host.errors import GrasptpuError
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from host.boards.inventory import BoardError, connect, load_inventory
+from host.boards.inventory import load_inventory
+from host.boards.remote import BoardError, connect
 from host.cli import main
 from host.boards.deploy import deploy_board, payload, release_id, release_record
 
@@ -183,7 +184,7 @@ def test_a_second_deploy_waits_for_the_lock_then_fails_cleanly(fleet, quantised)
         result = runner.invoke(main, ["unlock", "--board", "b1", "--inventory", str(inventory)])
         assert result.exit_code == 0 and "board b1: no deploy lock" in result.output
         # a lock of a deploy running on this machine is kept unless --force
-        from host.boards.deploy import _HELD, _new_token
+        from host.boards.lock import _HELD, _new_token
 
         mine = _new_token()
         _HELD.add(mine)
@@ -203,7 +204,7 @@ def test_a_second_deploy_waits_for_the_lock_then_fails_cleanly(fleet, quantised)
 
 def test_only_a_dead_deploy_of_this_very_machine_counts_as_stale():
     """Pure logic, no board: who may take over a lock without asking."""
-    from host.boards.deploy import _HELD, _new_token, _process_space, owner_state
+    from host.boards.lock import _HELD, _new_token, _process_space, owner_state
 
     here = _process_space()
     assert here is not None  # Linux with a machine id: the CI machine and this one
@@ -245,7 +246,7 @@ def test_a_board_named_twice_is_deployed_once_and_aliases_are_refused(fleet, qua
 def test_a_lock_left_by_a_dead_deploy_of_this_machine_is_removed(fleet, quantised, who):
     """The owner names this machine and a deploy that is not running any more: safe to take
     over, and said. (A lock from another machine is never taken over: previous test.)"""
-    from host.boards.deploy import _new_token, _process_space
+    from host.boards.lock import _new_token, _process_space
 
     _, inventory = fleet
     _, detector, _, _ = quantised

@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from device import runtime as rt
-from device.artifacts import DeviceError, load_manifest, verify
-from device.artifacts import TestSet as BoardTestSet  # aliased: pytest would try to collect a Test* class
+from device.contract import DeviceError, load_manifest, verify
+from device.contract import TestSet as BoardTestSet  # aliased: pytest would try to collect a Test* class
 from device.decoder import Decoder
 from device.stream import RingBuffer, trial_figures
 
@@ -59,7 +59,7 @@ def test_stream_replays_the_test_trials(quantised, tmp_path):
     proc = run_module("device.stream", str(detector), str(classifier), "--json", "-")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
-    test = BoardTestSet(str(detector), 12)
+    test = BoardTestSet.load(str(detector), 12)
     assert r["trials"]["n"] == test.n_trials == len(r["per_trial"])
     assert r["latency"]["deadline_misses"] >= 0 and r["latency"]["headroom_p99"] > 1
     assert str(test.counts.shape[0]) in r["data"]  # every bin of every test trial was fed

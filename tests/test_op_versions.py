@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from host.quantize import edgetpu_check
 from host.cli import main
-from host.quantize.run import INT8_TFLITE
+from device.contract import INT8_MODEL
 
 VERSION_SLOT = 8  # OperatorCode's third field (`version`): vtable offset 4 + 2 * 2
 
@@ -44,7 +44,7 @@ def with_op_version(buf: bytes, op_name: str, version: int) -> bytes:
 def test_the_trained_models_use_only_versions_coral_accepts(quantised):
     _, detector, classifier, _ = quantised
     for folder in (detector, classifier):
-        report = edgetpu_check.check_model(folder / INT8_TFLITE)
+        report = edgetpu_check.check_model(folder / INT8_MODEL)
         assert report.first_unmapped is None
         versions = report.summary()["op_versions"]
         assert versions["FULLY_CONNECTED"]["versions"] and versions["FULLY_CONNECTED"]["coral_max"]
@@ -61,7 +61,7 @@ def test_a_version_newer_than_coral_knows_fails_the_check(quantised, tmp_path):
     _, detector, _, _ = quantised
     too_new = edgetpu_check.CORAL_MAX_OP_VERSION["FULLY_CONNECTED"] + 1
     path = tmp_path / "too_new.tflite"
-    path.write_bytes(with_op_version((detector / INT8_TFLITE).read_bytes(), "FULLY_CONNECTED", too_new))
+    path.write_bytes(with_op_version((detector / INT8_MODEL).read_bytes(), "FULLY_CONNECTED", too_new))
     report = edgetpu_check.check_model(path)
     flagged = [op for op in report.ops if op.problems]
     assert flagged and {(op.op, op.version) for op in flagged} == {("FULLY_CONNECTED", too_new)}
@@ -89,11 +89,11 @@ def load_on(python: Path, model: Path) -> subprocess.CompletedProcess:
 
 def test_the_coral_runtime_loads_the_model_and_refuses_a_newer_op_version(quantised, coral_python, tmp_path):
     _, detector, _, _ = quantised
-    ok = load_on(coral_python, detector / INT8_TFLITE)
+    ok = load_on(coral_python, detector / INT8_MODEL)
     assert ok.returncode == 0 and ok.stdout.startswith("loaded"), ok.stderr
     too_new = edgetpu_check.CORAL_MAX_OP_VERSION["FULLY_CONNECTED"] + 1
     path = tmp_path / "too_new.tflite"
-    path.write_bytes(with_op_version((detector / INT8_TFLITE).read_bytes(), "FULLY_CONNECTED", too_new))
+    path.write_bytes(with_op_version((detector / INT8_MODEL).read_bytes(), "FULLY_CONNECTED", too_new))
     refused = load_on(coral_python, path)
     assert refused.returncode != 0
     assert f"Didn't find op for builtin opcode 'FULLY_CONNECTED' version '{too_new}'" in refused.stderr, refused.stderr

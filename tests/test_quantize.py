@@ -18,12 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 from host.quantize import edgetpu_check
-from host.data import matfile
-from host.data import synth
 from host.cli import main
 from host.quantize.compile import parse_log, parse_report, summarise
 from host.modelfolder import sha256_of
-from host.quantize.run import INT8_TFLITE, TEST_SET, representative_indices
+from device.contract import CALIBRATION, INT8_MODEL, MANIFEST, TEST_SET
+from host.data.windows import calibration_indices
 from host.data.windows import WindowSet
 from tests.conftest import int8_tflite
 
@@ -47,8 +46,8 @@ def test_quantize_writes_a_complete_int8_model(trained):
     manifest = json.loads((folder / "manifest.json").read_text())
     for name, digest in manifest["artifacts"].items():
         assert sha256_of(folder / name) == digest
-    assert {"model_float.tflite", INT8_TFLITE, TEST_SET} <= set(manifest["artifacts"])
-    it = Interpreter(model_path=str(folder / INT8_TFLITE))
+    assert {"model_float.tflite", INT8_MODEL, TEST_SET} <= set(manifest["artifacts"])
+    it = Interpreter(model_path=str(folder / INT8_MODEL))
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     assert list(inp["shape"]) == [1, 12, 20] and inp["dtype"] == np.int8 and out["dtype"] == np.int8
     io = manifest["tflite"]["int8"]
@@ -104,7 +103,7 @@ def test_the_gate_fails_a_wrongly_calibrated_int8_model(trained, tmp_path):
 def test_a_tampered_int8_file_is_refused_by_the_gate(trained, tmp_path):
     _, folder, _ = trained
     tampered = copy_of(folder, tmp_path)
-    with open(tampered / INT8_TFLITE, "r+b") as fh:
+    with open(tampered / INT8_MODEL, "r+b") as fh:
         fh.seek(-100, os.SEEK_END)
         fh.write(b"\x00" * 8)
     result = CliRunner().invoke(main, ["check-quant", str(tampered)])
@@ -132,12 +131,31 @@ def test_bad_input_is_one_line_and_leaves_the_folder_as_it_was(trained, tmp_path
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
 
 
-def test_the_recording_must_be_the_one_trained_on(trained, tmp_path):
+def test_quantize_needs_only_the_model_folder(trained, tmp_path):
+    """The folder is self-contained: with the recording's recorded path pointing nowhere, quantize
+    still works and gives the very same int8 model (same calibration windows, same bytes)."""
     _, folder, _ = trained
-    other = tmp_path / "other.neo.mat"
-    matfile.save_recording(synth.generate(n_units=20, n_trials=150, difficulty=0.5, seed=6), other)
-    result = CliRunner().invoke(main, ["quantize", str(copy_of(folder, tmp_path)), "--data", str(other)])
-    assert result.exit_code == 2 and "not the recording" in result.output
+    moved = copy_of(folder, tmp_path)
+    manifest = json.loads((moved / MANIFEST).read_text())
+    manifest["data"]["path"] = str(tmp_path / "gone" / "recording.neo.mat")
+    (moved / MANIFEST).write_text(json.dumps(manifest))
+    result = CliRunner().invoke(main, ["quantize", str(moved), "--representative-size", "300"])
+    assert result.exit_code == 0, result.output
+    assert (moved / INT8_MODEL).read_bytes() == (folder / INT8_MODEL).read_bytes()
+    with np.load(moved / TEST_SET) as a, np.load(folder / TEST_SET) as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_a_changed_calibration_file_is_refused(trained, tmp_path):
+    _, folder, _ = trained
+    work = copy_of(folder, tmp_path)
+    with np.load(work / CALIBRATION) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["windows"][0, 0, 0] ^= 1
+    np.savez_compressed(work / CALIBRATION, **arrays)
+    result = CliRunner().invoke(main, ["quantize", str(work)])
+    assert result.exit_code == 2 and "calibration.npz: changed since it was written" in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_representative_windows_are_shared_equally_across_labels():
@@ -145,11 +163,11 @@ def test_representative_windows_are_shared_equally_across_labels():
     counts = np.random.default_rng(0).poisson(1.0, (1011, 3)).astype(np.uint8)
     counts[500, 1] = 40  # the busiest bin: its window must be in
     ws = WindowSet(counts, np.arange(11, 1011), labels, np.zeros(1000, np.int32), "object", ("a", "b", "c"))
-    idx = representative_indices(ws, 300, seed=1)
+    idx = calibration_indices(ws, 300, seed=1)
     per_label = np.bincount(labels[idx], minlength=3)
     assert per_label[2] == 10 and per_label[1] == 90 and 200 <= per_label[0] <= 201
     assert any(ws.end_row[i] - 11 <= 500 <= ws.end_row[i] for i in idx)
-    assert np.array_equal(idx, representative_indices(ws, 300, seed=1))
+    assert np.array_equal(idx, calibration_indices(ws, 300, seed=1))
 
 
 # --- Edge TPU compatibility ---------------------------------------------------------------------

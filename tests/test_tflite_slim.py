@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from host.quantize.gate import interpreter, invoke_each
-from host.quantize.run import INT8_TFLITE
+from device.contract import INT8_MODEL
 from host.quantize.slim import slim
 from tests.conftest import int8_tflite
 
@@ -72,7 +72,7 @@ def test_slimming_keeps_every_output_bit_for_bit_and_shrinks_the_file():
 def test_the_quantised_model_on_disk_is_slimmed(quantised):
     """What `grasptpu quantize` wrote is already in the slim form (and checked bit-exact there)."""
     _, detector, _, _ = quantised
-    flat = (Path(detector) / INT8_TFLITE).read_bytes()
+    flat = (Path(detector) / INT8_MODEL).read_bytes()
     layout = _layout(flat)
     assert layout["empty_buffers_used"] == {0}
     assert layout["distinct_quant_tables"] < layout["quant_tables"] / 2

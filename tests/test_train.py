@@ -11,7 +11,11 @@ from host.data import matfile
 from host.data import synth
 from host.modelfolder import sha256_of
 from host.train.model import PRESETS, SEARCH_SPACE, build_model, fixed_hp
-from host.train.fit import TrainConfig, assert_disjoint, class_weight_vector, run_training
+from host.data.prepare import assert_disjoint
+from host.train.config import TrainConfig
+from host.train.fit import class_weight_vector
+from host.render import trained
+from host.train.run import run_training
 
 SMALL_HP = {"bilstm_layers": 1, "units": 16, "dropout": 0.2, "kernel_regularizer": "none",
             "recurrent_regularizer": "none", "learning_rate": 1e-2}
@@ -45,7 +49,8 @@ def test_tuner_space_is_methods():
 def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_path, task, chance_max, capsys):
     config = TrainConfig(task=task, hyperparameters=SMALL_HP, epochs=6, seed=0, verbose=0,
                          class_weights=task == "grasp-phase")
-    folder = run_training(session, config, tmp_path / "models")
+    record = run_training(session, config, tmp_path / "models")
+    folder = record.folder
     metrics = json.loads((folder / "metrics.json").read_text())["test"]
     manifest = json.loads((folder / "manifest.json").read_text())
     if task == "object":
@@ -53,12 +58,16 @@ def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_p
         majority = max(sum(row) for row in metrics["confusion"]) / metrics["windows"]
         assert metrics["accuracy"] > max(0.15, 2 * majority), (metrics["accuracy"], majority)
         assert metrics["relaxed_accuracy"] > metrics["accuracy"]
-        assert "naive Bayes" in capsys.readouterr().out
+        assert "naive Bayes" in trained(record) and record.baseline["test_split"]["accuracy"] >= 0
     else:
         assert metrics["balanced_accuracy"] > 0.8 and metrics["f1"] > 0.5, metrics
     for name, digest in manifest["artifacts"].items():
         assert sha256_of(folder / name) == digest
-    assert {"model.keras", "history.json", "split.json", "config.json", "report.png", "metrics.json"} <= set(manifest["artifacts"])
+    assert {"model.keras", "history.json", "split.json", "config.json", "report.png", "metrics.json",
+            "test_set.npz", "calibration.npz"} <= set(manifest["artifacts"])
+    with np.load(folder / "calibration.npz") as npz:  # stratified training windows, uint8, for quantize
+        assert npz["windows"].dtype == np.uint8 and npz["windows"].shape[1:] == (12, manifest["data"]["n_units"])
+        assert len(npz["windows"]) == manifest["calibration"]["windows"] == len(npz["label"])
     split = json.loads((folder / "split.json").read_text())["trial_index"]
     assert not set(split["test"]) & (set(split["train"]) | set(split["validation"]))
     assert manifest["data"]["sha256"] and manifest["versions"]["keras"] and "git_commit" in manifest
@@ -71,12 +80,12 @@ def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_p
 
 
 def test_a_failed_run_leaves_no_model_folder(session, tmp_path, monkeypatch):
-    import host.train.evaluate
+    import host.train.run
 
     def boom(*args, **kwargs):
         raise RuntimeError("evaluation crashed")
 
-    monkeypatch.setattr(host.train.evaluate, "evaluate", boom)
+    monkeypatch.setattr(host.train.run, "evaluate", boom)
     config = TrainConfig(task="object", hyperparameters=SMALL_HP, epochs=1, verbose=0)
     with pytest.raises(RuntimeError):
         run_training(session, config, tmp_path / "models")

@@ -80,11 +80,12 @@ def model_folders(models: Path, sessions: set[str] | None) -> list[Path]:
 
 def ensure_quantised(folder: Path, requantize: bool) -> dict:
     """The folder's manifest, after quantising it if it has no int8 model (or if asked to)."""
+    from device.contract import INT8_MODEL
     from host.modelfolder import read_manifest
-    from host.quantize.run import INT8_TFLITE, quantize
+    from host.quantize.run import quantize
 
     manifest = read_manifest(folder)
-    if requantize or not (folder / INT8_TFLITE).is_file() or "quantization" not in manifest:
+    if requantize or not (folder / INT8_MODEL).is_file() or "quantization" not in manifest:
         print(f"  {folder.name}: quantising ...", flush=True)
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # the TFLite converter prints its traced signature
@@ -94,28 +95,24 @@ def ensure_quantised(folder: Path, requantize: bool) -> dict:
 
 
 class _Cycle:
-    """Window i of the test split, cycling; each one a view into the counts, never copied."""
+    """Window i of the test split, cycling; each one a view into the contract's test set, never copied."""
 
-    def __init__(self, starts: np.ndarray, first_rows: np.ndarray) -> None:
-        self.starts, self.first_rows = starts, first_rows
+    def __init__(self, test) -> None:
+        self.test = test
 
     def __len__(self) -> int:
-        return len(self.first_rows)
+        return len(self.test)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return self.starts[self.first_rows[i % len(self.first_rows)]]
+        row = self.test.end_row[i % len(self.test)] - (self.test.window_bins - 1)
+        return self.test.all_windows[row]
 
 
 def test_windows(folder: Path, window_bins: int) -> _Cycle:
-    """The test split's windows as a zero-copy ``(n, window_bins, units)`` view of test_set.npz's counts."""
-    from numpy.lib.stride_tricks import sliding_window_view
+    """The test split's windows, read with the board's own reader (device.contract.TestSet)."""
+    from device.contract import TestSet
 
-    from host.quantize.run import TEST_SET
-
-    with np.load(folder / TEST_SET) as npz:
-        counts, end_row = npz["counts"], npz["end_row"]
-    starts = sliding_window_view(counts, (window_bins, counts.shape[1]))[:, 0]
-    return _Cycle(starts, end_row - (window_bins - 1))
+    return _Cycle(TestSet.load(str(folder), window_bins))
 
 
 def time_calls(call: Callable[[np.ndarray], object], make_input: Callable[[int], np.ndarray],
@@ -135,7 +132,8 @@ def time_calls(call: Callable[[np.ndarray], object], make_input: Callable[[int],
 
 def tflite_latency(path: Path, windows: _Cycle, n: int) -> dict:
     """One thread, one window per invoke: time set_tensor + invoke + get_tensor."""
-    from host.quantize.gate import interpreter, quantise_input
+    from device.contract import quantise
+    from host.quantize.gate import interpreter
 
     it = interpreter(path, threads=1)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
@@ -148,7 +146,7 @@ def tflite_latency(path: Path, windows: _Cycle, n: int) -> dict:
 
     def make_input(i: int) -> np.ndarray:
         x = windows[i].astype(np.float32)[None]
-        return quantise_input(x, scale, zero) if is_int8 else x
+        return quantise(x, scale, zero) if is_int8 else x
 
     def call(x: np.ndarray) -> np.ndarray:
         it.set_tensor(in_idx, x)
@@ -176,15 +174,14 @@ def keras_latency(path: Path, windows: _Cycle, n: int) -> dict:
 
 def bench_folder(folder: Path, requantize: bool, invokes: int, keras_invokes: int) -> dict:
     """One table row: sizes and accuracy from the manifest, latencies measured now."""
-    from host.modelfolder import KERAS_MODEL
-    from host.quantize.run import FLOAT_TFLITE, INT8_TFLITE
+    from device.contract import FLOAT_MODEL, INT8_MODEL, KERAS_MODEL
 
     m = ensure_quantised(folder, requantize)
     q = m["quantization"]
     windows = test_windows(folder, m["data"]["window_bins"])
     print(f"  {folder.name}: timing on {len(windows)} test windows ...", flush=True)
-    int8 = tflite_latency(folder / INT8_TFLITE, windows, invokes)
-    flt = tflite_latency(folder / FLOAT_TFLITE, windows, invokes)
+    int8 = tflite_latency(folder / INT8_MODEL, windows, invokes)
+    flt = tflite_latency(folder / FLOAT_MODEL, windows, invokes)
     ker = keras_latency(folder / KERAS_MODEL, windows, keras_invokes)
     i8b, fb = m["tflite"]["int8"]["bytes"], m["tflite"]["float"]["bytes"]
     return {"folder": folder.name, "session": m["data"]["session"], "task": m["task"],

@@ -59,6 +59,8 @@ from pathlib import Path
 import click
 import tomllib
 
+from host.files import write_text
+
 REPO = Path(__file__).resolve().parent.parent  # device/ lives here
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")
@@ -188,7 +190,7 @@ def rewrite_known_hosts(boards_dir: Path, drop_key: str, drop_port: int | None,
             kept.append(line)
     if add_line:
         kept.append(add_line)
-    write_atomic(path, "".join(line + "\n" for line in kept))
+    write_text(path, "".join(line + "\n" for line in kept))
 
 
 def pin_host_key(boards_dir: Path, folder: Path, port: int) -> None:
@@ -233,7 +235,7 @@ def write_inventory(boards_dir: Path, boards: dict[str, dict]) -> None:
     text = toml_text(boards)
     if tomllib.loads(text).get("boards", {}) != boards:
         raise BoardError("inventory: the TOML written does not read back equal")
-    write_atomic(inventory_file(boards_dir), text)
+    write_text(inventory_file(boards_dir), text)
 
 
 def inventory_entry(boards_dir: Path, name: str, port: int, python: Path, kind: BoardKind,
@@ -243,13 +245,6 @@ def inventory_entry(boards_dir: Path, name: str, port: int, python: Path, kind: 
             "python": str(python), "root": str(board_dir(boards_dir, name) / "root"),
             "simulated": True, "python_version": versions["python"], "numpy_version": versions["numpy"],
             "runtime": versions["runtime"], "max_p99_ms": kind.max_p99_ms, "latency_note": kind.latency_note}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --- the board's Python environment --------------------------------------------------------------

@@ -22,11 +22,13 @@ import posixpath
 import shlex
 from pathlib import Path
 
-from host.boards.inventory import Board, BoardError, close, open_board, run, run_json
+from host.boards.deploy import current
+from host.boards.inventory import Board
+from host.boards.remote import BoardError, close, command, open_board, run, run_json, runner
 
 
 def remote_models(conn, board: Board) -> list[str]:
-    out = run(conn, f"ls -1 {shlex.quote(board.root)}/current/models", board, "list deployed models")
+    out = run(conn, f"ls -1 {shlex.quote(posixpath.join(current(board), 'models'))}", board, "list deployed models")
     names = [n for n in out.split() if n]
     if not names:
         raise BoardError(board, "list deployed models", "no model in the current release; run `grasptpu deploy` first")
@@ -39,17 +41,16 @@ def bench_board(board: Board, invokes: int = 2000, stream: bool = False, models:
     conn, board = open_board(board, trust_new_host)
     try:
         names = list(models) or remote_models(conn, board)
-        cwd = f"cd {shlex.quote(board.root)}/current && {board.python}"
-        results = {name: run_json(conn, f"{cwd} -m device.bench models/{shlex.quote(name)} --invokes {int(invokes)} "
-                                        "--json -", board, f"device.bench {name}") for name in names}
+        active = current(board)
+        results = {name: run_json(conn, runner(board, active, "device.bench", f"models/{name}", "--invokes", int(invokes),
+                                               "--json", "-"), board, f"device.bench {name}") for name in names}
         out = {"board": board.name, "where": board.where, "software": board_software(conn, board), "models": results}
         if stream:
             by_task = {r["task"]: name for name, r in results.items()}
             if {"grasp-phase", "object"} - set(by_task):
                 raise BoardError(board, "device.stream", "needs a grasp-phase and an object model in the release")
-            det, cls = shlex.quote(by_task["grasp-phase"]), shlex.quote(by_task["object"])
-            out["stream"] = run_json(conn, f"{cwd} -m device.stream models/{det} models/{cls} --json -",
-                                     board, "device.stream")
+            out["stream"] = run_json(conn, runner(board, active, "device.stream", f"models/{by_task['grasp-phase']}",
+                                                  f"models/{by_task['object']}", "--json", "-"), board, "device.stream")
     finally:
         close(conn)
     return out
@@ -57,24 +58,11 @@ def bench_board(board: Board, invokes: int = 2000, stream: bool = False, models:
 
 def board_software(conn, board: Board) -> dict:
     """What the board reports it runs (`python -m device.runtime` in the current release)."""
-    return run_json(conn, f"cd {shlex.quote(board.root)}/current && {board.python} -m device.runtime --json -",
-                    board, "device.runtime")
+    return run_json(conn, runner(board, current(board), "device.runtime", "--json", "-"), board, "device.runtime")
 
 
-def software_line(board: Board, about: dict) -> str:
-    """What the board runs, as it reported it, beside what the inventory records (a mismatch said)."""
-    reported = {"Python": about["python"], "numpy": about["numpy"],
-                "runtime": f"{about['runtime']} {about['runtime_version']}"}
-    recorded = {"Python": board.python_version, "numpy": board.numpy_version, "runtime": board.runtime}
-    differ = [key for key, value in recorded.items() if value and value != reported[key]]
-    line = (f"board {board.name}: runs {_listed(reported)} ({about['detail']}) on {about['machine']}; "
-            f"inventory records {_listed(recorded)}")
-    return line + (f" (they differ in {', '.join(differ)}: update the inventory)" if differ else "")
 
 
-def _listed(software: dict) -> str:
-    """'Python 3.7.16, numpy 1.19.5, tflite_runtime 2.7.0' from the keys that have a value."""
-    return ", ".join(v if k == "runtime" else f"{k} {v}" for k, v in software.items() if v) or "nothing"
 
 
 def judge(result: dict, max_p99_ms: float, max_drop: float = 0.5, min_agreement: float = 0.99,
@@ -109,12 +97,9 @@ def firmware_test(board: Board, report_dir: Path, trust_new_host: bool = False) 
     try:
         software = board_software(conn, board)
         run(conn, f"rm -f {shlex.quote(remote)}", board, "firmware-test")  # never fetch an old report
-        try:
-            result = conn.run(f"cd {shlex.quote(board.root)}/current && {board.python} -m pytest -q -rs firmware_tests "
-                              f"-p no:cacheprovider --junitxml={shlex.quote(remote)}", hide=True, warn=True,
-                              in_stream=False, timeout=1800)
-        except Exception as exc:  # a dropped connection or the timeout
-            raise BoardError(board, "firmware-test", f"{type(exc).__name__}: {exc}") from None
+        result = command(conn, board, "firmware-test",  # failing tests exit non-zero: the report tells
+                         runner(board, current(board), "pytest", "-q", "-rs", "firmware_tests", "-p", "no:cacheprovider",
+                                f"--junitxml={remote}"), check=False, timeout=1800)
         report_dir.mkdir(parents=True, exist_ok=True)
         local = report_dir / f"{board.name}-firmware-junit.xml"
         try:

@@ -1,4 +1,4 @@
-"""Boards from an inventory file, and SSH connections to them that verify host keys.
+"""Boards from an inventory file (what each board is and how to reach it; no connection made here).
 
 Inventory (TOML; `--inventory`, else $GRASPTPU_BOARDS, else ./boards.toml, else .boards/boards.toml
 which `make board-up` writes for the simulated boards). One table per board:
@@ -18,14 +18,11 @@ which `make board-up` writes for the simulated boards). One table per board:
     runtime = "pycoral 2.0.0"     #   (as `python -m device.runtime` on the board names it: pycoral
                                   #   with an Edge TPU, else e.g. "tflite_runtime 2.5.0.post1")
 
-No passwords: key authentication only. Host keys are checked against known_hosts with paramiko's
-RejectPolicy (Fabric itself would add unknown hosts silently); an unknown or changed key is refused
-unless the user passes `--trust-new-host` for a board never seen before (a changed key is always refused).
+No passwords: key authentication only (host keys: `host.boards.remote`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from dataclasses import dataclass
@@ -107,110 +104,3 @@ def pick(boards: dict[str, Board], names: tuple[str, ...], all_boards: bool) -> 
     if missing:
         raise GrasptpuError(f"unknown board {missing[0]!r}; the inventory has: {', '.join(boards)}")
     return [boards[n] for n in dict.fromkeys(names)]  # each board once, in the order given
-
-
-class BoardError(GrasptpuError):
-    """A failure on one board, naming the board and the step."""
-
-    def __init__(self, board: Board, step: str, problem: str) -> None:
-        super().__init__(f"board {board.name} ({board.where}): {step}: {problem}")
-        self.board, self.step = board, step
-
-
-def connect(board: Board, trust_new_host: bool = False, timeout: float = 10.0):
-    """An open Fabric Connection whose host key was verified (see the module docstring)."""
-    import paramiko
-    from fabric import Config, Connection
-
-    config = Config()  # reads ~/.ssh/config (and /etc/ssh/ssh_config) when present
-    kwargs = {"look_for_keys": board.key_file is None, "allow_agent": board.key_file is None}
-    if board.key_file:
-        kwargs["key_filename"] = os.path.expanduser(board.key_file)
-    conn = Connection(board.host, user=board.user, port=board.port, config=config, connect_timeout=timeout,
-                      connect_kwargs=kwargs)
-    known = Path(os.path.expanduser(board.known_hosts))
-    conn.client.set_missing_host_key_policy(_TrustOnce(known) if trust_new_host else paramiko.RejectPolicy())
-    if known.is_file():
-        conn.client.load_host_keys(str(known))
-    try:
-        conn.open()
-    except paramiko.BadHostKeyException:
-        raise BoardError(board, "connect", f"its host key CHANGED since it was recorded in {known}; refusing "
-                                           "(a different machine, or a reinstalled board: check it, then remove the old "
-                                           "line with `ssh-keygen -R`)") from None
-    except paramiko.SSHException as exc:
-        if "not found in known_hosts" in str(exc):
-            raise BoardError(board, "connect", f"unknown host key (not in {known}); if this is a new board you trust, "
-                                               "pass --trust-new-host once") from None
-        raise BoardError(board, "connect", str(exc)) from None
-    except OSError as exc:
-        raise BoardError(board, "connect", f"unreachable ({exc.strerror or exc})") from None
-    return conn
-
-
-class _TrustOnce:
-    """Accept and record the key of a host that known_hosts has never seen (never a changed one)."""
-
-    def __init__(self, known: Path) -> None:
-        self.known = known
-
-    def missing_host_key(self, client, hostname, key) -> None:
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        self.known.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.known, "a") as fh:
-            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-
-
-def open_board(board: Board, trust_new_host: bool = False):
-    """(connection, board with its root made absolute on the board).
-
-    Remote commands `cd` into a release before running, so a relative or `~/` root must be
-    resolved once, on the board, or it would name a different folder from inside the release."""
-    import dataclasses
-    import shlex
-
-    conn = connect(board, trust_new_host)
-    root = board.root
-    expr = '"$HOME"/' + shlex.quote(root[2:]) if root.startswith("~/") else shlex.quote(root)
-    try:
-        absolute = run(conn, f"mkdir -p {expr} && cd {expr} && pwd -P", board, "root folder").strip()
-    except BoardError:
-        conn.close()
-        raise
-    return conn, dataclasses.replace(board, root=absolute)
-
-
-def close(conn) -> None:
-    """Close a connection that may already be dead (paramiko raises EOFError closing a cut one)."""
-    try:
-        conn.close()
-    except Exception:  # nothing left to release; the step's own error is what the user needs
-        pass
-
-
-def run(conn, command: str, board: Board, step: str, timeout: float = 600.0) -> str:
-    """Run a command on the board; its stdout, or a BoardError carrying its last stderr line."""
-    try:
-        result = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
-    except Exception as exc:  # invoke/paramiko raise several types for a dropped connection or a timeout
-        raise BoardError(board, step, f"{type(exc).__name__}: {exc}") from None
-    if result.exited == -1:  # no exit status: the channel closed under the command
-        raise BoardError(board, step, "connection lost while the command ran")
-    if result.exited != 0:
-        lines = [ln for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
-        raise BoardError(board, step, lines[-1] if lines else f"exit {result.exited}")
-    return result.stdout
-
-
-def run_json(conn, command: str, board: Board, step: str, timeout: float = 600.0) -> dict:
-    """`run`, then the JSON object the board's commands (device.bench, device.stream,
-    device.release) print as their last line."""
-    lines = run(conn, command, board, step, timeout).strip().splitlines()
-    try:
-        result = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        result = None
-    if not isinstance(result, dict):
-        raise BoardError(board, step, "the board's command printed no JSON report; its release may predate this "
-                                      "grasptpu: run `grasptpu deploy` again")
-    return result

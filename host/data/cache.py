@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from host.data.binning import BinnedSession
+from host.files import sha256_of, write_json
 
 CACHE_FORMAT = 1  # bump when BinnedSession or the binning rules change
 ARRAYS = ("counts", "trial_offsets", "hold_bin", "reward_bin", "object_id", "trial_index")
@@ -41,12 +42,8 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
     stamp = [st.st_size, st.st_mtime_ns]
     if key in memo and memo[key]["stamp"] == stamp:
         return memo[key]["sha256"]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    memo[key] = {"stamp": stamp, "sha256": digest.hexdigest()}
-    _write_json_atomic(memo_path, memo)
+    memo[key] = {"stamp": stamp, "sha256": sha256_of(path)}
+    write_json(memo_path, memo)
     return memo[key]["sha256"]
 
 
@@ -92,10 +89,3 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)

@@ -752,11 +752,7 @@ def _segment_bytes(rec: Recording, k: int, neo_id: int, train: _TrainEncoder) ->
 
 def save_recording(rec: Recording, path: Path, progress: Callable[[int], None] | None = None) -> None:
     """Write atomically: a temporary name in the same folder, renamed on success."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write_recording(rec, fh, progress)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from host.files import atomic_path
+
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as fh:
+        write_recording(rec, fh, progress)

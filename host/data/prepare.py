@@ -19,6 +19,7 @@ from host.data.split import DEFAULT_TRAIN_VAL_SHARE, Split, split_trials
 from host.data.windows import WINDOW_BINS, WindowSet, grasp_phase_windows, object_windows
 
 DEFAULT_BIN_MS = 40.0
+TASKS = ("object", "grasp-phase")
 
 
 @dataclass
@@ -31,6 +32,21 @@ class Prepared:
     object: dict[str, WindowSet]
     cache_hit: bool
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def windows(self, task: str) -> dict[str, WindowSet]:
+        """The train / validation / test windows of one task ("object" or "grasp-phase")."""
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        return self.object if task == "object" else self.grasp_phase
+
+
+def assert_disjoint(sets: dict[str, WindowSet]) -> None:
+    """No trial (hence no window) of the test split may feed training or validation."""
+    test = set(np.unique(sets["test"].trial).tolist())
+    for name in ("train", "validation"):
+        shared = test & set(np.unique(sets[name].trial).tolist())
+        if shared:
+            raise AssertionError(f"{len(shared)} test trials leaked into the {name} windows")
 
 
 def binned_session(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, cache_dir: Path | None = None,
@@ -77,33 +93,3 @@ def prepare(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, window_bins: int =
     obj = {k: object_windows(binned, v, window_bins, label_bin) for k, v in parts.items()}
     seconds["windows"] = time.perf_counter() - t0
     return Prepared(binned, split, grasp, obj, hit, seconds)
-
-
-def summary(p: Prepared) -> str:
-    """What a person needs to trust the numbers downstream: data, drops, classes, split, windows."""
-    b = p.binned
-    lines = [
-        f"session {b.session}: {b.source.get('path', '?')} ({b.source.get('n_trials_in_file', '?')} trials in file)",
-        f"  units {b.n_units}, bin {b.bin_ms:g} ms, trials kept {b.n_trials}, bins {int(b.trial_offsets[-1])}"
-        f" ({'cache hit' if p.cache_hit else 'loaded and binned'})",
-    ]
-    for reason, count in b.drops.items():
-        lines.append(f"  dropped {count:4d} trials: {reason}")
-    if b.dropped_objects:
-        lines.append("  dropped objects (kept trials): "
-                     + ", ".join(f"{o} ({n})" for o, n in sorted(b.dropped_objects.items())))
-    if b.merged:
-        lines.append("  merged duplicate ids (trials): "
-                     + ", ".join(f"{o}({n})" for o, n in sorted(b.merged.items())))
-    per_class = np.bincount(b.class_index, minlength=len(b.classes))
-    lines.append(f"  classes {len(b.classes)}: trials per class min {per_class.min()}, "
-                 f"median {int(np.median(per_class))}, max {per_class.max()}")
-    s = p.split
-    lines.append(f"  split (seed {s.seed}, train+val {s.train_val_share:.0%}, val {s.validation_share:.0%} of it): "
-                 + ", ".join(f"{k} {len(v)} trials" for k, v in s.as_dict().items()))
-    for name in ("train", "validation", "test"):
-        g, o = p.grasp_phase[name], p.object[name]
-        gc = g.label_counts()
-        lines.append(f"  {name:>10}: grasp-phase windows {len(g):7d} (rest {gc['rest']}, grasp {gc['grasp']}),"
-                     f" object windows {len(o):6d} over {int((np.bincount(o.label, minlength=len(b.classes)) > 0).sum())} classes")
-    return "\n".join(lines)

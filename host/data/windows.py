@@ -102,3 +102,40 @@ def object_windows(binned: BinnedSession, trials: np.ndarray, window_bins: int =
     names = tuple(str(int(c)) for c in binned.classes)
     return WindowSet(binned.counts, end_row[grasp], binned.class_index[trial[grasp]],
                      trial[grasp].astype(np.int32), "object", names, window_bins)
+
+
+def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Positions of up to `size` windows, as equal a share per label as the labels allow, seeded
+    (sorted, unique).
+
+    Equal shares matter for calibration: with ~10 rest windows per grasp window, a plain random
+    sample would set the int8 activation ranges mostly on rest; a rare object would barely count.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    shuffled = np.asarray(labels)[order]
+    by_label = [order[shuffled == lab] for lab in np.unique(shuffled)]
+    quota = [0] * len(by_label)
+    left = min(size, len(order))
+    while left > 0:  # over <= 40 labels: a label short of its share leaves the rest to the others
+        open_ = [i for i, b in enumerate(by_label) if len(b) > quota[i]]
+        share = max(left // len(open_), 1)
+        for i in open_:
+            take = min(len(by_label[i]) - quota[i], share, left)
+            quota[i] += take
+            left -= take
+    return np.unique(np.concatenate([b[:q] for b, q in zip(by_label, quota)] + [np.empty(0, np.int64)]))
+
+
+def busiest_window(windows: WindowSet) -> int:
+    """The window holding the largest single count: calibrating on it sets the int8 input range to
+    the whole range seen in training, so no test count is clipped (a real window, not a made-up one)."""
+    row_max = windows.counts.max(axis=1)
+    window_max = sliding_window_view(row_max, windows.window_bins).max(axis=1)
+    return int(np.argmax(window_max[windows.end_row - (windows.window_bins - 1)]))
+
+
+def calibration_indices(windows: WindowSet, size: int, seed: int) -> np.ndarray:
+    """A stratified sample of `windows` (see `stratified_sample`) plus the busiest window."""
+    chosen = stratified_sample(windows.label, size, seed)
+    return np.unique(np.concatenate([chosen, [busiest_window(windows)]]))

@@ -8,7 +8,8 @@ unless the compiler ran and wrote its model.
 
 The compiler's report (stdout) and its operation log (`<model>_edgetpu.log`) are parsed into the
 manifest: operations on the Edge TPU and on the CPU, subgraphs, on-chip and off-chip memory.
-Formats: Coral, "Edge TPU Compiler" (coral.ai/docs/edgetpu/compiler), shown in tests/test_compile.py.
+Formats: Coral, "Edge TPU Compiler" (coral.ai/docs/edgetpu/compiler); the parsers are tested on
+Coral's documented output in tests/test_quantize.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from device.contract import COMPILE_LOG, COMPILED_MODEL, INT8_MODEL
 from host.errors import GrasptpuError
+from host.modelfolder import Rewrite, check_files, read_manifest
 
 COMPILER = "edgetpu_compiler"
 EXIT_NO_COMPILER = 3
@@ -121,43 +124,25 @@ def run_compiler(int8_model: Path, exe: str, timeout_s: float = 600.0) -> tuple[
     return compiled, summarise(parse_report(proc.stdout), rows), out_dir
 
 
-COMPILED = "model_int8_edgetpu.tflite"
-COMPILE_LOG = "model_int8_edgetpu.log"
-
-
 def compile_model(folder: Path, compiler: str = COMPILER) -> dict:
     """Compile a quantised folder's int8 model; the compiled file, its log and the summary land in it."""
-    from host.modelfolder import Rewrite, read_manifest, sha256_of
-    from host.quantize.run import INT8_TFLITE
-
     folder = Path(folder)
     manifest = read_manifest(folder)
-    int8 = folder / INT8_TFLITE
+    int8 = folder / INT8_MODEL
     if "tflite" not in manifest or not int8.is_file():
         raise GrasptpuError(f"{folder}: no int8 model; run `grasptpu quantize {folder}` first")
-    if manifest["artifacts"].get(INT8_TFLITE) != sha256_of(int8):
-        raise GrasptpuError(f"{int8}: changed since quantize (sha256 differs); run `grasptpu quantize {folder}` again")
+    check_files(folder, manifest, (INT8_MODEL,), f"grasptpu quantize {folder}")
     exe = find_compiler(compiler)
     compiled, summary, out_dir = run_compiler(int8, exe)
     try:
         with Rewrite(folder) as staged:
-            shutil.copy2(compiled, staged.path / COMPILED)
+            shutil.copy2(compiled, staged.path / COMPILED_MODEL)
             log = out_dir / f"{int8.stem}_edgetpu.log"
             if log.is_file():
                 shutil.copy2(log, staged.path / COMPILE_LOG)
-            manifest["edgetpu"] = {"compiled": True, "file": COMPILED, "compiler": exe, **summary}
+            manifest["edgetpu"] = {"compiled": True, "file": COMPILED_MODEL, "compiler": exe, **summary}
             manifest = staged.write_manifest(manifest)
             staged.commit()
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     return manifest["edgetpu"]
-
-
-def format_summary(s: dict) -> str:
-    def mib(key: str) -> str:
-        return "?" if s.get(key) is None else f"{s[key] / 2**20:.2f} MiB"
-
-    return (f"compiled with edgetpu_compiler {s.get('compiler_version', '?')}: {s.get('ops_on_edgetpu', '?')} of "
-            f"{s.get('total_ops', '?')} ops on the Edge TPU, {s.get('ops_on_cpu', '?')} on the CPU, "
-            f"{s.get('edgetpu_subgraphs', '?')} Edge TPU subgraph(s); on-chip memory used {mib('on_chip_used_bytes')}, "
-            f"off-chip {mib('off_chip_used_bytes')}")

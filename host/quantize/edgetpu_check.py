@@ -313,37 +313,3 @@ def check_model(path: Path) -> Report:
             check.problems += _op_limits(m, op, name, inputs, outputs)
         ops.append(check)
     return Report(str(path), ops, model_problems)
-
-
-def format_report(report: Report, per_op: bool = False) -> str:
-    """Per op type (like the compiler's log), every op that cannot map, the first blocker and the share."""
-    first = report.first_unmapped
-    cut = report.mapped
-    lines = [f"{report.path}: Edge TPU compatibility (Coral's published requirements; no compiler used)"]
-    for problem in report.model_problems:
-        lines.append(f"  model: {problem}")
-    lines.append(f"  {'operator':<30} {'version':>7} {'Coral max':>9} {'count':>6}  status")
-    rows: dict[tuple[str, int, str], int] = {}
-    for op in report.ops:
-        status = ("maps to the Edge TPU" if op.index < cut else
-                  "cannot map: " + "; ".join(op.problems) if not op.supported else
-                  "after the first unmapped op: runs on the CPU")
-        rows[(op.op, op.version, status)] = rows.get((op.op, op.version, status), 0) + 1
-    for (name, version, status), count in rows.items():
-        coral = CORAL_MAX_OP_VERSION.get(name)
-        lines.append(f"  {name:<30} {version:>7} {'-' if coral is None else coral:>9} {count:>6}  {status}")
-    lines.append(f"  (Coral max: the highest op version TFLite {CORAL_TFLITE} registers, which Coral's runtime and "
-                 "edgetpu_compiler 16 accept; docs/coral-board.md)")
-    if per_op:
-        lines.append("  per op:")
-        for op in report.ops:
-            state = "maps" if op.index < cut else ("NO: " + "; ".join(op.problems) if not op.supported else "CPU (after cut)")
-            lines.append(f"    {op.index:>4} {op.op:<28} v{op.version:<3} {state}")
-    if first is None:
-        lines.append(f"  all {len(report.ops)} ops map: 100% of the model on the Edge TPU")
-    else:
-        why = "; ".join(first.problems or report.model_problems)
-        lines.append(f"  first op that stops the mapping: #{first.index} {first.op}: {why}")
-        lines.append(f"  mapped: {report.mapped} of {len(report.ops)} ops ({report.mapped_share:.1%}); "
-                     "the rest would run on the CPU")
-    return "\n".join(lines)

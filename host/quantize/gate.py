@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from host.train import metrics
+from device.contract import FLOAT_MODEL, INT8_MODEL, KERAS_MODEL, TEST_SET, TestSet, quantise
 from host.errors import GrasptpuError
-from host.data.windows import WindowSet
+from host.modelfolder import check_files, read_manifest
+from host.train import metrics
+from host.train.evaluate import predict
 
 MAX_DROP_POINTS = 1.0
 MIN_AGREEMENT = 0.98
@@ -49,15 +51,10 @@ def io_details(flat: bytes) -> dict:
     return {"input": describe(it.get_input_details()[0]), "output": describe(it.get_output_details()[0])}
 
 
-def quantise_input(windows: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Counts -> the int8 input tensor's values (the board does the same)."""
-    return np.clip(np.round(windows / scale) + zero_point, -128, 127).astype(np.int8)
-
-
 def invoke_each(it, windows: np.ndarray) -> np.ndarray:
     """Raw outputs of an allocated batch-1 interpreter, one invoke per window (int8 models get quantised input)."""
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    x = quantise_input(windows, *inp["quantization"]) if inp["dtype"] == np.int8 else windows.astype(inp["dtype"])
+    x = quantise(windows, *inp["quantization"]) if inp["dtype"] == np.int8 else windows.astype(inp["dtype"])
     results = np.empty((len(x), out["shape"][-1]), out["dtype"])
     for i, window in enumerate(x):  # batch 1 by design: one invoke per window
         it.set_tensor(inp["index"], window[None])
@@ -66,7 +63,7 @@ def invoke_each(it, windows: np.ndarray) -> np.ndarray:
     return results
 
 
-def run_tflite(model: bytes | Path, windows: WindowSet, batch: int = 2048) -> np.ndarray:
+def run_tflite(model: bytes | Path, windows, batch: int = 2048) -> np.ndarray:
     """Raw outputs of a batch-1 TFLite model for every window, gathered `batch` windows at a time."""
     it = interpreter(model)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
@@ -84,10 +81,9 @@ def dequantise(raw: np.ndarray, model: bytes | Path) -> np.ndarray:
     return ((raw.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
-def host_outputs(keras_model, float_model: bytes | Path, int8_model: bytes | Path, windows: WindowSet) -> dict:
-    """Keras probabilities, float TFLite probabilities, int8 raw outputs and their dequantised values."""
-    from host.train.fit import predict
-
+def host_outputs(keras_model, float_model: bytes | Path, int8_model: bytes | Path, windows) -> dict:
+    """Keras probabilities, float TFLite probabilities, int8 raw outputs and their dequantised values
+    on `windows` (a WindowSet or the contract's TestSet)."""
     raw = run_tflite(int8_model, windows)
     if raw.dtype != np.int8:
         raise GrasptpuError(f"the int8 model's output is {raw.dtype}, not int8: not a full-integer model")
@@ -154,51 +150,23 @@ def gate(result: dict, max_drop: float = MAX_DROP_POINTS, min_agreement: float =
     return problems
 
 
-def format_table(result: dict, title: str) -> str:
-    """One row per model; a person reads it at a glance."""
-    second = "relaxed" if result["task"] == "object" else "F1"
-    key = "relaxed_accuracy" if result["task"] == "object" else "f1"
-    lines = [title, f"  {'model':<14} {'accuracy':>9} {second:>8} {'agree':>8} {'strict':>8} {'ties':>6} "
-                    f"{'max|err|':>9} {'mean|err|':>10}"]
-    labels = {"keras": "Keras float", "float": "float TFLite", "int8": "int8 TFLite"}
-    for name in MODELS:
-        m = result[name]
-        sec = f"{m[key]:.1%}" if key == "relaxed_accuracy" else f"{m[key]:.3f}"
-        lines.append(f"  {labels[name]:<14} {m['accuracy']:>9.2%} {sec:>8} {m['agreement']:>8.2%} "
-                     f"{m['strict_agreement']:>8.2%} {m['ties']:>6.1%} "
-                     f"{m['max_abs_error']:>9.4f} {m['mean_abs_error']:>10.5f}")
-    lines.append(f"  int8 accuracy drop: {result['int8_accuracy_drop_points']:+.2f} points "
-                 "(agree: float's class among int8's top, ties included; strict: first-index tie-break; "
-                 "errors: |probability - Keras probability|)")
-    return "\n".join(lines)
 
 
 def check_folder(folder: Path) -> tuple[dict, str]:
     """Re-run the three models in a quantised folder on its stored test windows."""
     import keras
 
-    from host.modelfolder import KERAS_MODEL, read_manifest, sha256_of
-    from host.quantize.run import FLOAT_TFLITE, INT8_TFLITE, TEST_SET, _test_windowset
-
     folder = Path(folder)
     manifest = read_manifest(folder)
     if "tflite" not in manifest:
         raise GrasptpuError(f"{folder}: not quantised yet (run `grasptpu quantize {folder}`)")
-    for name in (KERAS_MODEL, FLOAT_TFLITE, INT8_TFLITE, TEST_SET):
-        path = folder / name
-        if not path.is_file():
-            raise GrasptpuError(f"{path}: missing; run `grasptpu quantize {folder}` again")
-        if manifest["artifacts"].get(name) != sha256_of(path):
-            raise GrasptpuError(f"{path}: changed since it was written (sha256 differs from the manifest); "
-                                f"run `grasptpu quantize {folder}` again")
+    check_files(folder, manifest, (KERAS_MODEL, FLOAT_MODEL, INT8_MODEL, TEST_SET), f"grasptpu quantize {folder}")
     data = manifest["data"]
-    with np.load(folder / TEST_SET) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    windows = _test_windowset(arrays, manifest["task"], tuple(data["label_names"]), data["window_bins"])
+    test = TestSet.load(str(folder), data["window_bins"])
     model = keras.models.load_model(folder / KERAS_MODEL, compile=False)
-    outputs = host_outputs(model, folder / FLOAT_TFLITE, folder / INT8_TFLITE, windows)
-    result = compare(outputs, windows.label, manifest["task"], data["classes"])
-    result["int8_matches_stored_outputs"] = bool(np.array_equal(outputs["int8_raw"], arrays["int8_output"]))
+    outputs = host_outputs(model, folder / FLOAT_MODEL, folder / INT8_MODEL, test)
+    result = compare(outputs, test.label, manifest["task"], data["classes"])
+    result["int8_matches_stored_outputs"] = bool(np.array_equal(outputs["int8_raw"], test.arrays["int8_output"]))
     title = (f"{manifest['name']}: {manifest['task']} on {data['session']}, test split "
-             f"({result['windows']} windows, {len(arrays['trial_index'])} trials)")
+             f"({result['windows']} windows, {test.n_trials} trials)")
     return result, title

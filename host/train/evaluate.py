@@ -11,12 +11,19 @@ import numpy as np
 
 from host.train import metrics
 from host.data.prepare import Prepared
-from host.train.fit import predict, windows_for
+
+
+def predict(model, windows, batch_size: int = 2048) -> np.ndarray:
+    """Class probabilities of a Keras model for every window of `windows` (a WindowSet or the
+    contract's TestSet: anything with `len` and `batch`), in batches (bounded memory)."""
+    out = [model.predict_on_batch(windows.batch(slice(lo, lo + batch_size)).astype(np.float32))
+           for lo in range(0, len(windows), batch_size)]
+    return np.concatenate(out) if out else np.empty((0, model.output_shape[-1]), np.float32)
 
 
 def evaluate(model, prepared: Prepared, task: str, split: str = "test") -> dict:
     """Metrics of `model` on one split's windows of `task`."""
-    windows = windows_for(prepared, task)[split]
+    windows = prepared.windows(task)[split]
     probs = predict(model, windows)
     pred = probs.argmax(axis=1)
     n_classes = len(windows.label_names)
@@ -38,19 +45,3 @@ def write_report(result: dict, task: str, title: str, folder: Path) -> Path:
     if task == "object":
         return report.plot_object_report(result, title, path)
     return report.plot_detector_report(result, title, path)
-
-
-def format_metrics(result: dict, task: str) -> str:
-    """One or two lines a person reads at a glance."""
-    if task == "object":
-        shape = result.get("shape_accuracy")
-        size = result.get("size_accuracy")
-        extra = ""
-        if shape is not None and size is not None:
-            extra = f", shape {shape:.1%}, size {size:.1%}"
-        return (f"accuracy {result['accuracy']:.1%}, relaxed {result['relaxed_accuracy']:.1%}, "
-                f"balanced {result['balanced_accuracy']:.1%}, macro F1 {result['macro_f1']:.3f}{extra} "
-                f"({result['windows']} windows, {result['classes']} classes, chance {result['chance']:.1%})")
-    (tn, fp), (fn, tp) = result["confusion"]
-    return (f"accuracy {result['accuracy']:.2%}, F1 {result['f1']:.3f}, balanced {result['balanced_accuracy']:.1%} "
-            f"({result['windows']} windows; rest->rest {tn}, rest->grasp {fp}, grasp->rest {fn}, grasp->grasp {tp})")

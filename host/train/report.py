@@ -13,11 +13,11 @@ matplotlib is imported only here and only when a report is drawn; nothing is sho
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from host.files import atomic_path
 from host.train.metrics import macro_f1
 
 MAX_TICK_LABELS = 50  # beyond this, label every k-th class so ids stay readable
@@ -156,11 +156,6 @@ def _num(value: float | None) -> str:
 
 def _save(fig, path: Path) -> Path:
     """Write to a temporary file beside `path`, then rename: readers never see half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -9,10 +9,13 @@ trials. At 30 % and 20 % the validation share of train+validation rises to 30 % 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-from host.modelfolder import StagedDir
-from host.train.fit import TrainConfig, write_json
+from host.data.prepare import prepare
+from host.files import StagedDir, atomic_path, write_json, write_text
+from host.train.evaluate import evaluate
+from host.train.fit import TrainConfig, train
 
 SHARES = (0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 # The paper's figures on real data (train+val share: accuracy, relaxed), for the printed table.
@@ -20,12 +23,10 @@ PAPER = {0.8: (0.741, 0.983), 0.7: (0.701, 0.971), 0.6: (0.69, 0.937), 0.5: (0.6
          0.4: (0.638, 0.928), 0.3: (0.592, 0.875), 0.2: (0.51, 0.81)}
 
 
-def sweep(recording: Path, config: TrainConfig, shares=SHARES, data_options: dict | None = None) -> list[dict]:
-    """Train and score one object classifier per share; returns one row per share."""
-    from host.train.evaluate import evaluate
-    from host.data.prepare import prepare
-    from host.train.fit import train
-
+def sweep(recording: Path, config: TrainConfig, shares=SHARES, data_options: dict | None = None,
+          on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train and score one object classifier per share; returns one row per share (each also
+    handed to `on_row` as soon as it is measured: a sweep takes a while)."""
     rows = []
     for share in shares:  # one full training per share: the loop is over models, not data
         prepared = prepare(recording, train_val_share=share, seed=config.seed, **(data_options or {}))
@@ -38,23 +39,16 @@ def sweep(recording: Path, config: TrainConfig, shares=SHARES, data_options: dic
                      "accuracy": m["accuracy"], "relaxed_accuracy": m["relaxed_accuracy"],
                      "paper_accuracy": PAPER.get(share, (None, None))[0],
                      "paper_relaxed": PAPER.get(share, (None, None))[1]})
-        print(format_row(rows[-1]), flush=True)
+        if on_row:
+            on_row(rows[-1])
     return rows
 
 
-HEADER = "share  val-share  train/val/test trials  test windows  epochs  accuracy  relaxed   paper acc/relaxed"
 
 
-def format_row(r: dict) -> str:
-    paper = "" if r["paper_accuracy"] is None else f"{r['paper_accuracy']:.1%} / {r['paper_relaxed']:.1%}"
-    trials = f"{r['train_trials']}/{r['validation_trials']}/{r['test_trials']}"
-    return (f"{r['train_val_share']:5.0%}  {r['validation_share']:9.0%}  {trials:>21}  {r['test_windows']:12d}  "
-            f"{r['epochs']:6d}  {r['accuracy']:8.1%}  {r['relaxed_accuracy']:7.1%}   {paper}")
 
 
 def plot(rows: list[dict], title: str, path: Path) -> Path:
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,25 +69,21 @@ def plot(rows: list[dict], title: str, path: Path) -> Path:
     ax.legend(loc="lower left", fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
 def run_sweep(recording: Path, config: TrainConfig, models_dir: Path, name: str | None, shares=SHARES,
-              data_options: dict | None = None) -> Path:
+              data_options: dict | None = None, on_row: Callable[[dict], None] | None = None) -> Path:
     """Sweep, then write sweep.json, sweep.tsv and sweep.png into models/<name>/ atomically."""
-    print(HEADER)
-    rows = sweep(recording, config, shares, data_options)
+    rows = sweep(recording, config, shares, data_options, on_row)
     session = Path(recording).name.split(".")[0]
     name = name or f"{session}-object-sweep"
     with StagedDir(models_dir / name) as staged:
         write_json(staged.path / "sweep.json", {"recording": str(recording), "config": config.__dict__, "rows": rows})
-        (staged.path / "sweep.tsv").write_text("\t".join(rows[0]) + "\n" + "\n".join(
+        write_text(staged.path / "sweep.tsv", "\t".join(rows[0]) + "\n" + "\n".join(
             "\t".join(json.dumps(v) for v in r.values()) for r in rows) + "\n")
         plot(rows, f"{session}: object classifier vs training share (seed {config.seed})", staged.path / "sweep.png")
-        folder = staged.commit()
-    print(f"written to {folder}")
-    return folder
+        return staged.commit()

@@ -2,52 +2,52 @@
 
 The space is the paper's Table 2 (docs/method.md, "Hyperparameter search").
 
-The tuner calls the very `build_model` that fixed configurations use; each trial trains on the
-training windows and is scored by its best validation accuracy. Results land in
-models/<name>-tuning/: a table (results.tsv), the best values (best_hyperparameters.json, which
-`grasptpu train --hp-file` takes) and KerasTuner's own trial folder.
+The tuner drives the very `DecoderHyperModel` that `grasptpu train` fits (host.train.fit): same
+model builder, same feeds, early stopping and learning-rate schedule; each trial is scored by its
+best validation accuracy. Results land in models/<name>-tuning/: a table (results.tsv), the best
+values (best_hyperparameters.json, which `grasptpu train --hp-file` takes) and KerasTuner's own
+trial folder.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-
+from host.data.prepare import Prepared, prepare
 from host.errors import GrasptpuError
-from host.modelfolder import StagedDir
-from host.data.prepare import Prepared
-from host.train.fit import assert_disjoint, input_statistics, make_feed, windows_for, write_json
+from host.files import StagedDir, write_json, write_text
+from host.train.fit import DecoderHyperModel, TrainConfig
 
 BEST_FILE = "best_hyperparameters.json"
+TUNE_STOP_PATIENCE = 5  # a trial is a screening run: stop sooner than a final training (10)
+
+
+@dataclass
+class Tuned:
+    """What a search produced, for the command line to show."""
+
+    folder: Path
+    best_file: Path
+    recording: Path
+    task: str
+    rows: list[dict]
+    best: dict
 
 
 def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path,
-           batch_size: int = 256, stop_patience: int = 5, verbose: int | None = None):
+           batch_size: int = 256, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None):
     """Run the Bayesian search; returns the finished tuner."""
-    import keras
     import keras_tuner as kt
 
-    from host.train.model import build_model
-
-    sets = windows_for(prepared, task)
-    assert_disjoint(sets)
-    keras.utils.set_random_seed(seed)
-    mean, var = input_statistics(sets["train"], seed=seed)
-    hypermodel = functools.partial(build_model, n_units=sets["train"].counts.shape[1],
-                                   n_classes=len(sets["train"].label_names),
-                                   window_bins=sets["train"].window_bins, input_mean=mean, input_var=var)
-    tuner = kt.BayesianOptimization(hypermodel, objective=kt.Objective("val_accuracy", "max"),
+    config = TrainConfig(task=task, hyperparameters={}, epochs=epochs, batch_size=batch_size,
+                         stop_patience=stop_patience, seed=seed, verbose=verbose)
+    tuner = kt.BayesianOptimization(DecoderHyperModel(prepared, config), objective=kt.Objective("val_accuracy", "max"),
                                     max_trials=max_trials, seed=seed, directory=str(workdir),
                                     project_name="search", overwrite=True)
-    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=stop_patience)
-    verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
-    tuner.search(make_feed(sets["train"], batch_size, True, seed), epochs=epochs,
-                 validation_data=make_feed(sets["validation"], 1024, False, seed),
-                 callbacks=[stop], verbose=verbose, shuffle=False)
+    tuner.search(epochs=epochs)
     return tuner
 
 
@@ -61,7 +61,8 @@ def results_table(tuner) -> list[dict]:
     return sorted(rows, key=lambda r: -1.0 if r["val_accuracy"] is None else -r["val_accuracy"])
 
 
-def format_table(rows: list[dict]) -> str:
+def tsv(rows: list[dict]) -> str:
+    """The trial table as tab-separated text (results.tsv, and what the command prints)."""
     if not rows:
         return "(no finished trials)"
     keys = list(rows[0])
@@ -72,10 +73,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run_tuning(recording: Path, task: str, models_dir: Path, name: str | None, max_trials: int, epochs: int,
-               seed: int, data_options: dict | None = None) -> Path:
-    """Search, then write the table and the best hyperparameters atomically; returns the folder."""
-    from host.data.prepare import prepare
-
+               seed: int, data_options: dict | None = None) -> Tuned:
+    """Search, then write the table and the best hyperparameters atomically."""
     prepared = prepare(recording, progress=True, seed=seed, **(data_options or {}))
     name = name or f"{prepared.binned.session}-{task}-tuning"
     with StagedDir(models_dir / name) as staged:
@@ -84,18 +83,15 @@ def run_tuning(recording: Path, task: str, models_dir: Path, name: str | None, m
         if not rows or rows[0]["val_accuracy"] is None:
             raise GrasptpuError("every tuning trial failed (see the log above); nothing was written")
         best = tuner.get_best_hyperparameters(1)[0].values
-        (staged.path / "results.tsv").write_text(format_table(rows) + "\n")
+        write_text(staged.path / "results.tsv", tsv(rows) + "\n")
         write_json(staged.path / BEST_FILE, {
             "task": task, "session": prepared.binned.session, "objective": "val_accuracy (validation split)",
             "max_trials": max_trials, "epochs": epochs, "seed": seed,
-            "best_val_accuracy": rows[0]["val_accuracy"] if rows else None, "hyperparameters": best,
+            "best_val_accuracy": rows[0]["val_accuracy"], "hyperparameters": best,
         })
         shutil.rmtree(staged.path / "keras_tuner" / "search", ignore_errors=True)  # checkpoints: large, not needed
         folder = staged.commit()
-    print(format_table(rows))
-    print(f"best (validation accuracy {rows[0]['val_accuracy']:.4f}): {json.dumps(best)}")
-    print(f"written to {folder / BEST_FILE}; train with: grasptpu train {recording} --task {task} --hp-file {folder / BEST_FILE}")
-    return folder
+    return Tuned(folder, folder / BEST_FILE, Path(recording), task, rows, best)
 
 
 def load_best(path: Path) -> dict:
@@ -103,6 +99,5 @@ def load_best(path: Path) -> dict:
     try:
         data = json.loads(Path(path).read_text())
         return dict(data["hyperparameters"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise GrasptpuError(f"{path}: not a tuning result ({type(exc).__name__}); run `grasptpu tune` first") from None
-

@@ -1,0 +1,139 @@
+"""SSH to boards: connections that verify host keys, and the one way every remote command runs.
+
+Host keys are checked against known_hosts with paramiko's RejectPolicy (Fabric itself would add
+unknown hosts silently); an unknown or changed key is refused unless the user passes
+`--trust-new-host` for a board never seen before (a changed key is always refused).
+
+Every command on a board goes through `command` (a dropped connection or a timeout becomes a
+BoardError naming the board and the step; a failing command is an error unless the caller asks
+for its result), and the board's runner is started by `runner`, from inside a release.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+from pathlib import Path
+
+from host.boards.inventory import Board
+from host.errors import GrasptpuError
+
+
+class BoardError(GrasptpuError):
+    """A failure on one board, naming the board and the step; `problem` alone is kept so a caller
+    can add to it without taking the message apart."""
+
+    def __init__(self, board: Board, step: str, problem: str) -> None:
+        super().__init__(f"board {board.name} ({board.where}): {step}: {problem}")
+        self.board, self.step, self.problem = board, step, problem
+
+
+def connect(board: Board, trust_new_host: bool = False, timeout: float = 10.0):
+    """An open Fabric Connection whose host key was verified (see the module docstring)."""
+    import paramiko
+    from fabric import Config, Connection
+
+    config = Config()  # reads ~/.ssh/config (and /etc/ssh/ssh_config) when present
+    kwargs = {"look_for_keys": board.key_file is None, "allow_agent": board.key_file is None}
+    if board.key_file:
+        kwargs["key_filename"] = os.path.expanduser(board.key_file)
+    conn = Connection(board.host, user=board.user, port=board.port, config=config, connect_timeout=timeout,
+                      connect_kwargs=kwargs)
+    known = Path(os.path.expanduser(board.known_hosts))
+    conn.client.set_missing_host_key_policy(_TrustOnce(known) if trust_new_host else paramiko.RejectPolicy())
+    if known.is_file():
+        conn.client.load_host_keys(str(known))
+    try:
+        conn.open()
+    except paramiko.BadHostKeyException:
+        raise BoardError(board, "connect", f"its host key CHANGED since it was recorded in {known}; refusing "
+                                           "(a different machine, or a reinstalled board: check it, then remove the old "
+                                           "line with `ssh-keygen -R`)") from None
+    except paramiko.SSHException as exc:
+        if "not found in known_hosts" in str(exc):
+            raise BoardError(board, "connect", f"unknown host key (not in {known}); if this is a new board you trust, "
+                                               "pass --trust-new-host once") from None
+        raise BoardError(board, "connect", str(exc)) from None
+    except OSError as exc:
+        raise BoardError(board, "connect", f"unreachable ({exc.strerror or exc})") from None
+    return conn
+
+
+class _TrustOnce:
+    """Accept and record the key of a host that known_hosts has never seen (never a changed one)."""
+
+    def __init__(self, known: Path) -> None:
+        self.known = known
+
+    def missing_host_key(self, client, hostname, key) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.known.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.known, "a") as fh:
+            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+def open_board(board: Board, trust_new_host: bool = False):
+    """(connection, board with its root made absolute on the board).
+
+    Remote commands `cd` into a release before running, so a relative or `~/` root must be
+    resolved once, on the board, or it would name a different folder from inside the release."""
+    conn = connect(board, trust_new_host)
+    root = board.root
+    expr = '"$HOME"/' + shlex.quote(root[2:]) if root.startswith("~/") else shlex.quote(root)
+    try:
+        absolute = run(conn, f"mkdir -p {expr} && cd {expr} && pwd -P", board, "root folder").strip()
+    except BoardError:
+        conn.close()
+        raise
+    return conn, dataclasses.replace(board, root=absolute)
+
+
+def close(conn) -> None:
+    """Close a connection that may already be dead (paramiko raises EOFError closing a cut one)."""
+    try:
+        conn.close()
+    except Exception:  # nothing left to release; the step's own error is what the user needs
+        pass
+
+
+def command(conn, board: Board, step: str, cmd: str, check: bool = True, timeout: float = 600.0):
+    """Run `cmd` on the board; its result (stdout, stderr, exited). With `check`, a non-zero exit is a
+    BoardError carrying the command's last stderr line; a dropped connection always is one."""
+    try:
+        result = conn.run(cmd, hide=True, warn=True, in_stream=False, timeout=timeout)
+    except Exception as exc:  # invoke/paramiko raise several types for a dropped connection or a timeout
+        raise BoardError(board, step, f"connection lost ({type(exc).__name__}: {exc})") from None
+    if result.exited == -1:  # no exit status: the channel closed under the command
+        raise BoardError(board, step, "connection lost while the command ran")
+    if check and result.exited != 0:
+        lines = [ln for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
+        raise BoardError(board, step, lines[-1] if lines else f"exit {result.exited}")
+    return result
+
+
+def run(conn, cmd: str, board: Board, step: str, timeout: float = 600.0) -> str:
+    """`command` that must succeed; its stdout."""
+    return command(conn, board, step, cmd, timeout=timeout).stdout
+
+
+def runner(board: Board, release: str, module: str, *args: str) -> str:
+    """The shell command that runs `python -m <module> <args>` of the board's runner from inside
+    `release` (a folder on the board), with the inventory's interpreter."""
+    words = " ".join(shlex.quote(str(a)) for a in args)
+    return f"cd {shlex.quote(release)} && {board.python} -m {module} {words}".rstrip()
+
+
+def run_json(conn, cmd: str, board: Board, step: str, timeout: float = 600.0) -> dict:
+    """`run`, then the JSON object the board's commands (device.bench, device.stream,
+    device.release, device.runtime) print as their last line."""
+    lines = run(conn, cmd, board, step, timeout).strip().splitlines()
+    try:
+        result = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        result = None
+    if not isinstance(result, dict):
+        raise BoardError(board, step, "the board's command printed no JSON report; its release may predate this "
+                                      "grasptpu: run `grasptpu deploy` again")
+    return result

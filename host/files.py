@@ -1,0 +1,88 @@
+"""Writing files so that a reader never sees half of one: one way for single files, one for folders.
+
+Single files go to a temporary name beside their place and are renamed over it (`atomic_path`);
+a folder is filled under a temporary name and swapped in whole (`StagedDir`). Either way a crash
+leaves the previous version, and the temporary name is removed on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from device.contract import sha256_of  # one implementation: the board must hash exactly as the host does
+
+__all__ = ["StagedDir", "atomic_path", "sha256_of", "write_json", "write_text"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed onto `path` when the block succeeds,
+    removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, data: object) -> None:
+    """Indented JSON (numpy scalars and arrays as plain numbers and lists), written atomically."""
+    write_text(path, json.dumps(data, indent=1, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+class StagedDir:
+    """A folder filled under a temporary name, then atomically put in place of `final`."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = Path(final)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", dir=self.final.parent))
+
+    def commit(self) -> Path:
+        """Swap the staged folder in; the previous one (if any) is removed only after the swap."""
+        old = None
+        if self.final.exists():
+            old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
+            os.rename(self.final, old)
+        os.rename(self.path, self.final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.final
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> "StagedDir":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()

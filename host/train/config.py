@@ -1,0 +1,42 @@
+"""What decides a training run besides the data: one dataclass, light to import.
+
+The training commands' options are generated from the fields declared with `_option`
+(`host.cli`), so each option's default, help text and bounds are written here only; the command
+line can list them without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _option(default, help: str, **extra):
+    """A TrainConfig field that is also a command-line option (help text and bounds declared here only)."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run besides the data (all recorded in the manifest).
+
+    Fields declared with `_option` are the training commands' options (`host.cli` builds them
+    from here), so each is spelled once.
+    """
+
+    task: str
+    hyperparameters: dict
+    epochs: int = _option(100, "Maximum epochs (early stopping usually ends sooner).", min=1)
+    batch_size: int = _option(256, "Windows per training batch.", min=1)
+    stop_patience: int = _option(10, "Epochs without better validation accuracy before stopping.", min=1)
+    stop_min_delta: float = 1e-3  # a gain under 0.1 point of validation accuracy is noise, not progress
+    lr_patience: int = _option(5, "Epochs without lower validation loss before halving the learning rate.", min=1)
+    class_weights: bool = _option(False, "Weight classes by inverse frequency (rest:grasp is ~10:1).")
+    calibration_windows: int = _option(1000, "Training windows stored with the model to calibrate its int8 ranges "
+                                             "(stratified by label, plus the busiest window).", min=1)
+    seed: int = 0
+    verbose: int | None = None   # Keras verbosity; None = progress bar on a terminal, a line per epoch otherwise
+
+
+def animal_of(session: str) -> str | None:
+    """'M' or 'Z' from a session name such as MRec40 / ZRec50; None if it does not say."""
+    return session[0] if session[:1] in ("M", "Z") else None
