@@ -464,7 +464,7 @@ def unlock(board_names: tuple[str, ...], all_boards: bool, inventory: Path | Non
     a lock from elsewhere only you can judge: check that its owner (printed) is not running.
     """
     from host.boards.inventory import load_inventory, pick
-    from host.boards.deploy import unlock as run_unlock
+    from host.boards.lock import unlock as run_unlock
 
     for board in pick(load_inventory(inventory), board_names, all_boards):
         owner = run_unlock(board, trust_new_host, force)
