@@ -51,12 +51,24 @@ def time_invokes(decoder: Decoder, test: TestSet, n: int, warmup: int = 50) -> d
     return percentiles(times)
 
 
-def agreement(probs: np.ndarray, ref_pred: np.ndarray) -> float:
-    """Share of windows whose reference class is among the top-scoring classes (ties included)."""
+def agreement(probs: np.ndarray, ref_pred: np.ndarray) -> tuple[float, float, float]:
+    """(agreement, strict agreement, tie share) of `probs` with the reference classes.
+
+    Why ties get their own count: the int8 softmax can only output what its int8 input (the
+    logits) can tell apart, so two classes whose float logits differ by less than one logit step
+    come out exactly equal. Measured on MRec40's object classifier: 98 % of the windows where
+    `argmax` differed from float were such exact ties (float margins ~1 %), and accuracy did not
+    move. `agreement` counts a window as agreeing when float's class is among int8's top classes;
+    `strict` takes numpy's first-index tie-break, as `device` does; both are reported.
+    """
     if not len(ref_pred):
-        return 1.0
-    at_top = probs == probs.max(axis=1, keepdims=True)
-    return float(at_top[np.arange(len(ref_pred)), ref_pred].mean())
+        return 1.0, 1.0, 0.0
+    top = probs.max(axis=1, keepdims=True)
+    at_top = probs == top
+    tied = at_top.sum(axis=1) > 1
+    among = at_top[np.arange(len(ref_pred)), ref_pred]
+    strict = probs.argmax(axis=1) == ref_pred
+    return float(among.mean()), float(strict.mean()), float(tied.mean())
 
 
 def accuracy(decoder: Decoder, test: TestSet) -> dict:
@@ -70,12 +82,13 @@ def accuracy(decoder: Decoder, test: TestSet) -> dict:
     host_int8 = test.arrays["int8_output"]
     host_float = test.arrays["float_probs"]
     probs = decoder.dequantise(raw)
+    float_agree, float_strict, _ = agreement(probs, host_float.argmax(axis=1))
     out = {"windows": int(len(test)), "seconds": seconds,
            "accuracy": float((pred == label).mean()) if len(test) else 0.0,
            "host_int8_bit_exact": float((raw == host_int8).all(axis=1).mean()) if len(test) else 1.0,
            "host_int8_argmax_agreement": float((pred == host_int8.argmax(axis=1)).mean()) if len(test) else 1.0,
-           "host_float_agreement": agreement(probs, host_float.argmax(axis=1)),
-           "host_float_strict_agreement": float((pred == host_float.argmax(axis=1)).mean()) if len(test) else 1.0,
+           "host_float_agreement": float_agree,
+           "host_float_strict_agreement": float_strict,
            "host_float_max_abs_error": float(np.abs(probs - host_float).max(initial=0.0))}
     if decoder.task == "object":
         out["relaxed_accuracy"] = float((np.abs(pred.astype(int) - label.astype(int)) <= 1).mean()) if len(test) else 0.0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device.bench import agreement
 from device.contract import FLOAT_MODEL, INT8_MODEL, KERAS_MODEL, TEST_SET, TestSet, quantise
 from host.errors import GrasptpuError
 from host.modelfolder import check_files, read_manifest
@@ -100,26 +101,6 @@ def _scores(probs: np.ndarray, labels: np.ndarray, task: str, classes: list[int]
         return {"accuracy": m["accuracy"], "relaxed_accuracy": m["relaxed_accuracy"], "macro_f1": m["macro_f1"]}
     m = metrics.detector_metrics(cm)
     return {"accuracy": m["accuracy"], "f1": m["f1"], "macro_f1": m["macro_f1"]}
-
-
-def agreement(probs: np.ndarray, ref_pred: np.ndarray) -> tuple[float, float, float]:
-    """(agreement, strict agreement, tie share) of `probs` with the reference classes.
-
-    Why ties get their own count: the int8 softmax can only output what its int8 input (the
-    logits) can tell apart, so two classes whose float logits differ by less than one logit step
-    come out exactly equal. Measured on MRec40's object classifier: 98 % of the windows where
-    `argmax` differed from float were such exact ties (float margins ~1 %), and accuracy did not
-    move. `agreement` counts a window as agreeing when float's class is among int8's top classes;
-    `strict` takes numpy's first-index tie-break, as `device` does; both are reported.
-    """
-    if not len(ref_pred):
-        return 1.0, 1.0, 0.0
-    top = probs.max(axis=1, keepdims=True)
-    at_top = probs == top
-    tied = at_top.sum(axis=1) > 1
-    among = at_top[np.arange(len(ref_pred)), ref_pred]
-    strict = probs.argmax(axis=1) == ref_pred
-    return float(among.mean()), float(strict.mean()), float(tied.mean())
 
 
 def compare(outputs: dict, labels: np.ndarray, task: str, classes: list[int]) -> dict:
