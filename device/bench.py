@@ -115,7 +115,15 @@ def run(folder: str, invokes: int = MIN_INVOKES, threads: int = 1, allow_edgetpu
         "latency": time_invokes(decoder, test, invokes),
         "accuracy": accuracy(decoder, test),
         "host": manifest.get("quantization", {}),
+        "input_saturated": saturated(decoder),
     }
+
+
+def saturated(decoder: Decoder) -> dict:
+    """How many counts (and windows holding one) lay above the model's calibrated input range, so
+    that the int8 input saturated; 0 for test windows of the training session."""
+    return {"counts": decoder.clipped_counts, "windows": decoder.clipped_windows,
+            "max_count": float(decoder.max_count)}
 
 
 def format_result(r: dict) -> str:
@@ -136,6 +144,10 @@ def format_result(r: dict) -> str:
     if "keras" in host:
         lines.append("  host (same windows): Keras float {:.2%}, float TFLite {:.2%}, int8 TFLite {:.2%}".format(
             host["keras"]["accuracy"], host["float"]["accuracy"], host["int8"]["accuracy"]))
+    sat = r.get("input_saturated") or {}
+    if sat.get("counts"):
+        lines.append("  input: {} counts in {} windows above the calibrated range (> {:.1f} spikes/bin) saturated "
+                     "the int8 input".format(sat["counts"], sat["windows"], sat["max_count"]))
     for why in r["skipped"]:
         lines.append("  not used: " + why)
     return "\n".join(lines)

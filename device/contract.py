@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 
@@ -42,10 +43,71 @@ TEST_OUTPUT_ARRAYS = ("keras_probs", "float_probs", "int8_output")
 CALIBRATION_ARRAY = "windows"
 
 INPUT_QUANTISATION = "q = clip(round(counts / scale) + zero_point, -128, 127)"
+TASKS = ("object", "grasp-phase")
+GRASP_PHASE_LABELS = ["rest", "grasp"]
+
+# A name a manifest (or a release record) gives a file or a folder: letters, digits and . _ + -,
+# starting with a letter, digit or _, at most 128 characters. So no separator, no "..", no hidden or
+# absolute name: whatever a manifest says, it can only name something inside its own folder.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}\Z")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 
 class DeviceError(Exception):
     """A problem the user can act on; the command line prints it as one line and exits 2."""
+
+
+def check_name(name, what: str = "name") -> str:
+    """`name` if it is a plain file or folder name (see _PLAIN_NAME), else a DeviceError. The one
+    check for every name a model folder or a release names, on the host and on the board alike."""
+    if not isinstance(name, str) or not _PLAIN_NAME.match(name):
+        raise DeviceError("{} {!r} is not a plain file name (letters, digits, '.', '_', '+', '-'; no path); "
+                          "refusing it".format(what, name if not isinstance(name, str) else name[:80]))
+    return name
+
+
+def check_relative(path, what: str = "path") -> str:
+    """`path` if it is a relative path of plain names joined by '/' (a file inside a release)."""
+    if not isinstance(path, str) or not path:
+        raise DeviceError("{} {!r} is not a relative path; refusing it".format(what, path))
+    for part in path.split("/"):
+        check_name(part, what)
+    return path
+
+
+def path_in(folder: str, name: str, what: str = "file") -> str:
+    """The path of `name` inside `folder`, refused unless `name` is plain and the file is not a
+    symbolic link (a model folder or a release holds plain files only: a link could point anywhere)."""
+    path = os.path.join(folder, check_name(name, what))
+    if os.path.islink(path):
+        raise DeviceError("{}: a symbolic link; model folders and releases hold plain files only".format(path))
+    return path
+
+
+MAX_COUNT = 255  # spikes in one bin: the stored counts are uint8, a unit firing 6 kHz would fill 40 ms
+
+
+def check_counts(counts, what: str = "input") -> np.ndarray:
+    """`counts` as an array, if it holds spike counts: numeric, finite, non-negative, whole numbers,
+    at most MAX_COUNT per bin; otherwise a DeviceError naming the problem (never a silent wrap,
+    round or clip: the one check wherever counts enter the board's runner)."""
+    arr = np.asarray(counts)
+    if arr.dtype.kind not in "uif":
+        raise DeviceError("{} dtype {} is not numeric spike counts".format(what, arr.dtype))
+    if not arr.size:
+        return arr
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise DeviceError("{} holds NaN or infinite counts; refusing to decode it".format(what))
+        if (np.floor(arr) != arr).any():
+            raise DeviceError("{} holds fractional counts (e.g. {}); spike counts are whole numbers".format(
+                what, arr[np.floor(arr) != arr].reshape(-1)[0]))
+    if arr.dtype.kind in "if" and arr.min() < 0:
+        raise DeviceError("{} holds negative counts; spike counts are >= 0".format(what))
+    if arr.max() > MAX_COUNT:
+        raise DeviceError("{} holds a count of {} in one bin, more than {}: not binned spike counts".format(
+            what, arr.max(), MAX_COUNT))
+    return arr
 
 
 def quantise(counts: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -79,31 +141,82 @@ def load_manifest(folder: str) -> dict:
                           "deploy the device package from the same grasptpu version".format(path, fmt, SUPPORTED_FORMAT))
     if "tflite" not in manifest or "test_set" not in manifest:
         raise DeviceError("{}: the model is not quantised (run `grasptpu quantize` on the host)".format(folder))
+    check_manifest(manifest, path)
     try:
-        for key in ("name", "task", "labels", "artifacts"):
-            manifest[key]
-        manifest["data"]["window_bins"], manifest["data"]["bin_ms"], manifest["data"]["session"]
-        manifest["tflite"]["int8"]["input"]["shape"]
+        shape = manifest["tflite"]["int8"]["input"]["shape"]
+        labels = manifest["labels"]
+        _require(isinstance(shape, list) and len(shape) == 3 and shape[0] == 1
+                 and shape[1:] == [manifest["data"]["window_bins"], manifest["data"]["n_units"]],
+                 "tflite.int8.input.shape {!r} is not [1, window_bins, n_units]".format(shape))
+        _require(isinstance(labels, list) and len(labels) == len(manifest["data"]["label_names"])
+                 and all(isinstance(e, dict) and e.get("index") == i for i, e in enumerate(labels)),
+                 "labels do not list the classes 0..n-1 of data.label_names")
     except (KeyError, TypeError) as exc:
         raise DeviceError("{}: the manifest lacks {}; re-run `grasptpu quantize` and deploy again".format(path, exc)) from None
+    except ValueError as exc:
+        raise DeviceError("{}: {}; re-run `grasptpu quantize` and deploy again".format(path, exc)) from None
+    return manifest
+
+
+def _require(ok: bool, problem: str) -> None:
+    if not ok:
+        raise ValueError(problem)
+
+
+def check_manifest(manifest, path: str) -> dict:
+    """The fields every model folder's manifest has from `grasptpu train` on, checked for type and
+    consistency (the host and the board read manifests written by others): a plain name, a known
+    task whose labels match it, positive window and bin sizes, artifacts as plain names with sha256
+    digests. A DeviceError names the first problem."""
+    try:
+        _require(isinstance(manifest, dict), "not a JSON object")
+        check_name(manifest["name"], "model name")
+        task, data = manifest["task"], manifest["data"]
+        _require(task in TASKS, "task {!r} is not one of {}".format(task, ", ".join(TASKS)))
+        for key in ("window_bins", "n_units"):
+            _require(type(data[key]) is int and 0 < data[key] <= 100000, "data.{} {!r} is not a positive integer"
+                     .format(key, data[key]))
+        _require(type(data["bin_ms"]) in (int, float) and 0 < data["bin_ms"] <= 60000,
+                 "data.bin_ms {!r} is not a positive number of milliseconds".format(data["bin_ms"]))
+        _require(isinstance(data["session"], str), "data.session is not text")
+        names, classes = data["label_names"], data["classes"]
+        _require(isinstance(names, list) and isinstance(classes, list) and len(names) == len(classes) >= 2,
+                 "data.label_names and data.classes are not two lists of the same length (>= 2)")
+        if task == "grasp-phase":
+            _require(names == GRASP_PHASE_LABELS and classes == [0, 1],
+                     "task grasp-phase, but the labels are {} (a rest/grasp detector has [rest, grasp])".format(names))
+        else:
+            _require(names != GRASP_PHASE_LABELS and names == [str(c) for c in classes],
+                     "task object, but the labels {} are not the object classes".format(names[:4]))
+        artifacts = manifest["artifacts"]
+        _require(isinstance(artifacts, dict), "artifacts is not a table of file -> sha256")
+        for name, digest in artifacts.items():
+            check_name(name, "artifact")
+            _require(isinstance(digest, str) and bool(_SHA256.match(digest)),
+                     "artifact {}: {!r} is not a sha256 digest".format(name, digest))
+    except (KeyError, TypeError) as exc:
+        raise DeviceError("{}: the manifest lacks {}; re-run the stage that wrote it".format(path, exc)) from None
+    except ValueError as exc:
+        raise DeviceError("{}: {}".format(path, exc)) from None
     return manifest
 
 
 def verify(folder: str, manifest: dict) -> list:
-    """sha256 of every listed file present on the board; the runner's own files must be there.
-
-    Returns the verified file names. Raises on a missing required file or any mismatch.
+    """sha256 of every listed file present; every file the board receives (BOARD_FILES) must be
+    there. Returns the verified file names. Raises on a missing file or any mismatch.
     """
     artifacts = manifest.get("artifacts", {})
     for name in REQUIRED + ((COMPILED_MODEL,) if COMPILED_MODEL in artifacts else ()):
         if name not in artifacts:
             raise DeviceError("{}: the manifest lists no {}; re-run `grasptpu quantize`".format(folder, name))
-        if not os.path.isfile(os.path.join(folder, name)):
+        if not os.path.isfile(path_in(folder, name)):
             raise DeviceError("{}: {} is missing; deploy the model again".format(folder, name))
     checked = []
     for name, digest in sorted(artifacts.items()):
-        path = os.path.join(folder, name)
+        path = path_in(folder, name, "artifact")
         if not os.path.isfile(path):
+            if name in BOARD_FILES:
+                raise DeviceError("{}: {} is missing; deploy the model again".format(folder, name))
             continue  # host-only files (model.keras, report.png) need not travel
         if sha256_of(path) != digest:
             raise DeviceError("{}: sha256 does not match the manifest: the file is damaged or was changed; "
@@ -145,8 +258,13 @@ class TestSet:
     @classmethod
     def load(cls, folder: str, window_bins: int) -> "TestSet":
         """The folder's test_set.npz (no pickles: allow_pickle stays off)."""
-        with np.load(os.path.join(folder, TEST_SET), allow_pickle=False) as npz:
-            return cls({k: npz[k] for k in npz.files}, window_bins)
+        try:
+            with np.load(path_in(folder, TEST_SET), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise DeviceError("{}: not a readable test set ({}); deploy the model again".format(
+                os.path.join(folder, TEST_SET), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from None
+        return cls(arrays, window_bins)
 
     def __len__(self) -> int:
         return len(self.end_row)

@@ -2,7 +2,9 @@
 
 The interpreter takes one window per invoke (batch 1, the Edge TPU's static shape). Bad input is
 refused here, in plain words, before it reaches the interpreter: a window of the wrong shape or
-dtype, a negative or non-finite count.
+dtype, a count that is negative, fractional, non-finite or above 255 (`device.contract.check_counts`).
+Valid counts above the model's calibrated input range saturate the int8 input: they are counted
+(`clipped_counts`, `clipped_windows`) and the bench and stream reports say how many.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 
 import numpy as np
 
-from device.contract import COMPILED_MODEL, INT8_MODEL, DeviceError, quantise
+from device.contract import COMPILED_MODEL, INT8_MODEL, DeviceError, check_counts, path_in, quantise
 from device.runtime import Runtime
 
 
@@ -24,7 +26,7 @@ class Decoder:
         self.labels = manifest["labels"]
         self.model_file = COMPILED_MODEL if runtime.edgetpu else INT8_MODEL
         try:
-            self.interpreter = runtime.open(os.path.join(folder, self.model_file), threads)
+            self.interpreter = runtime.open(path_in(folder, self.model_file), threads)
         except (ValueError, RuntimeError, OSError) as exc:  # e.g. an op version this runtime predates
             raise DeviceError("{}: {} cannot load it ({}); update the board's runtime or re-convert the model".format(
                 self.model_file, runtime.detail, str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)) from None
@@ -39,6 +41,13 @@ class Decoder:
         self.in_scale, self.in_zero = inp["quantization"]
         self.out_scale, self.out_zero = out["quantization"]
         self.n_classes = int(out["shape"][-1])
+        if self.n_classes != len(self.labels):
+            raise DeviceError("{}: the model has {} outputs, the manifest {} labels; deploy the model again".format(
+                self.model_file, self.n_classes, len(self.labels)))
+        # the largest count the int8 input tells apart (int8 127); above it counts saturate
+        self.max_count = (127 - self.in_zero) * self.in_scale
+        self.clipped_counts = 0
+        self.clipped_windows = 0
 
     def check(self, windows: np.ndarray) -> np.ndarray:
         """`windows` as ``(n, bins, units)`` counts, or a DeviceError naming what is wrong."""
@@ -48,12 +57,11 @@ class Decoder:
         if arr.ndim != 3 or arr.shape[1:] != self.window_shape:
             raise DeviceError("input has shape {}; the decoder takes windows of {} bins x {} units".format(
                 arr.shape, *self.window_shape))
-        if arr.dtype.kind not in "uif":
-            raise DeviceError("input dtype {} is not numeric spike counts".format(arr.dtype))
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            raise DeviceError("input holds NaN or infinite counts; refusing to decode it")
-        if arr.dtype.kind in "if" and arr.size and arr.min() < 0:
-            raise DeviceError("input holds negative counts; spike counts are >= 0")
+        check_counts(arr)
+        over = int((arr > self.max_count).sum()) if arr.size else 0
+        if over:  # valid counts above the calibrated range: the int8 input saturates; counted, reported
+            self.clipped_counts += over
+            self.clipped_windows += int((arr > self.max_count).any(axis=(1, 2)).sum())
         return arr
 
     def quantise(self, windows: np.ndarray) -> np.ndarray:

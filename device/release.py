@@ -18,22 +18,46 @@ import os
 import shutil
 import sys
 
-from device.contract import sha256_of
+from device.contract import COMPILED_MODEL, DeviceError, TestSet, check_relative, load_manifest, sha256_of
+from device.contract import verify as verify_model
 
 RELEASE_FILE = "release.json"
+MODELS = "models"
 
 
 def verify(folder: str) -> int:
-    """Check every file of release.json by size and sha256; return the file count or raise."""
+    """Check every file of release.json by size and sha256, then every model folder against its
+    manifest and that this board's runner loads it; return the file count or raise."""
     with open(os.path.join(folder, RELEASE_FILE)) as fh:
         release = json.load(fh)
     for entry in release["files"]:
-        path = os.path.join(folder, entry["path"])
-        if not os.path.isfile(path):
-            raise ValueError("{} is missing".format(entry["path"]))
+        rel = check_relative(entry["path"], "release file")
+        path = os.path.join(folder, *rel.split("/"))
+        if os.path.islink(path) or not os.path.isfile(path):
+            raise ValueError("{} is missing".format(rel))
         if os.path.getsize(path) != entry["bytes"] or sha256_of(path) != entry["sha256"]:
-            raise ValueError("{} does not match its sha256 (damaged in transfer or on disk)".format(entry["path"]))
+            raise ValueError("{} does not match its sha256 (damaged in transfer or on disk)".format(rel))
+    check_models(os.path.join(folder, MODELS))
     return len(release["files"])
+
+
+def check_models(models: str) -> list:
+    """Each model folder of a release: its manifest, every board file it lists against its sha256,
+    the test set readable, and the model loaded by the runtime this board would run it with. So
+    `current` never switches to a release the runner would then refuse."""
+    from device import runtime as rt
+    from device.decoder import Decoder
+
+    names = sorted(os.listdir(models)) if os.path.isdir(models) else []
+    if not names:
+        raise ValueError("the release holds no model folder under {}/".format(MODELS))
+    for name in names:
+        folder = os.path.join(models, name)
+        manifest = load_manifest(folder)
+        verify_model(folder, manifest)
+        TestSet.load(folder, manifest["data"]["window_bins"])
+        Decoder(folder, manifest, rt.select(COMPILED_MODEL in manifest["artifacts"]))
+    return names
 
 
 def releases(root: str) -> list:
@@ -111,7 +135,7 @@ def main(argv=None) -> int:
             print("usage: python -m device.release verify DIR | finish ROOT PARTIAL KEEP | rollback ROOT | status ROOT",
                   file=sys.stderr)
             return 64
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, DeviceError) as exc:
         print("device.release: error: {}".format(exc), file=sys.stderr)
         return 2
     return 0

@@ -22,7 +22,8 @@ import time
 import numpy as np
 
 from device import runtime as rt
-from device.contract import COMPILED_MODEL, DeviceError, TestSet, load_manifest, verify
+from device.contract import COMPILED_MODEL, DeviceError, TestSet, check_counts, load_manifest, verify
+from device.bench import saturated
 from device.decoder import Decoder
 from device.output import emit
 
@@ -41,6 +42,10 @@ class RingBuffer:
         self.filled = 0
 
     def push(self, row: np.ndarray) -> None:
+        """Append one bin's counts (checked: a bad count is an error, never wrapped into uint8)."""
+        row = check_counts(row, "bin")
+        if row.shape != self.buf.shape[1:]:
+            raise DeviceError("bin has shape {}; the stream takes {} units per bin".format(row.shape, self.buf.shape[1]))
         self.pos = (self.pos + 1) % self.bins
         self.buf[self.pos] = row
         self.buf[self.pos + self.bins] = row
@@ -173,6 +178,7 @@ def run(detector_dir: str, classifier_dir: str, debounce: int = 2, realtime: boo
             "hold_decisions_correct": float(np.mean([t["hold_decisions_correct"] for t in per_trial])) if per_trial else 0.0,
         },
         "per_trial": per_trial,
+        "input_saturated": {"detector": saturated(det), "classifier": saturated(cls)},
     }
 
 

@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from device.contract import MANIFEST
+from device.contract import MANIFEST, DeviceError, check_manifest
 from host.errors import GrasptpuError
 from host.files import StagedDir, sha256_of, write_json
 
@@ -26,9 +26,10 @@ def read_manifest(folder: Path) -> dict:
         raise GrasptpuError(f"{folder}: no {MANIFEST}: not a model folder (run `grasptpu train` first)") from None
     except ValueError as exc:
         raise GrasptpuError(f"{path}: damaged manifest ({exc}); retrain the model") from None
-    if not isinstance(manifest, dict):
-        raise GrasptpuError(f"{path}: damaged manifest (not a JSON object); retrain the model")
-    return manifest
+    try:
+        return check_manifest(manifest, str(path))
+    except DeviceError as exc:
+        raise GrasptpuError(f"{exc}; retrain the model, or use the folder its author wrote") from None
 
 
 def check_files(folder: Path, manifest: dict, names: tuple[str, ...], redo: str) -> None:

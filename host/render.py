@@ -205,6 +205,10 @@ def device_side_by_side(device: dict, where: str = "this machine") -> str:
     lines.append(f"  device vs host int8: {acc['host_int8_bit_exact']:.2%} of windows bit-exact, argmax "
                  f"{acc['host_int8_argmax_agreement']:.2%}; {lat['n']} timed invokes, {device['threads']} thread(s); "
                  f"model file {device['model_file']} ({device['detail']})")
+    sat = device.get("input_saturated") or {}
+    if sat.get("counts"):
+        lines.append(f"  input: {sat['counts']} counts in {sat['windows']} windows above the calibrated range "
+                     f"(> {sat['max_count']:.1f} spikes/bin) saturated the int8 input")
     lines += [f"  not used: {why}" for why in device["skipped"]]
     return "\n".join(lines)
 

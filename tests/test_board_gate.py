@@ -53,5 +53,5 @@ def test_the_software_line_says_when_the_inventory_differs():
 def test_a_bad_latency_threshold_in_the_inventory_is_one_line(tmp_path: Path, value: str):
     path = tmp_path / "boards.toml"
     path.write_text(f'[boards.mini]\nhost = "mini.local"\nmax_p99_ms = {value}\n')
-    with pytest.raises(GrasptpuError, match="max_p99_ms must be a positive number of milliseconds"):
+    with pytest.raises(GrasptpuError, match="max_p99_ms = .* is not a positive number of milliseconds"):
         load_inventory(path)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from host.boards.inventory import load_inventory
 from host.boards.remote import BoardError, connect
 from host.cli import main
-from host.boards.deploy import deploy_board, payload, release_id, release_record
+from host.boards.deploy import deploy_board, payload, release_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import sim_board  # noqa: E402
@@ -50,6 +50,12 @@ def board_state(inventory: Path, name: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def release_json(inventory: Path, name: str) -> dict:
+    board = load_inventory(inventory)[name]
+    return json.loads((Path(board.root) / "current" / "release.json").read_text())  # a simulated board's disk
+
+
+@pytest.mark.slow
 def test_deploy_to_three_boards_in_parallel_then_run_on_them(fleet, quantised):
     boards_dir, inventory = fleet
     _, detector, classifier, _ = quantised
@@ -57,7 +63,11 @@ def test_deploy_to_three_boards_in_parallel_then_run_on_them(fleet, quantised):
     assert result.exit_code == 0, result.output
     assert sum(line.startswith("board b") for line in result.output.splitlines()) == 3
     states = [board_state(inventory, n) for n in ("b1", "b2", "b3")]
-    assert len({s["current"] for s in states}) == 1  # one release id, everywhere
+    # each board's release id is minted under that board's lock (so ids sort in switch order on
+    # each board); the release itself, its files and their sha256, is one and the same everywhere
+    assert all(s["current"].endswith(f"-{detector.name}+{classifier.name}") for s in states)
+    records = [release_json(inventory, n) for n in ("b1", "b2", "b3")]
+    assert all(r["files"] == records[0]["files"] for r in records) and records[0]["files"]
     board = load_inventory(inventory)["b2"]
     conn = connect(board)
     try:  # the deployed runner works on the board's own Python
@@ -80,6 +90,7 @@ def assert_same_decisions_as_the_host(r: dict) -> None:
         assert acc["host_int8_bit_exact"] == 1.0
 
 
+@pytest.mark.slow
 def test_rollback_returns_to_the_previous_release_and_old_ones_are_pruned(fleet, quantised):
     _, inventory = fleet
     _, detector, _, _ = quantised
@@ -98,13 +109,14 @@ def test_rollback_returns_to_the_previous_release_and_old_ones_are_pruned(fleet,
     assert result.exit_code == 2 and "no earlier release" in result.output
 
 
+@pytest.mark.slow
 def test_a_file_changed_during_the_deploy_is_caught_on_the_board(fleet, quantised, tmp_path):
     _, inventory = fleet
     _, detector, _, _ = quantised
     board = load_inventory(inventory)["b3"]
     before = board_state(inventory, "b3")["current"] if _has_release(inventory, "b3") else None
     files = payload([detector])
-    record = release_record(files, release_id([detector]))
+    record = release_record(files, "ZRec50-grasp-phase")
     record["files"][0]["sha256"] = "0" * 64  # what arrives is not what was hashed
     with pytest.raises(BoardError, match="verify on the board: .* does not match its sha256"):
         deploy_board(board, files, record)
@@ -121,6 +133,7 @@ def _has_release(inventory: Path, name: str) -> bool:
         conn.close()
 
 
+@pytest.mark.slow
 def test_a_cut_connection_keeps_the_old_release(fleet, quantised, tmp_path):
     boards_dir, inventory = fleet
     _, detector, _, _ = quantised
@@ -130,7 +143,7 @@ def test_a_cut_connection_keeps_the_old_release(fleet, quantised, tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(128 << 20))
     files = payload([detector]) + [(big, "models/big.bin")]
-    record = release_record(files, release_id([detector]))
+    record = release_record(files, "ZRec50-grasp-phase")
     sshd_pid = sim_board.read_pid(sim_board.board_dir(boards_dir, "b2"))
 
     root = Path(load_inventory(inventory)["b2"].root)  # the simulated board's disk is ours to watch
@@ -159,6 +172,7 @@ def test_a_cut_connection_keeps_the_old_release(fleet, quantised, tmp_path):
     assert not (root / ".deploy-lock").exists()
 
 
+@pytest.mark.slow
 def test_a_second_deploy_waits_for_the_lock_then_fails_cleanly(fleet, quantised):
     _, inventory = fleet
     _, detector, _, _ = quantised
@@ -228,6 +242,7 @@ def test_only_a_dead_deploy_of_this_very_machine_counts_as_stale():
         alive.wait()
 
 
+@pytest.mark.slow
 def test_a_board_named_twice_is_deployed_once_and_aliases_are_refused(fleet, quantised, tmp_path):
     boards_dir, inventory = fleet
     _, detector, _, _ = quantised
@@ -242,6 +257,7 @@ def test_a_board_named_twice_is_deployed_once_and_aliases_are_refused(fleet, qua
     assert result.exit_code == 2 and "boards 'b1' and 'again' are the same board" in result.output, result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("who", ["exited process", "this process, deploy over"])
 def test_a_lock_left_by_a_dead_deploy_of_this_machine_is_removed(fleet, quantised, who):
     """The owner names this machine and a deploy that is not running any more: safe to take
@@ -275,6 +291,7 @@ def test_a_lock_left_by_a_dead_deploy_of_this_machine_is_removed(fleet, quantise
         conn.close()
 
 
+@pytest.mark.slow
 def test_unknown_and_changed_host_keys_are_refused(fleet, quantised, tmp_path):
     _, inventory = fleet
     _, detector, _, _ = quantised
@@ -305,19 +322,25 @@ def _other_key() -> str:
         return Path(f"{d}/k.pub").read_text().split()[1]
 
 
+@pytest.mark.slow
 def test_unreachable_board_and_unknown_names_are_one_line(fleet, quantised, tmp_path):
-    _, inventory = fleet
+    boards_dir, inventory = fleet
     _, detector, _, _ = quantised
     dead = tmp_path / "dead.toml"
-    dead.write_text(f'[boards.gone]\nhost = "127.0.0.1"\nport = {sim_board.free_port()}\nuser = "x"\n'
-                    f'key_file = "{tmp_path}/none"\nknown_hosts = "{tmp_path}/kh"\nroot = "/tmp/x"\n')
+    entry = (f'[boards.gone]\nhost = "127.0.0.1"\nport = {sim_board.free_port()}\nuser = "x"\n'
+             f'known_hosts = "{tmp_path}/kh"\nroot = "/tmp/x"\n')
+    dead.write_text(entry + f'key_file = "{sim_board.client_key(boards_dir)}"\n')
     runner = CliRunner()
     result = runner.invoke(main, ["deploy", str(detector), "--board", "gone", "--inventory", str(dead)])
     assert result.exit_code == 1 and "board gone (x@127.0.0.1:" in result.output and "connect: unreachable" in result.output
+    dead.write_text(entry + f'key_file = "{tmp_path}/none"\n')  # a missing key is said as such, not "unreachable"
+    result = runner.invoke(main, ["deploy", str(detector), "--board", "gone", "--inventory", str(dead)])
+    assert result.exit_code == 1 and f"key_file {tmp_path}/none does not exist" in result.output
     result = runner.invoke(main, ["deploy", str(detector), "--board", "nope", "--inventory", str(inventory)])
     assert result.exit_code == 2 and "unknown board 'nope'" in result.output
 
 
+@pytest.mark.slow
 def test_bench_and_firmware_tests_over_ssh(fleet, quantised, tmp_path):
     _, inventory = fleet
     _, detector, classifier, _ = quantised
@@ -373,7 +396,8 @@ def test_bench_and_firmware_tests_over_ssh(fleet, quantised, tmp_path):
     assert "sha256 does not match" in (tmp_path / "reports" / "b3-firmware-junit.xml").read_text()
 
 
-def test_a_full_disk_on_the_board_keeps_the_old_release(fleet, quantised, tmp_path):
+@pytest.mark.slow
+def test_a_full_disk_on_the_board_keeps_the_old_release(fleet, quantised, tmp_path, monkeypatch):
     """The board root on a tmpfs with room for one release but not two (needs root to mount)."""
     import subprocess
 
@@ -396,7 +420,17 @@ def test_a_full_disk_on_the_board_keeps_the_old_release(fleet, quantised, tmp_pa
         assert result.exit_code == 0, result.output
         first = board_state(small, "b1")["current"]
         result = runner.invoke(main, ["deploy", str(detector), "--board", "b1", "--inventory", str(small)])
-        assert result.exit_code == 1 and "board b1" in result.output and "upload" in result.output, result.output
+        assert result.exit_code == 1 and "board b1" in result.output, result.output
+        assert "check free space: the board's disk has" in result.output and "KiB free" in result.output
+        assert board_state(small, "b1")["current"] == first
+        # the disk fills while uploading (another writer, or a check that guessed wrong): the upload
+        # fails, names the full disk and removes its partial release, so the disk is not left full
+        import host.boards.deploy as deploy_mod
+
+        monkeypatch.setattr(deploy_mod, "_check_space", lambda *args: None)
+        result = runner.invoke(main, ["deploy", str(detector), "--board", "b1", "--inventory", str(small)])
+        assert result.exit_code == 1 and "upload: the board's disk is full" in result.output, result.output
+        assert "partial upload is removed" in result.output and not list(mount.glob("releases/*.partial"))
         assert board_state(small, "b1")["current"] == first
         board = load_inventory(small)["b1"]
         conn = connect(board)
@@ -410,6 +444,7 @@ def test_a_full_disk_on_the_board_keeps_the_old_release(fleet, quantised, tmp_pa
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem", ["old python", "no numpy", "no python"])
 def test_a_board_python_that_cannot_run_the_runner_is_refused_before_anything_changes(fleet, quantised, tmp_path,
                                                                                       problem):

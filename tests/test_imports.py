@@ -2,21 +2,28 @@
 
 Data flows host -> models/ -> board, so: no import cycles anywhere in host/ and device/ (a cycle
 hidden inside a function is still a cycle: the two modules cannot be understood, tested or moved
-apart), and device/ (the board's runner) never imports host/. Pure `ast`, no module is executed.
+apart), and device/ (the board's runner) never imports host/, since it must stand alone on the
+board. Pure `ast` and the standard library: no module is executed, nothing heavy is imported.
 """
 
 from __future__ import annotations
 
 import ast
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("host", "device")
 
+Graph = dict[str, list["Edge"]]
+
 
 @dataclass(frozen=True)
 class Edge:
+    """One import site: the module it loads and where it is written, so a failure can point at it."""
     target: str
     file: str
     line: int
@@ -33,7 +40,10 @@ def modules(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
 
 
 def _resolve(name: str, known: dict[str, Path]) -> str | None:
-    """The most specific known module that `name` (a.b.c, maybe a.b.function) refers to."""
+    """The most specific known module that `name` (a.b.c, maybe a.b.function) refers to.
+
+    Parent packages get no edge of their own: their __init__ files hold only docstrings, and an
+    edge to them would only hide which module really depends on which."""
     parts = name.split(".")
     for end in range(len(parts), 0, -1):
         candidate = ".".join(parts[:end])
@@ -56,37 +66,40 @@ def _targets(node: ast.AST, module: str, is_package: bool) -> list[str]:
     return [f"{base}.{alias.name}" for alias in node.names]
 
 
-def import_graph(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, list[Edge]]:
-    """Module -> the first-party modules it imports, anywhere in its file (ast.walk, not just the top)."""
+def import_graph(root: Path, packages: tuple[str, ...] = PACKAGES) -> Graph:
+    """Module -> the first-party modules it imports, anywhere in its file (ast.walk, not just the top),
+    because an import inside a function, an `if` or a `try` ties the two modules together as well."""
     known = modules(root, packages)
-    graph: dict[str, list[Edge]] = {name: [] for name in known}
+    graph: Graph = {name: [] for name in known}
     for name, path in known.items():
-        tree = ast.parse(path.read_text(), str(path))
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         for node in ast.walk(tree):
             for dotted in _targets(node, name, path.name == "__init__.py"):
                 target = _resolve(dotted, known)
                 if target is not None:
-                    graph[name].append(Edge(target, str(path.relative_to(root)), node.lineno))
+                    graph[name].append(Edge(target, path.relative_to(root).as_posix(), node.lineno))
     return graph
 
 
-def cycles(graph: dict[str, list[Edge]]) -> list[list[str]]:
-    """Strongly connected components with more than one module, or a module importing itself
-    (Tarjan's algorithm, iterative so deep graphs cannot overflow the stack)."""
+def cycles(graph: Graph) -> list[list[str]]:
+    """Strongly connected components with more than one module, or a module importing itself, each
+    sorted (Tarjan's algorithm, iterative so a deep graph cannot overflow the stack)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
     on_stack: set[str] = set()
     found: list[list[str]] = []
-    counter = 0
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+
     for start in graph:
         if start in index:
             continue
+        visit(start)
         work = [(start, iter(graph[start]))]
-        index[start] = low[start] = counter
-        counter += 1
-        stack.append(start)
-        on_stack.add(start)
         while work:
             node, edges = work[-1]
             for edge in edges:
@@ -94,41 +107,81 @@ def cycles(graph: dict[str, list[Edge]]) -> list[list[str]]:
                 if nxt not in graph or nxt == node:
                     continue
                 if nxt not in index:
-                    index[nxt] = low[nxt] = counter
-                    counter += 1
-                    stack.append(nxt)
-                    on_stack.add(nxt)
+                    visit(nxt)
                     work.append((nxt, iter(graph[nxt])))
                     break
                 if nxt in on_stack:
                     low[node] = min(low[node], index[nxt])
-            else:
+            else:  # every edge of `node` followed: close it
                 work.pop()
                 if work:
                     low[work[-1][0]] = min(low[work[-1][0]], low[node])
                 if low[node] == index[node]:
-                    component = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.append(member)
-                        if member == node:
-                            break
-                    self_import = any(e.target == node for e in graph[node])
-                    if len(component) > 1 or self_import:
+                    component = _pop_component(stack, on_stack, node)
+                    if len(component) > 1 or any(e.target == node for e in graph[node]):
                         found.append(sorted(component))
-    return found
+    return sorted(found)
 
 
-def describe(graph: dict[str, list[Edge]], component: list[str]) -> str:
-    """The imports that tie a cycle's modules together, each with its file and line."""
-    members = set(component)
-    edges = dict.fromkeys(f"{m} -> {e.target} ({e.file}:{e.line})" for m in component for e in graph[m]
-                          if e.target in members)
-    return "; ".join(edges)
+def _pop_component(stack: list[str], on_stack: set[str], root: str) -> list[str]:
+    """Tarjan's last step: the stack down to `root` is one strongly connected component."""
+    component = []
+    while True:
+        member = stack.pop()
+        on_stack.discard(member)
+        component.append(member)
+        if member == root:
+            return component
 
 
-def crossings(graph: dict[str, list[Edge]], source: str, forbidden: str) -> list[str]:
+def _shortest_cycle(graph: Graph, start: str, members: set[str]) -> list[str]:
+    """The shortest closed path start -> ... -> start inside one component (breadth first)."""
+    previous: dict[str, str] = {}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for edge in graph[node]:
+            if edge.target == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(previous[path[-1]])
+                return path[::-1] + [start]
+            if edge.target in members and edge.target not in previous:
+                previous[edge.target] = node
+                queue.append(edge.target)
+    raise AssertionError(f"{start} is not on a cycle")
+
+
+def cycle_paths(graph: Graph, component: list[str]) -> list[list[str]]:
+    """Closed paths (a, b, a) that between them pass through every module of the component,
+    so the message names each module that has to move."""
+    members, covered, paths = set(component), set(), []
+    for start in component:
+        if start not in covered:
+            path = _shortest_cycle(graph, start, members)
+            covered.update(path)
+            paths.append(path)
+    return paths
+
+
+def describe(graph: Graph, path: list[str]) -> str:
+    """`a -> b -> a`, then each of its imports with the file and line(s) that write it."""
+    lines = [" -> ".join(path)]
+    for source, target in zip(path, path[1:]):
+        sites = [e for e in graph[source] if e.target == target]
+        where = ", ".join(dict.fromkeys(f"{e.file}:{e.line}" for e in sites))
+        lines.append(f"    {source} -> {target}  ({where})")
+    return "\n".join(lines)
+
+
+def report(graph: Graph) -> list[str]:
+    """Every cycle of the graph, grouped by strongly connected component; empty when there is none."""
+    return [f"{len(component)} module(s) tied together: {', '.join(component)}\n"
+            + "\n".join(describe(graph, path) for path in cycle_paths(graph, component))
+            for component in cycles(graph)]
+
+
+def crossings(graph: Graph, source: str, forbidden: str) -> list[str]:
     """Imports from package `source` into package `forbidden`, as 'file:line module -> target'."""
     return [f"{e.file}:{e.line} {m} -> {e.target}" for m, edges in graph.items() if m.split(".")[0] == source
             for e in edges if e.target.split(".")[0] == forbidden]
@@ -137,16 +190,21 @@ def crossings(graph: dict[str, list[Edge]], source: str, forbidden: str) -> list
 def test_no_import_cycles_in_host_and_device():
     graph = import_graph(ROOT)
     assert len(graph) > 40  # the walk found the packages
-    found = cycles(graph)
-    assert not found, "import cycles:\n" + "\n".join(describe(graph, c) for c in found)
+    found = report(graph)
+    if found:
+        header = f"import cycles in host/ and device/ ({len(found)} group(s) of modules):"
+        pytest.fail("\n".join([header, *found]), pytrace=False)
 
 
 def test_device_never_imports_host():
     found = crossings(import_graph(ROOT), "device", "host")
-    assert not found, "device/ must stand alone on the board:\n" + "\n".join(found)
+    if found:
+        header = "device/ must stand alone on the board, but it imports host/:"
+        pytest.fail("\n".join([header, *found]), pytrace=False)
 
 
 def _package(root: Path, files: dict[str, str]) -> Path:
+    """Write a small fake source tree, so the checker can be shown to fail."""
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +221,24 @@ def test_the_checker_sees_a_cycle_hidden_inside_a_function(tmp_path):
     })
     graph = import_graph(root, ("pkg",))
     assert cycles(graph) == [["pkg.a", "pkg.b"]]
-    assert "pkg.b -> pkg.a (pkg/b.py:2)" in describe(graph, ["pkg.a", "pkg.b"])
+    assert report(graph) == ["2 module(s) tied together: pkg.a, pkg.b\n"
+                             "pkg.a -> pkg.b -> pkg.a\n"
+                             "    pkg.a -> pkg.b  (pkg/a.py:1)\n"
+                             "    pkg.b -> pkg.a  (pkg/b.py:2)"]
+
+
+def test_the_checker_sees_imports_in_methods_ifs_trys_and_self_imports(tmp_path):
+    root = _package(tmp_path, {
+        "pkg/__init__.py": "", "pkg/sub/__init__.py": "",
+        "pkg/a.py": "class A:\n    def m(self):\n        if True:\n            import pkg.sub.b\n",
+        "pkg/sub/b.py": "try:\n    from ..c import x\nexcept ImportError:\n    pass\n",
+        "pkg/c.py": "from pkg import a\nx = 1\n",
+        "pkg/d.py": "from . import d\n",
+    })
+    graph = import_graph(root, ("pkg",))
+    assert cycles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"], ["pkg.d"]]
+    assert report(graph)[0].splitlines()[1] == "pkg.a -> pkg.sub.b -> pkg.c -> pkg.a"
+    assert report(graph)[1].splitlines()[1] == "pkg.d -> pkg.d"
 
 
 def test_the_checker_sees_relative_imports_and_a_board_importing_the_host(tmp_path):

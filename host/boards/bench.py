@@ -19,16 +19,15 @@ fetches its junit report.
 from __future__ import annotations
 
 import posixpath
-import shlex
 from pathlib import Path
 
 from host.boards.deploy import current
 from host.boards.inventory import Board
-from host.boards.remote import BoardError, close, command, open_board, run, run_json, runner
+from host.boards.remote import BoardError, close, command, open_board, run, run_json, runner, shell
 
 
 def remote_models(conn, board: Board) -> list[str]:
-    out = run(conn, f"ls -1 {shlex.quote(posixpath.join(current(board), 'models'))}", board, "list deployed models")
+    out = run(conn, f"ls -1 {shell(posixpath.join(current(board), 'models'))}", board, "list deployed models")
     names = [n for n in out.split() if n]
     if not names:
         raise BoardError(board, "list deployed models", "no model in the current release; run `grasptpu deploy` first")
@@ -96,7 +95,7 @@ def firmware_test(board: Board, report_dir: Path, trust_new_host: bool = False) 
     remote = posixpath.join(board.root, "firmware-junit.xml")
     try:
         software = board_software(conn, board)
-        run(conn, f"rm -f {shlex.quote(remote)}", board, "firmware-test")  # never fetch an old report
+        run(conn, f"rm -f {shell(remote)}", board, "firmware-test")  # never fetch an old report
         result = command(conn, board, "firmware-test",  # failing tests exit non-zero: the report tells
                          runner(board, current(board), "pytest", "-q", "-rs", "firmware_tests", "-p", "no:cacheprovider",
                                 f"--junitxml={remote}"), check=False, timeout=1800)

@@ -4,11 +4,14 @@ Per board (boards run in parallel, one thread each):
 1. connect, host key verified (host.boards.remote), and check the board's Python: 3.7 or newer (the
    runner's syntax; Mendel Linux has 3.7) with numpy, else one line and nothing is touched;
 2. take the board's deploy lock (host.boards.lock; rollback takes the same lock);
-3. upload everything into `releases/<id>.partial` over SFTP;
-4. verify every byte on the board with the board's Python (`python -m device.release verify`);
+3. mint the release id (under the lock, so ids sort in the order releases are switched on), check
+   the board's free space, upload everything into `releases/<id>.partial` over SFTP;
+4. verify on the board with the board's Python (`python -m device.release verify`): every byte of
+   the release, every model folder against its manifest, and that the runner loads each model;
 5. rename to `releases/<id>`, switch `current` with one rename, keep the newest `--keep` releases.
-Until step 5 the previous release stays active; a cut connection, a full disk or a damaged file
-leaves it active and working, and the leftover `.partial` folder is removed by the next deploy.
+Until step 5 the previous release stays active; a cut connection, a full disk or a damaged or
+unloadable file leaves it active and working. A failed deploy removes its `.partial` folder (the
+next deploy removes one left by a connection that died).
 """
 
 from __future__ import annotations
@@ -16,17 +19,16 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import posixpath
-import shlex
 import socket
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from device.contract import BOARD_FILES
+from device.contract import BOARD_FILES, DeviceError, path_in
 from host.boards import lock
 from host.boards.inventory import Board
-from host.boards.remote import BoardError, close, command, open_board, run, run_json, runner
+from host.boards.remote import BoardError, close, command, open_board, run, run_json, runner, shell
 from host.errors import GrasptpuError
 from host.files import sha256_of
 from host.modelfolder import read_manifest
@@ -42,12 +44,16 @@ def payload(model_dirs: list[Path]) -> list[tuple[Path, str]]:
     """(local file, path inside the release) for the models, device/ and firmware_tests/."""
     files = []
     for folder in model_dirs:
-        manifest = read_manifest(folder)
+        manifest = read_manifest(folder)  # its name checked: plain, so models/<name>/ stays inside the release
         if "tflite" not in manifest:
             raise GrasptpuError(f"{folder}: not quantised; run `grasptpu quantize {folder}` before deploying")
-        for p in sorted(folder.iterdir()):
-            if p.name in BOARD_FILES and p.is_file():
-                files.append((p, f"models/{manifest['name']}/{p.name}"))
+        for name in BOARD_FILES:
+            try:
+                path = Path(path_in(str(folder), name))  # a symbolic link is refused, never followed
+            except DeviceError as exc:
+                raise GrasptpuError(f"{exc}; copy the real file into the folder") from None
+            if path.is_file():
+                files.append((path, f"models/{manifest['name']}/{name}"))
     for sub in PAYLOAD_DIRS:
         for p in sorted((REPO / sub).rglob("*")):
             if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".md", ".ini", ".txt", ".cfg"):
@@ -55,20 +61,23 @@ def payload(model_dirs: list[Path]) -> list[tuple[Path, str]]:
     return files
 
 
-def release_id(model_dirs: list[Path]) -> str:
-    names = "+".join(read_manifest(f)["name"] for f in model_dirs)
+def release_id(names: str) -> str:
+    """A new release id: the UTC time (sortable, so releases sort in the order they were switched
+    on, since the id is minted under the board's lock) and the model names."""
     return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}-{names}"[:120]
 
 
-def release_record(files: list[tuple[Path, str]], rid: str) -> dict:
-    return {"id": rid, "created_by": socket.gethostname(), "files": [
+def release_record(files: list[tuple[Path, str]], names: str) -> dict:
+    """The release's file list with sizes and sha256 (hashed once for every board); each board's
+    deploy adds its own `id` under that board's lock."""
+    return {"names": names, "created_by": socket.gethostname(), "files": [
         {"path": rel, "bytes": p.stat().st_size, "sha256": sha256_of(p)} for p, rel in files]}
 
 
 def _upload(conn, board: Board, files: list[tuple[Path, str]], record: dict, partial: str) -> None:
     base = posixpath.join(board.root, "releases", partial)
     dirs = sorted({posixpath.dirname(posixpath.join(base, rel)) for _, rel in files} | {base})
-    run(conn, "mkdir -p " + " ".join(map(shlex.quote, dirs)), board, "upload")
+    run(conn, "mkdir -p " + " ".join(map(shell, dirs)), board, "upload")
     try:
         sftp = conn.sftp()
         for local, rel in files:
@@ -79,9 +88,33 @@ def _upload(conn, board: Board, files: list[tuple[Path, str]], record: dict, par
         Path(fh.name).unlink()
     except (OSError, EOFError) as exc:
         why = getattr(exc, "strerror", None) or str(exc) or f"{type(exc).__name__}: the connection dropped"
-        raise BoardError(board, "upload", f"{why} (the previous release stays active)") from None
+        if "size mismatch" in why or "No space" in why or getattr(exc, "errno", None) == 28:
+            why = f"the board's disk is full ({why})"
+        raise BoardError(board, "upload", f"{why} (the partial upload is removed; the previous release stays "
+                                          "active)") from None
     except Exception as exc:  # paramiko's SSHException for a dropped channel
-        raise BoardError(board, "upload", f"{type(exc).__name__}: {exc} (the previous release stays active)") from None
+        raise BoardError(board, "upload", f"{type(exc).__name__}: {exc} (the partial upload is removed; the previous "
+                                          "release stays active)") from None
+
+
+def _check_space(conn, board: Board, files: list[tuple[Path, str]]) -> None:
+    """Refuse before uploading when the board's disk cannot hold the release's bytes."""
+    need = sum(p.stat().st_size for p, _ in files)
+    out = command(conn, board, "check free space", f"df -Pk {shell(board.root + '/releases')}", check=False).stdout
+    fields = out.strip().splitlines()[-1].split() if out.strip() else []
+    if len(fields) >= 4 and fields[3].isdigit() and int(fields[3]) * 1024 < need:
+        raise BoardError(board, "check free space", f"the board's disk has {int(fields[3])} KiB free, the release needs "
+                                                    f"{-(-need // 1024)} KiB; free space under {board.root}")
+
+
+def _remove_partial(conn, board: Board, partial: str | None) -> None:
+    """A failed deploy removes its own partial upload (a full disk must not stay full)."""
+    if partial:
+        path = posixpath.join(board.root, "releases", partial)
+        try:
+            command(conn, board, "clean up", f"rm -rf {shell(path)}", check=False)
+        except BoardError:  # the connection is gone: the next deploy removes it
+            pass
 
 
 MIN_PYTHON = (3, 7)
@@ -99,7 +132,7 @@ _PYTHON_PROBE = ("import sys\n"
 def check_board_python(conn, board: Board) -> tuple[str, str]:
     """(Python version, numpy version) of the board's `python`, or a BoardError saying what is missing."""
     step = "check the board's Python"
-    result = command(conn, board, step, f"{board.python} -c {shlex.quote(_PYTHON_PROBE)}", check=False)
+    result = command(conn, board, step, shell(board.python, "-c", _PYTHON_PROBE), check=False)
     lines = result.stdout.split()
     if result.exited != 0 or len(lines) != 2:
         why = ((result.stderr or "").strip().splitlines() or [f"exit {result.exited}"])[-1]
@@ -124,16 +157,20 @@ def deploy_board(board: Board, files: list[tuple[Path, str]], record: dict, keep
     try:
         check_board_python(conn, board)  # before the lock: nothing on the board is touched if it fails
         token, note = lock.take(conn, board, wait_s)
+        partial = None
         try:
             # leftovers of interrupted deploys: this deploy holds the lock, so no upload is in progress
-            command(conn, board, "clean up", f"rm -rf {shlex.quote(board.root)}/releases/*.partial", check=False)
+            command(conn, board, "clean up", f"rm -rf {shell(board.root)}/releases/*.partial", check=False)
+            record = {"id": release_id(record["names"]), **record}  # minted under the lock
             partial = f"{record['id']}.partial"
+            _check_space(conn, board, files)
             _upload(conn, board, files, record, partial)
             release_dir = posixpath.join(board.root, "releases", partial)
             run(conn, runner(board, release_dir, "device.release", "verify", "."), board, "verify on the board")
             finished = run_json(conn, runner(board, release_dir, "device.release", "finish", board.root, partial,
                                              int(keep)), board, "switch current")
         except BoardError as exc:
+            _remove_partial(conn, board, partial)
             problem = lock.give_back(conn, board, token)
             if problem:
                 raise BoardError(board, exc.step, f"{exc.problem}; {problem}") from None
@@ -163,7 +200,7 @@ def deploy(boards: list[Board], model_dirs: list[Path], keep: int = 3, wait_s: f
     """Deploy to every board in parallel; (successes, one error line per failed board)."""
     _check_distinct(boards)
     files = payload(model_dirs)
-    record = release_record(files, release_id(model_dirs))
+    record = release_record(files, "+".join(read_manifest(f)["name"] for f in model_dirs))
     done, failed = [], []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(boards), 1)) as pool:
         futures = {pool.submit(deploy_board, b, files, record, keep, wait_s, trust_new_host): b for b in boards}

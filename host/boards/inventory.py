@@ -24,7 +24,9 @@ No passwords: key authentication only (host keys: `host.boards.remote`).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,31 +70,71 @@ def inventory_path(path: Path | None = None) -> Path:
                         "or run `make board-up` for a simulated board")
 
 
+# One check per inventory field (the inventory may come from a colleague): the value's kind and
+# what it may hold. Text that reaches a remote shell or a path is limited to characters that need
+# no quoting (host, user, python) or may hold no control characters (paths, notes).
+_WORD = re.compile(r"[A-Za-z0-9_.:@+/%-]{1,255}\Z")
+_PYTHON = re.compile(r"[A-Za-z0-9_./+-]{1,255}\Z")
+
+
+def _text(value, pattern=None) -> bool:
+    if not isinstance(value, str) or not value or len(value) > 4096 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return False
+    return pattern is None or bool(pattern.match(value))
+
+
+FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "host": (lambda v: _text(v, _WORD) and not v.startswith("-"), "a host name or address (no spaces, not starting with -)"),
+    "user": (lambda v: _text(v, _WORD) and not v.startswith("-"), "a user name"),
+    "port": (lambda v: type(v) is int and 0 < v < 65536, "an integer port, 1-65535"),
+    "key_file": (_text, "a path to a private key"),
+    "known_hosts": (_text, "a path to a known_hosts file"),
+    "python": (lambda v: _text(v, _PYTHON), "the board's interpreter: one command or path (letters, digits, . _ + - /), "
+                                            "e.g. python3 or /usr/bin/python3"),
+    "root": (_text, "a folder on the board"),
+    "simulated": (lambda v: type(v) is bool, "true or false"),
+    "max_p99_ms": (lambda v: type(v) in (int, float) and 0 < v < 1e6, "a positive number of milliseconds"),
+    "latency_note": (_text, "text"),
+    "python_version": (_text, "text"), "numpy_version": (_text, "text"), "runtime": (_text, "text"),
+}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}\Z")
+
+
+def board_from(path: Path, name: object, entry: object) -> Board:
+    """One [boards.NAME] table as a Board, or a one-line error naming the board, the field and
+    what it should hold."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise GrasptpuError(f"{path}: board name {name!r} must be letters, digits, '.', '_', '+' or '-' "
+                            "(it names files under reports/)")
+    if not isinstance(entry, dict):
+        raise GrasptpuError(f"{path}: boards.{name} must be a table of settings")
+    if "password" in entry:
+        raise GrasptpuError(f"{path}: board {name!r}: passwords do not belong in files; use a key")
+    unknown = sorted(set(entry) - set(FIELDS))
+    if unknown or "host" not in entry:
+        raise GrasptpuError(f"{path}: board {name!r}: " + (f"unknown keys {unknown}" if unknown else "no host")
+                            + f"; allowed keys: {', '.join(sorted(FIELDS))}")
+    for key, value in entry.items():
+        valid, meaning = FIELDS[key]
+        if not valid(value):
+            raise GrasptpuError(f"{path}: board {name!r}: {key} = {str(value)[:60]!r} is not {meaning}")
+    return Board(name=name, **entry)
+
+
 def load_inventory(path: Path | None = None) -> dict[str, Board]:
     path = inventory_path(path)
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise GrasptpuError(f"{path}: no such inventory file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise GrasptpuError(f"{path}: not valid TOML ({exc})") from None
-    boards = {}
-    fields = set(Board.__dataclass_fields__) - {"name"}
-    for name, entry in (data.get("boards") or {}).items():
-        unknown = set(entry) - fields
-        if unknown or "host" not in entry:
-            raise GrasptpuError(f"{path}: board {name!r}: " + (f"unknown keys {sorted(unknown)}" if unknown else "no host")
-                                + f"; allowed keys: {', '.join(sorted(fields))}")
-        if "password" in entry:
-            raise GrasptpuError(f"{path}: board {name!r}: passwords do not belong in files; use a key")
-        threshold = entry.get("max_p99_ms", 2.0)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
-            raise GrasptpuError(f"{path}: board {name!r}: max_p99_ms must be a positive number of milliseconds, "
-                                f"not {threshold!r}")
-        boards[name] = Board(name=name, **entry)
-    if not boards:
+    except IsADirectoryError:
+        raise GrasptpuError(f"{path}: a directory, not an inventory file") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise GrasptpuError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+    tables = data.get("boards")
+    if not isinstance(tables, dict) or not tables:
         raise GrasptpuError(f"{path}: no [boards.NAME] tables")
-    return boards
+    return {name: board_from(path, name, entry) for name, entry in tables.items()}
 
 
 def pick(boards: dict[str, Board], names: tuple[str, ...], all_boards: bool) -> list[Board]:

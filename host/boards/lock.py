@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import shlex
 import socket
 import time
 import uuid
@@ -20,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from host.boards.inventory import Board
-from host.boards.remote import BoardError, close, command, open_board, run
+from host.boards.remote import BoardError, close, command, open_board, run, shell
 
 LOCK = ".deploy-lock"
 _HELD: set[str] = set()  # tokens of the locks this process holds or is taking right now
@@ -65,20 +64,20 @@ def _lock_dir(board: Board) -> str:
 
 def _read_owner(conn, board: Board, step: str) -> str:
     """The token in the board's lock ("" when the lock has no owner file yet)."""
-    cmd = f"cat {shlex.quote(_lock_dir(board) + '/owner')} 2>/dev/null"
+    cmd = f"cat {shell(_lock_dir(board) + '/owner')} 2>/dev/null"
     return command(conn, board, step, cmd, check=False).stdout.strip()
 
 
 def _remove_lock_if(conn, board: Board, step: str, test: str) -> bool:
     """Remove the lock only if the shell `test` holds on the board, in the same command (so a lock
     taken meanwhile by someone else survives); True when it was removed."""
-    cmd = f"{test} && rm -rf {shlex.quote(_lock_dir(board))} && echo removed"
+    cmd = f"{test} && rm -rf {shell(_lock_dir(board))} && echo removed"
     return command(conn, board, step, cmd, check=False).stdout.strip() == "removed"
 
 
 def _owned_by(board: Board, owner: str) -> str:
     """Shell test: the lock's owner file holds exactly `owner`."""
-    return f"[ \"$(cat {shlex.quote(_lock_dir(board) + '/owner')} 2>/dev/null)\" = {shlex.quote(owner)} ]"
+    return f"[ \"$(cat {shell(_lock_dir(board) + '/owner')} 2>/dev/null)\" = {shell(owner)} ]"
 
 
 def owner_state(owner: str) -> str:
@@ -100,7 +99,7 @@ def _remove_if_stale(conn, board: Board, step: str, owner: str) -> str | None:
     """Remove the lock when its owner is a dead deploy of this machine, or when it has no owner
     and is older than ORPHAN_AGE_S; the board re-checks the owner (or the age) in the same
     command, so a lock someone else has just taken is never removed. Returns a note, or None."""
-    q = shlex.quote
+    q = shell
     lock = _lock_dir(board)
     if owner:
         if owner_state(owner) != "stale":
@@ -127,7 +126,7 @@ def take(conn, board: Board, wait_s: float, step: str = "lock") -> tuple[str, st
 
 
 def _take(conn, board: Board, wait_s: float, step: str, token: str) -> str | None:
-    q = shlex.quote
+    q = shell
     lock = _lock_dir(board)
     note = None
     run(conn, f"mkdir -p {q(board.root + '/releases')}", board, step)
@@ -172,7 +171,7 @@ def unlock(board: Board, trust_new_host: bool = False, force: bool = False) -> s
     read (a deploy that takes the board meanwhile keeps its lock)."""
     conn, board = open_board(board, trust_new_host)
     try:
-        if command(conn, board, "unlock", f"test -d {shlex.quote(_lock_dir(board))}", check=False).exited != 0:
+        if command(conn, board, "unlock", f"test -d {shell(_lock_dir(board))}", check=False).exited != 0:
             return None
         owner = _read_owner(conn, board, "unlock")
         if owner and owner_state(owner) == "running" and not force:

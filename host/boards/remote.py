@@ -39,6 +39,8 @@ def connect(board: Board, trust_new_host: bool = False, timeout: float = 10.0):
     kwargs = {"look_for_keys": board.key_file is None, "allow_agent": board.key_file is None}
     if board.key_file:
         kwargs["key_filename"] = os.path.expanduser(board.key_file)
+        if not os.path.isfile(kwargs["key_filename"]):
+            raise BoardError(board, "connect", f"key_file {board.key_file} does not exist; fix key_file in the inventory")
     conn = Connection(board.host, user=board.user, port=board.port, config=config, connect_timeout=timeout,
                       connect_kwargs=kwargs)
     known = Path(os.path.expanduser(board.known_hosts))
@@ -81,7 +83,7 @@ def open_board(board: Board, trust_new_host: bool = False):
     resolved once, on the board, or it would name a different folder from inside the release."""
     conn = connect(board, trust_new_host)
     root = board.root
-    expr = '"$HOME"/' + shlex.quote(root[2:]) if root.startswith("~/") else shlex.quote(root)
+    expr = '"$HOME"/' + shell(root[2:]) if root.startswith("~/") else shell(root)
     try:
         absolute = run(conn, f"mkdir -p {expr} && cd {expr} && pwd -P", board, "root folder").strip()
     except BoardError:
@@ -118,11 +120,16 @@ def run(conn, cmd: str, board: Board, step: str, timeout: float = 600.0) -> str:
     return command(conn, board, step, cmd, timeout=timeout).stdout
 
 
-def runner(board: Board, release: str, module: str, *args: str) -> str:
+def shell(*words: object) -> str:
+    """The one quoting rule for remote commands: every word quoted for the board's shell, so a
+    value from an inventory, a manifest or a path is always one argument, never more shell."""
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def runner(board: Board, release: str, module: str, *args: object) -> str:
     """The shell command that runs `python -m <module> <args>` of the board's runner from inside
     `release` (a folder on the board), with the inventory's interpreter."""
-    words = " ".join(shlex.quote(str(a)) for a in args)
-    return f"cd {shlex.quote(release)} && {board.python} -m {module} {words}".rstrip()
+    return f"cd {shell(release)} && {shell(board.python, '-m', module, *args)}"
 
 
 def run_json(conn, cmd: str, board: Board, step: str, timeout: float = 600.0) -> dict:
