@@ -28,14 +28,30 @@ def _options(*options):
 
 
 def data_options(func):
-    """Options that decide how a recording becomes windows (shared by every training command)."""
+    """Options that decide how a recording becomes windows (shared by every training command).
+
+    The two options on reading an untrusted file arrive packed as one `reading` dict (passed on to
+    `host.data.prepare.prepare`), so each command's signature lists them once."""
+    import functools
+
+    from host.data.binning import MAX_TRIAL_BINS
+
     options = [
         click.option("--bin-ms", type=click.FloatRange(min=1.0), default=40.0, help="Bin width in milliseconds."),
         click.option("--label-bin", type=click.Choice(["last", "next"]), default="last",
                      help="Window label: its last bin (paper) or the bin after it (reference scripts)."),
         click.option("--seed", type=int, default=0, help="Seed for the split, the weights and the batch order."),
+        click.option("--allow-pickle", is_flag=True,
+                     help="Read a Neo pickle (.pkl): unpickling runs any code the file holds, so only for files you wrote."),
+        click.option("--max-trial-bins", type=click.IntRange(min=1), default=MAX_TRIAL_BINS,
+                     help="Refuse a trial longer than this many bins (a damaged t_stop would otherwise fill memory)."),
     ]
-    return _options(*options)(func)
+
+    @functools.wraps(func)
+    def packed(*args, allow_pickle: bool, max_trial_bins: int, **kwargs):
+        return func(*args, reading={"allow_pickle": allow_pickle, "max_trial_bins": max_trial_bins}, **kwargs)
+
+    return _options(*options)(packed)
 
 
 def _config_options() -> list:
@@ -142,17 +158,17 @@ def synth(sessions: tuple[str, ...], all_sessions: bool, out: Path, seed: int, d
               help="Binned-session cache. Default: $GRASPTPU_CACHE or ~/.cache/grasptpu.")
 @click.option("--no-cache", is_flag=True, help="Always load and bin; neither read nor write the cache.")
 @data_options
-def prepare(recording: Path, bin_ms: float, window_bins: int, label_bin: str, train_share: float,
+def prepare(recording: Path, bin_ms: float, window_bins: int, label_bin: str, train_share: float, reading: dict,
             val_share: float | None, seed: int, cache_dir: Path | None, no_cache: bool) -> None:
     """Load a Neo recording, bin it, split trials and cut windows; print what came out.
 
-    RECORDING is a Neo file: .mat (NeoMatlabIO layout), .nix or .pkl (Neo pickle).
+    RECORDING is a Neo file: .mat (NeoMatlabIO layout), .nix, or .pkl (Neo pickle, only with --allow-pickle).
     """
     from host.data.prepare import prepare as run
     from host.render import prepared_summary
 
     t0 = time.perf_counter()
-    prepared = run(recording, bin_ms=bin_ms, window_bins=window_bins, label_bin=label_bin,
+    prepared = run(recording, bin_ms=bin_ms, window_bins=window_bins, label_bin=label_bin, **reading,
                    train_val_share=train_share, val_share=val_share, seed=seed, cache_dir=cache_dir,
                    use_cache=not no_cache, progress=True)
     click.echo(prepared_summary(prepared))
@@ -200,7 +216,7 @@ def _train_config(recording: Path, task: str, preset: str, hp_pairs: tuple[str, 
 @training_options
 def train(recording: Path, task: str, name: str | None, train_share: float, models_dir: Path, preset: str,
           hp_pairs: tuple[str, ...], hp_file: Path | None, bin_ms: float, label_bin: str, seed: int,
-          **options) -> None:
+          reading: dict, **options) -> None:
     """Train a BiLSTM decoder on RECORDING and write models/<name>/, self-contained: the model, its
     test windows and calibration windows (so later stages need only the folder), history, split,
     metrics and the manifest.
@@ -214,7 +230,7 @@ def train(recording: Path, task: str, name: str | None, train_share: float, mode
     config = _train_config(recording, task, preset, hp_pairs, hp_file, seed, options)
     click.echo(trained(run_training(recording, config, models_dir, name,
                                     {"bin_ms": bin_ms, "label_bin": label_bin, "train_val_share": train_share,
-                                     "seed": seed}, progress=True)))
+                                     "seed": seed, **reading}, progress=True)))
 
 
 @main.command()
@@ -226,7 +242,7 @@ def train(recording: Path, task: str, name: str | None, train_share: float, mode
 @click.option("--epochs", type=click.IntRange(min=1), default=30, help="Maximum epochs per trial.")
 @data_options
 def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_trials: int, epochs: int,
-         bin_ms: float, label_bin: str, seed: int) -> None:
+         bin_ms: float, label_bin: str, seed: int, reading: dict) -> None:
     """Bayesian hyperparameter search (KerasTuner) over the paper's space (Table 2), scored on the validation split.
 
     Writes results.tsv and best_hyperparameters.json (for `grasptpu train --hp-file`).
@@ -235,7 +251,7 @@ def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_tri
     from host.train.tune import run_tuning
 
     click.echo(tuned(run_tuning(recording, task, models_dir, name, max_trials, epochs, seed,
-                                {"bin_ms": bin_ms, "label_bin": label_bin})))
+                                {"bin_ms": bin_ms, "label_bin": label_bin, **reading})))
 
 
 @main.command()
@@ -245,7 +261,7 @@ def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_tri
               help="Train+validation shares to sweep, comma-separated.")
 @training_options
 def sweep(recording: Path, name: str | None, shares: str, models_dir: Path, preset: str, hp_pairs: tuple[str, ...],
-          hp_file: Path | None, bin_ms: float, label_bin: str, seed: int, **options) -> None:
+          hp_file: Path | None, bin_ms: float, label_bin: str, seed: int, reading: dict, **options) -> None:
     """Object-classifier accuracy vs training share (the paper's Table 5 protocol): a table and a plot."""
     from host.render import SWEEP_HEADER, sweep_row
     from host.train.sweep import run_sweep
@@ -258,7 +274,7 @@ def sweep(recording: Path, name: str | None, shares: str, models_dir: Path, pres
         raise GrasptpuError(f"--shares {shares!r}: each share must lie in [0.05, 0.95]")
     config = _train_config(recording, "object", preset, hp_pairs, hp_file, seed, options)
     click.echo(SWEEP_HEADER)
-    folder = run_sweep(recording, config, models_dir, name, values, {"bin_ms": bin_ms, "label_bin": label_bin},
+    folder = run_sweep(recording, config, models_dir, name, values, {"bin_ms": bin_ms, "label_bin": label_bin, **reading},
                        on_row=lambda row: click.echo(sweep_row(row)))
     click.echo(f"written to {folder}")
 

@@ -55,10 +55,54 @@ def test_other_neo_formats_load_through_neo_io(tmp_path, tiny, suffix):
             io.write_block(block)
     else:
         neo.io.PickleIO(str(path)).write_block(block)
-    rec = load_recording(path)
+    rec = load_recording(path, allow_pickle=suffix == ".pkl")  # a pickle only when the user vouches for it
     np.testing.assert_array_equal(rec.spike_times_s, tiny.spike_times_s)
     np.testing.assert_array_equal(rec.object_ids, tiny.object_ids)
     assert rec.event_labels == tiny.event_labels
+
+
+class _Payload:
+    """What a hostile pickle holds: unpickling it calls os.system, which writes a file."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".pickle"])
+def test_a_pickle_is_refused_before_it_is_read(tmp_path, suffix):
+    """A recording that runs code: refused, and its code never ran (nothing reads it without
+    --allow-pickle); with the flag the user vouches for the file and it is unpickled."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / f"evil{suffix}"
+    path.write_bytes(pickle.dumps(_Payload(marker)))
+    result = CliRunner().invoke(main, ["prepare", str(path), "--no-cache"])
+    assert result.exit_code == 2 and "refusing to read a Neo pickle" in result.output and "--allow-pickle" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not marker.exists()
+    result = CliRunner().invoke(main, ["prepare", str(path), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2 and not marker.exists()
+    with pytest.raises(DataError):  # with the flag it is read (and is no Neo block): the user's call
+        load_recording(path, allow_pickle=True)
+    assert marker.exists()
+
+
+def test_a_directory_and_an_endless_trial_are_one_line(tmp_path, tiny):
+    folder = tmp_path / "session.mat"
+    folder.mkdir()
+    assert "a directory, not a recording file" in _error(folder)
+    rec = tiny
+    path = tmp_path / "long.neo.mat"
+    rec.t_stop_s[3] = rec.t_start_s[3] + 2e6  # a damaged t_stop: trial 3 "lasts" 2e6 s, 50 M bins
+    matfile.save_recording(rec, path)
+    result = CliRunner().invoke(main, ["prepare", str(path), "--no-cache"])
+    assert result.exit_code == 2 and "trial 3" in result.output and "more than --max-trial-bins 15000" in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def _error(path) -> str:

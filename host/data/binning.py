@@ -17,6 +17,9 @@ from tqdm import tqdm
 from host.data.load import Trials
 from host.data.objects import class_labels
 from host.data.recording import Recording
+from host.errors import DataError
+
+MAX_TRIAL_BINS = 15000  # 10 minutes of 40 ms bins; a grasp trial lasts seconds (--max-trial-bins)
 
 TRIALS_PER_CHUNK = 64  # bounds the temporary index arrays to ~100 MB on the largest session
 
@@ -77,11 +80,24 @@ def time_to_bin(t_rel_s: np.ndarray, bin_ms: float) -> np.ndarray:
     return np.floor(np.asarray(t_rel_s) / (bin_ms / 1000.0)).astype(np.int64)
 
 
-def bin_session(rec: Recording, trials: Trials, bin_ms: float = 40.0, progress: bool = False) -> BinnedSession:
+def check_trial_bins(n_bins: np.ndarray, trial_index: np.ndarray, bin_ms: float, max_trial_bins: int,
+                     path: object) -> None:
+    """Refuse a trial longer than `max_trial_bins` bins before any memory is taken for it: one
+    damaged t_stop (say 2e6 s) would otherwise ask for 50 million bins."""
+    if len(n_bins) and n_bins.max() > max_trial_bins:
+        k = int(np.argmax(n_bins))
+        raise DataError(path, f"the trial lasts {n_bins[k] * bin_ms / 1000:.0f} s ({int(n_bins[k])} bins of {bin_ms:g} ms), "
+                              f"more than --max-trial-bins {max_trial_bins}", trial=int(trial_index[k]),
+                        hint="check its t_start/t_stop, or raise --max-trial-bins if trials really are that long")
+
+
+def bin_session(rec: Recording, trials: Trials, bin_ms: float = 40.0, progress: bool = False,
+                max_trial_bins: int = MAX_TRIAL_BINS, source: object = None) -> BinnedSession:
     """Count each kept trial's spikes per unit and bin, vectorised over spikes, chunked by trial."""
     if not bin_ms > 0:
         raise ValueError(f"bin_ms must be positive, got {bin_ms}")
     n_bins = time_to_bin(trials.duration_s, bin_ms)
+    check_trial_bins(n_bins, trials.index, bin_ms, max_trial_bins, source or rec.name)
     offsets = np.concatenate(([0], np.cumsum(n_bins))).astype(np.int64)
     counts = np.zeros((int(offsets[-1]), rec.n_units), np.uint8)
     chunks = range(0, len(trials.index), TRIALS_PER_CHUNK)

@@ -25,34 +25,49 @@ log = logging.getLogger(__name__)
 MIN_TRIALS_PER_OBJECT = 3  # so that every kept object can appear in train, validation and test
 HOLD, REWARD = "Hold", "Rew"
 NEO_EXTENSIONS = {".nix": "NixIO", ".pkl": "PickleIO", ".pickle": "PickleIO", ".h5": "NixIO"}
+PICKLE_HINT = ("a pickle runs whatever code it holds when it is read; convert it to .nix, or pass --allow-pickle "
+               "only for a file you wrote yourself")
 
 
-def load_recording(path: Path | str, progress: bool = False) -> Recording:
+def check_file(path: Path, allow_pickle: bool = False) -> Path:
+    """The checks before a recording's bytes are read: it is a file, and not a pickle unless the
+    user vouched for it (`allow_pickle`: Neo's PickleIO unpickles, which can run any code)."""
+    if path.is_dir():
+        raise DataError(path, "a directory, not a recording file", hint="name the recording file inside it")
+    if not path.is_file():
+        raise DataError(path, "no such file", hint="check the path, or run `grasptpu synth` first")
+    if NEO_EXTENSIONS.get(path.suffix.lower()) == "PickleIO" and not allow_pickle:
+        raise DataError(path, "refusing to read a Neo pickle", hint=PICKLE_HINT)
+    return path
+
+
+def load_recording(path: Path | str, progress: bool = False, allow_pickle: bool = False) -> Recording:
     """Read any supported Neo file into a `Recording`, choosing the reader by extension.
 
     Raises:
         DataError: missing, unreadable, corrupt or unusable file (one line: file and problem).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "no such file", hint="check the path, or run `grasptpu synth` first")
+    path = check_file(Path(path), allow_pickle)
     if path.suffix.lower() == ".mat":
         return _load_mat(path, progress)
-    return _load_with_neo(path)
+    return _load_with_neo(path, allow_pickle)
 
 
 def _load_mat(path: Path, progress: bool) -> Recording:
     try:
         return matfile.read_recording(path, progress)
-    except matfile.CorruptFile as exc:
-        raise DataError(path, f"corrupt or truncated MAT file: {exc}",
-                        hint="re-export it, or check the copy is complete") from None
     except matfile.UnknownLayout as exc:
         log.warning("%s: %s; reading it with neo.io.NeoMatlabIO (slower)", path, exc)
-        return _load_with_neo(path)
+        return _load_with_neo(path, False)
+    except DataError:
+        raise
+    except Exception as exc:  # the file's bytes are someone else's: any parse failure is a damaged file
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DataError(path, f"corrupt or truncated MAT file: {why}",
+                        hint="re-export it, or check the copy is complete") from None
 
 
-def _load_with_neo(path: Path) -> Recording:
+def _load_with_neo(path: Path, allow_pickle: bool) -> Recording:
     import neo.io
 
     try:
@@ -61,6 +76,8 @@ def _load_with_neo(path: Path) -> Recording:
             io_cls = neo.io.get_io(str(path)).__class__
         else:
             io_cls = getattr(neo.io, io_name)
+        if io_cls is neo.io.PickleIO and not allow_pickle:
+            raise DataError(path, "refusing to read a Neo pickle", hint=PICKLE_HINT)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             reader = io_cls(str(path)) if io_name != "NixIO" else io_cls(str(path), mode="ro")
@@ -73,8 +90,8 @@ def _load_with_neo(path: Path) -> Recording:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(path, f"not a readable Neo file ({type(exc).__name__}: {message})",
                         hint="supported: .mat (NeoMatlabIO), .nix, .pkl (Neo pickle)") from None
-    if block is None:
-        raise DataError(path, "the file holds no Neo block")
+    if not isinstance(block, neo.Block):
+        raise DataError(path, "the file holds no Neo block" + ("" if block is None else f" (it holds a {type(block).__name__})"))
     return recording_from_block(block, path)
 
 

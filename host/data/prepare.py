@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from host.data import cache
-from host.data.binning import BinnedSession, bin_session
-from host.data.load import load_recording, select_trials
+from host.data.binning import MAX_TRIAL_BINS, BinnedSession, bin_session, check_trial_bins
+from host.data.load import check_file, load_recording, select_trials
 from host.data.split import DEFAULT_TRAIN_VAL_SHARE, Split, split_trials
 from host.data.windows import WINDOW_BINS, WindowSet, grasp_phase_windows, object_windows
+from host.files import sha256_of
 
 DEFAULT_BIN_MS = 40.0
 TASKS = ("object", "grasp-phase")
@@ -50,29 +51,30 @@ def assert_disjoint(sets: dict[str, WindowSet]) -> None:
 
 
 def binned_session(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, cache_dir: Path | None = None,
-                   use_cache: bool = True, progress: bool = False) -> tuple[BinnedSession, bool, dict]:
-    """Load and bin a recording, or take it from the cache; returns (session, cache hit, timings)."""
-    path = Path(path)
+                   use_cache: bool = True, progress: bool = False, allow_pickle: bool = False,
+                   max_trial_bins: int = MAX_TRIAL_BINS) -> tuple[BinnedSession, bool, dict]:
+    """Load and bin a recording, or take it from the cache; returns (session, cache hit, timings).
+
+    The file is checked (a file, no pickle unless allowed) and hashed before any parser sees it,
+    so every figure downstream names the exact bytes it came from."""
+    path = check_file(Path(path), allow_pickle)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     cache_dir = cache_dir or cache.default_cache_dir()
-    key = sha = None
-    if use_cache:
-        if not path.is_file():
-            load_recording(path)  # raises the one-line "no such file" error
-        sha = cache.file_sha256(path, cache_dir)
-        key = cache.entry_key(sha, {"bin_ms": float(bin_ms)})
-        seconds["hash"] = time.perf_counter() - t0
-        hit = cache.load(cache_dir, key)
-        if hit is not None:
-            seconds["cache"] = time.perf_counter() - t0 - seconds["hash"]
-            return hit, True, seconds
+    sha = cache.file_sha256(path, cache_dir) if use_cache else sha256_of(path)
+    seconds["hash"] = time.perf_counter() - t0
+    key = cache.entry_key(sha, {"bin_ms": float(bin_ms)}) if use_cache else None
+    hit = cache.load(cache_dir, key) if key else None
+    if hit is not None:
+        check_trial_bins(np.diff(hit.trial_offsets), hit.trial_index, bin_ms, max_trial_bins, path)
+        seconds["cache"] = time.perf_counter() - t0 - seconds["hash"]
+        return hit, True, seconds
     t1 = time.perf_counter()
-    rec = load_recording(path, progress)
+    rec = load_recording(path, progress, allow_pickle)
     trials = select_trials(rec, path)
     seconds["load"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    binned = bin_session(rec, trials, bin_ms, progress)
+    binned = bin_session(rec, trials, bin_ms, progress, max_trial_bins, path)
     binned.source = {"path": str(path), "sha256": sha, "n_trials_in_file": rec.n_trials}
     seconds["bin"] = time.perf_counter() - t2
     if key is not None:
@@ -83,9 +85,10 @@ def binned_session(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, cache_dir: 
 def prepare(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, window_bins: int = WINDOW_BINS,
             label_bin: str = "last", train_val_share: float = DEFAULT_TRAIN_VAL_SHARE,
             val_share: float | None = None, seed: int = 0, cache_dir: Path | None = None,
-            use_cache: bool = True, progress: bool = False) -> Prepared:
+            use_cache: bool = True, progress: bool = False, allow_pickle: bool = False,
+            max_trial_bins: int = MAX_TRIAL_BINS) -> Prepared:
     """The whole data stage. Windows are views, so this costs the binning (or a cache hit) only."""
-    binned, hit, seconds = binned_session(path, bin_ms, cache_dir, use_cache, progress)
+    binned, hit, seconds = binned_session(path, bin_ms, cache_dir, use_cache, progress, allow_pickle, max_trial_bins)
     t0 = time.perf_counter()
     split = split_trials(binned.object_id, train_val_share, val_share, seed)
     parts = split.as_dict()
