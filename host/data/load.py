@@ -68,6 +68,17 @@ def _load_mat(path: Path, progress: bool) -> Recording:
 
 
 def _load_with_neo(path: Path, allow_pickle: bool) -> Recording:
+    """neo.io reads the file in a child process (`host.data.isolated`), which hands the flattened
+    recording back as a plain npz. Why: neo's readers sit on h5py/HDF5 and scipy, which crash the
+    whole process (double free, segfault) on some damaged files (seen when fuzzing .nix and .mat
+    files); a crash in the child is one line here, not a dead `grasptpu`."""
+    from host.data import isolated
+
+    return isolated.read(path, allow_pickle)
+
+
+def read_with_neo(path: Path, allow_pickle: bool) -> Recording:
+    """neo.io in this process: only the child process of `host.data.isolated` calls this."""
     import neo.io
 
     try:

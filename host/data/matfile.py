@@ -33,6 +33,12 @@ MI_INT8, MI_UINT8, MI_INT16, MI_UINT16, MI_INT32, MI_UINT32 = 1, 2, 3, 4, 5, 6
 MI_SINGLE, MI_DOUBLE, MI_INT64, MI_UINT64 = 7, 9, 12, 13
 MI_MATRIX, MI_COMPRESSED, MI_UTF8, MI_UTF16, MI_UTF32 = 14, 15, 16, 17, 18
 MX_CELL, MX_STRUCT, MX_CHAR = 1, 2, 4
+# Every data type and array class the MAT v5 format defines (MathWorks, "MAT-File Format", tables
+# 1-2 and 1-3). Any other number is damage, not an unfamiliar layout, so such a file is refused
+# here and never handed to the neo/scipy fallback (byte-flip fuzzing crashed scipy on such files).
+MI_VALID = {MI_INT8, MI_UINT8, MI_INT16, MI_UINT16, MI_INT32, MI_UINT32, MI_SINGLE, MI_DOUBLE, MI_INT64,
+            MI_UINT64, MI_MATRIX, MI_COMPRESSED, MI_UTF8, MI_UTF16, MI_UTF32}
+MX_VALID = range(1, 18)
 MI_DTYPES = {
     MI_INT8: "<i1", MI_UINT8: "<u1", MI_INT16: "<i2", MI_UINT16: "<u2", MI_INT32: "<i4",
     MI_UINT32: "<u4", MI_SINGLE: "<f4", MI_DOUBLE: "<f8", MI_INT64: "<i8", MI_UINT64: "<u8",
@@ -69,7 +75,11 @@ def _tag(buf: memoryview, off: int) -> tuple[int, int, int, int]:
         raise CorruptFile(f"element at byte {off} runs past the end of the file")
     word, nbytes = _TAG.unpack_from(buf, off)
     if word >> 16:  # small data element: type and count share the first word, data in 4 bytes
+        if (word & 0xFFFF) not in MI_VALID or word >> 16 > 4:
+            raise CorruptFile(f"element at byte {off} has no valid small-element tag")
         return word & 0xFFFF, word >> 16, off + 4, off + 8
+    if word not in MI_VALID:
+        raise CorruptFile(f"element at byte {off} has no valid MAT data type ({word})")
     end = off + 8 + nbytes
     if end > len(buf):
         raise CorruptFile(f"element at byte {off} claims {nbytes} bytes past the end of the file")
@@ -149,6 +159,8 @@ def parse_matrix(buf: memoryview, off: int,
         return items, nxt
     if mclass == MX_STRUCT:
         return _parse_struct(buf, pos, count, struct_hooks), nxt
+    if mclass not in MX_VALID:
+        raise CorruptFile(f"matrix at byte {off} has no valid MATLAB array class ({mclass})")
     raise UnknownLayout(f"MATLAB array class {mclass} (object, sparse or function)")
 
 

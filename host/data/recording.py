@@ -106,6 +106,9 @@ class Recording:
                 _, unit = self._locate(i)
                 raise DataError(path, f"spike at {self.spike_times_s[i]:.6g} s in unit {unit} lies outside the "
                                 f"trial [{self.t_start_s[k]:.6g}, {self.t_stop_s[k]:.6g}] s", trial=k)
+            if len(self.event_labels[k]) != len(self.event_times_s[k]):
+                raise DataError(path, f"{len(self.event_labels[k])} event labels but {len(self.event_times_s[k])} "
+                                      "event times", trial=k)
             if np.isnan(self.event_times_s[k]).any():
                 raise DataError(path, "NaN event time", trial=k)
 
