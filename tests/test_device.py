@@ -18,10 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from device import runtime as rt
-from device.contract import DeviceError, load_manifest, verify
+from device.contract import TEST_SET, DeviceError, load_manifest, save_test_set, sha256_of, verify
 from device.contract import TestSet as BoardTestSet  # aliased: pytest would try to collect a Test* class
 from device.decoder import Decoder
-from device.stream import RingBuffer, trial_figures
+from device.stream import RingBuffer, load_pair, trial_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,25 +54,80 @@ def test_bench_matches_the_host_bit_for_bit(quantised, tmp_path):
     assert "latency over 2000 invokes" in proc.stdout and "bit-exact 100.00%" in proc.stdout
 
 
+@pytest.mark.slow
 def test_stream_replays_the_test_trials(quantised, tmp_path):
     _, detector, classifier, _ = quantised
     proc = run_module("device.stream", str(detector), str(classifier), "--json", "-")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     test = BoardTestSet.load(str(detector), 12)
-    assert r["trials"]["n"] == test.n_trials == len(r["per_trial"])
-    assert r["latency"]["deadline_misses"] >= 0 and r["latency"]["headroom_p99"] > 1
-    assert str(test.counts.shape[0]) in r["data"]  # every bin of every test trial was fed
+    manifest = load_manifest(str(detector))
+    assert r["trials"]["n"] == test.n_trials == len(r["per_trial"]) == manifest["test_set"]["trials"]
+    # every bin of every test trial was fed, one at a time
+    offsets = test.arrays["trial_offsets"]
+    bins = int(offsets[-1] - offsets[0])
+    assert bins == sum(len(test.trial_rows(k)) for k in range(test.n_trials)) > 0
+    assert r["data"] == "test split of {}: {} of {} trials, {} bins".format(
+        manifest["data"]["session"], test.n_trials, test.n_trials, bins)
+    lat, bin_ms = r["latency"], r["bin_ms"]
+    assert bin_ms == manifest["data"]["bin_ms"] == 40
+    assert lat["bins"] == bins
+    misses = lat["deadline_misses"]
+    assert type(misses) is int and 0 <= misses <= bins
+    assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert (misses > 0) == (lat["max_ms"] > bin_ms)  # a miss is a bin slower than the bin period
+    # numpy's p99 lies between the sorted latencies i and i + 1 (i = floor(0.99 (bins - 1))), so it
+    # says on which side of `bins - 1 - i` the misses are
+    above_p99 = bins - 1 - int(np.floor(0.99 * (bins - 1)))
+    assert misses <= above_p99 if lat["p99_ms"] <= bin_ms else misses >= above_p99
+    assert lat["headroom_max"] == pytest.approx(bin_ms / lat["max_ms"])
+    assert lat["headroom_p99"] == pytest.approx(bin_ms / lat["p99_ms"]) and lat["headroom_p99"] > 1
+    for k, trial in enumerate(r["per_trial"]):  # per trial: the first correct decision at or after the Hold onset
+        hold_s = (int(test.arrays["reward_bin"][k]) - int(test.arrays["hold_bin"][k])) * bin_ms / 1e3
+        first = trial["first_correct_s"]
+        assert first is None or first >= bin_ms / 1e3 - 1e-9
+        assert trial["correct_in_hold"] == (first is not None and first <= hold_s + 1e-9), (k, trial, hold_s)
+        assert trial["false_grasps"] >= 0 and 0 <= trial["hold_bins_detected"] <= 1
     # the tiny detector is good enough that the object decoder runs during most holds
     assert r["trials"]["hold_bins_detected"] > 0.5, r["trials"]
-    proc = run_module("device.stream", str(detector), str(classifier), "--trials", "2", "--realtime")
+    out = tmp_path / "realtime.json"
+    proc = run_module("device.stream", str(detector), str(classifier), "--trials", "2", "--realtime", "--json", str(out))
     assert proc.returncode == 0 and "real-time pacing" in proc.stdout, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["realtime"] is True and r["trials"]["n"] == 2 and r["latency"]["bins"] == int(offsets[2] - offsets[0])
+    assert r["data"].endswith(": 2 of {} trials, {} bins".format(test.n_trials, r["latency"]["bins"]))
 
 
 def test_stream_refuses_models_swapped_or_from_another_split(quantised, tmp_path):
     _, detector, classifier, _ = quantised
     proc = run_module("device.stream", str(classifier), str(detector))
     assert proc.returncode == 2 and "expected the grasp-phase model" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+    # The same session, but the classifier's test set holds another trial: a different split.
+    det, cls = copy_of(detector, tmp_path), copy_of(classifier, tmp_path)
+    load_pair(str(det), str(cls), allow_edgetpu=False, threads=1)  # the untouched copies are a pair
+    with np.load(cls / TEST_SET, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    trial_index = arrays["trial_index"].copy()
+    trial_index[-1] = trial_index.max() + 1  # a trial id no test trial of this split has
+    save_test_set(str(cls / TEST_SET), {**arrays, "trial_index": trial_index})
+    manifest = json.loads((cls / "manifest.json").read_text())
+    manifest["artifacts"][TEST_SET] = sha256_of(str(cls / TEST_SET))
+    (cls / "manifest.json").write_text(json.dumps(manifest))
+    # only the split differs: both folders still pass the integrity check, and name the same session
+    assert TEST_SET in verify(str(cls), load_manifest(str(cls)))
+    assert load_manifest(str(cls))["data"] == load_manifest(str(classifier))["data"]
+    assert load_manifest(str(det))["data"]["session"] == manifest["data"]["session"]
+    with pytest.raises(DeviceError, match="different sessions or splits"):
+        load_pair(str(det), str(cls), allow_edgetpu=False, threads=1)
+    proc = run_module("device.stream", str(det), str(cls))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    # one error line, the last (the TFLite runtime may log an INFO line first, when the decoders load)
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == ("device.stream: error: the two models come from different sessions or splits; "
+                         "train both on one recording"), proc.stderr
+    assert [line for line in lines if "error" in line.lower()] == lines[-1:], proc.stderr
 
 
 def test_a_tampered_artifact_is_refused(quantised, tmp_path):
@@ -195,6 +250,7 @@ def test_bench_local_prints_the_device_beside_the_host(quantised):
     assert "100.00% of windows bit-exact" in result.output
 
 
+@pytest.mark.slow
 def test_device_runtime_reports_the_coral_faithful_software_quietly(coral_python):
     """`python -m device.runtime` on Python 3.7 + tflite-runtime 2.7.0: what it runs, why no Edge TPU,
     and nothing on stderr (tflite_runtime's Delegate used to print an AttributeError at exit)."""

@@ -13,6 +13,7 @@ import struct
 import subprocess
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from host.quantize import edgetpu_check
@@ -87,6 +88,7 @@ def load_on(python: Path, model: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(python), "-c", code, str(model)], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_the_coral_runtime_loads_the_model_and_refuses_a_newer_op_version(quantised, coral_python, tmp_path):
     _, detector, _, _ = quantised
     ok = load_on(coral_python, detector / INT8_MODEL)

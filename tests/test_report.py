@@ -88,11 +88,42 @@ def test_failed_draw_leaves_no_file_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_many_classes_label_every_kth_id(tmp_path):
-    # 60 classes is past the label limit: the report must still draw (every second id labelled).
-    ids = [10 * t + p for t in range(2, 12) for p in range(1, 7)]
-    plot_object_report(object_metrics(class_ids=ids), "60 classes", tmp_path / "wide.png")
-    png_size(tmp_path / "wide.png")
+def drawn_matrix_ticks(monkeypatch, draw) -> tuple[list[str], list[str]]:
+    """The x and y tick labels of the confusion matrix as drawn: read from the figure at savefig
+    time (the report never returns its figure), then the real savefig writes the PNG."""
+    import matplotlib.figure
+
+    real_savefig = matplotlib.figure.Figure.savefig
+    seen = []
+
+    def recording_savefig(self, *args, **kw):
+        self.canvas.draw()  # tick label texts are final once drawn
+        (ax,) = [a for a in self.axes if a.get_xlabel() == "predicted object id"]
+        seen.append(([t.get_text() for t in ax.get_xticklabels()], [t.get_text() for t in ax.get_yticklabels()]))
+        return real_savefig(self, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
+    draw()
+    assert len(seen) == 1
+    return seen[0]
+
+
+@pytest.mark.parametrize("n_turntables, k", [(1, 1), (8, 1), (10, 2), (22, 3)])
+def test_many_classes_label_every_kth_id(tmp_path, monkeypatch, n_turntables, k):
+    # 6 objects per turntable: 6 and 48 classes get every id; past MAX_TICK_LABELS (50), every
+    # k-th id is labelled, k = ceil(n / 50): 60 classes -> every 2nd, 132 -> every 3rd.
+    from host.train.report import MAX_TICK_LABELS
+
+    ids = [10 * t + p for t in range(2, 2 + n_turntables) for p in range(1, 7)]
+    assert k == max(1, -(-len(ids) // MAX_TICK_LABELS))
+    path = tmp_path / "wide.png"
+    x, y = drawn_matrix_ticks(monkeypatch, lambda: plot_object_report(object_metrics(class_ids=ids), "many", path))
+    expected = [str(c) for c in ids[::k]]
+    assert x == expected and y == expected
+    assert len(expected) <= MAX_TICK_LABELS
+    if k > 1:  # the ids in between are not labelled
+        assert not set(x) & {str(c) for i, c in enumerate(ids) if i % k}
+    png_size(path)
 
 
 def test_reports_leave_pyplot_alone(tmp_path):

@@ -60,6 +60,7 @@ def connect(entry: dict, known_hosts: str | Path | None = None) -> Connection:
     return conn
 
 
+@pytest.mark.slow
 def test_inventory_lists_both_boards(boards):
     boards_dir, entries = boards
     with (boards_dir / "boards.toml").open("rb") as f:
@@ -73,6 +74,7 @@ def test_inventory_lists_both_boards(boards):
         f"[127.0.0.1]:{e['port']}" for e in entries.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sim1", "sim2"])
 def test_fabric_runs_and_transfers_through_sshd(boards, name, tmp_path):
     _, entries = boards
@@ -93,6 +95,7 @@ def test_fabric_runs_and_transfers_through_sshd(boards, name, tmp_path):
     assert (tmp_path / "back.bin").read_bytes() == payload
 
 
+@pytest.mark.slow
 def test_unknown_host_is_rejected(boards, tmp_path):
     _, entries = boards
     other = tmp_path / "known_hosts_other"
@@ -101,6 +104,7 @@ def test_unknown_host_is_rejected(boards, tmp_path):
         connect(entries["sim1"], other)
 
 
+@pytest.mark.slow
 def test_changed_host_key_is_rejected(boards, tmp_path):
     _, entries = boards
     wrong = tmp_path / "known_hosts_wrong"
@@ -113,6 +117,7 @@ def host_key(boards, name: str) -> str:
     return sim_board.public_key(boards[0] / name / "ssh_host_ed25519_key")
 
 
+@pytest.mark.slow
 def test_up_is_idempotent_and_refuses_a_taken_port(boards):
     boards_dir, entries = boards
     again = sim_board.start_board(boards_dir, "sim1", entries["sim1"]["port"],
@@ -130,6 +135,7 @@ def test_up_is_idempotent_and_refuses_a_taken_port(boards):
     sim_board.stop_board(boards_dir, "sim3", purge=True)
 
 
+@pytest.mark.slow
 def test_status_and_down(boards):
     boards_dir, entries = boards
     runner = CliRunner()
@@ -146,6 +152,7 @@ def test_status_and_down(boards):
         assert run(conn, "echo ok").stdout == "ok\n"
 
 
+@pytest.mark.slow
 def test_purge_forgets_the_board(boards):
     boards_dir, entries = boards
     sim_board.stop_board(boards_dir, "sim2", purge=True)
@@ -160,6 +167,7 @@ def test_cli_runs_as_a_script():
     assert result.returncode == 0 and "status" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_default_board_runs_a_coral_boards_software(boards):
     """Python 3.7, numpy < 1.20 and PyPI's oldest tflite-runtime for 3.7, as recorded and as run."""
     if sim_board.find_python37() is None:

@@ -109,6 +109,7 @@ def test_class_weights_balance_the_classes():
     assert w[labels].sum() == pytest.approx(100) and w[0] * 90 == pytest.approx(w[1] * 10)
 
 
+@pytest.mark.slow
 def test_tune_then_train_with_the_best_hyperparameters(session, tmp_path):
     from click.testing import CliRunner
 
