@@ -28,7 +28,7 @@ def assert_same_recording(a, b) -> None:
 
 
 def recording_via_neo(path):
-    from host.data.load import recording_from_block
+    from host.data.neoread import recording_from_block
 
     return recording_from_block(NeoMatlabIO(str(path)).read_block(), path)
 

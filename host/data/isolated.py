@@ -78,7 +78,7 @@ def unpack(out: Path, path: Path) -> Recording:
 def main(argv: list[str]) -> int:
     """Child: read argv[0] with neo.io, write argv[1]; a refusal is one JSON line on stderr
     ({"trial", "problem"}: the DataError without its path, which the parent adds), exit 2."""
-    from host.data.load import read_with_neo
+    from host.data.neoread import read_with_neo
 
     path, out = Path(argv[0]), Path(argv[1])
     try:

@@ -9,7 +9,6 @@ result is one `Recording`, and `select_trials` applies the paper's trial selecti
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +17,13 @@ import numpy as np
 
 from host.data import matfile
 from host.data import objects
+from host.data.neoread import NEO_EXTENSIONS, PICKLE_HINT
 from host.errors import DataError
 from host.data.recording import Recording
 
 log = logging.getLogger(__name__)
 MIN_TRIALS_PER_OBJECT = 3  # so that every kept object can appear in train, validation and test
 HOLD, REWARD = "Hold", "Rew"
-NEO_EXTENSIONS = {".nix": "NixIO", ".pkl": "PickleIO", ".pickle": "PickleIO", ".h5": "NixIO"}
-PICKLE_HINT = ("a pickle runs whatever code it holds when it is read; convert it to .nix, or pass --allow-pickle "
-               "only for a file you wrote yourself")
 
 
 def check_file(path: Path, allow_pickle: bool = False) -> Path:
@@ -75,72 +72,6 @@ def _load_with_neo(path: Path, allow_pickle: bool) -> Recording:
     from host.data import isolated
 
     return isolated.read(path, allow_pickle)
-
-
-def read_with_neo(path: Path, allow_pickle: bool) -> Recording:
-    """neo.io in this process: only the child process of `host.data.isolated` calls this."""
-    import neo.io
-
-    try:
-        io_name = "NeoMatlabIO" if path.suffix.lower() == ".mat" else NEO_EXTENSIONS.get(path.suffix.lower())
-        if io_name is None:
-            io_cls = neo.io.get_io(str(path)).__class__
-        else:
-            io_cls = getattr(neo.io, io_name)
-        if io_cls is neo.io.PickleIO and not allow_pickle:
-            raise DataError(path, "refusing to read a Neo pickle", hint=PICKLE_HINT)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            reader = io_cls(str(path)) if io_name != "NixIO" else io_cls(str(path), mode="ro")
-            block = reader.read_block()
-            if hasattr(reader, "close"):
-                reader.close()
-    except DataError:
-        raise
-    except Exception as exc:  # neo raises anything from IOError to KeyError on bad files
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(path, f"not a readable Neo file ({type(exc).__name__}: {message})",
-                        hint="supported: .mat (NeoMatlabIO), .nix, .pkl (Neo pickle)") from None
-    if not isinstance(block, neo.Block):
-        raise DataError(path, "the file holds no Neo block" + ("" if block is None else f" (it holds a {type(block).__name__})"))
-    return recording_from_block(block, path)
-
-
-def recording_from_block(block, path: Path) -> Recording:
-    """Flatten a Neo Block (one Segment per trial) into a `Recording`."""
-    segments = list(block.segments)
-    trains = [list(seg.spiketrains) for seg in segments]
-    counts = [np.array([len(st) for st in sts], np.int64) for sts in trains]
-    spikes = [np.asarray(st.rescale("s").magnitude, np.float64).reshape(-1) for sts in trains for st in sts]
-    events = [_first_event(seg) for seg in segments]
-    return Recording.from_trials(
-        path=path,
-        name=block.name or path.name.split(".")[0],
-        n_units=len(trains[0]) if trains else 0,
-        unit_counts=[len(sts) for sts in trains],
-        train_counts=counts,
-        t_start_s=[np.array([float(st.t_start.rescale("s")) for st in sts] or [np.nan]) for sts in trains],
-        t_stop_s=[np.array([float(st.t_stop.rescale("s")) for st in sts] or [np.nan]) for sts in trains],
-        object_ids=[_annotation(seg, "obj") for seg in segments],
-        correct=[_annotation(seg, "correct") for seg in segments],
-        event_labels=[e[0] for e in events],
-        event_times_s=[e[1] for e in events],
-        spike_times_s=np.concatenate(spikes) if spikes else np.empty(0),
-    )
-
-
-def _first_event(seg) -> tuple[list[str], np.ndarray]:
-    if not seg.events:
-        return [], np.empty(0)
-    ev = seg.events[0]
-    return [str(x).strip() for x in np.asarray(ev.labels).reshape(-1)], np.asarray(ev.rescale("s").magnitude, float).reshape(-1)
-
-
-def _annotation(seg, key: str) -> float:
-    try:
-        return float(np.asarray(seg.annotations[key]).reshape(-1)[0])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return np.nan
 
 
 # --------------------------------------------------------------------------- trial selection
