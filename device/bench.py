@@ -104,7 +104,7 @@ def run(folder: str, invokes: int = MIN_INVOKES, threads: int = 1, allow_edgetpu
     verified = verify(folder, manifest)
     runtime = rt.select(COMPILED_MODEL in manifest.get("artifacts", {}), allow_edgetpu)
     decoder = Decoder(folder, manifest, runtime, threads)
-    test = TestSet.load(folder, manifest["data"]["window_bins"])
+    test = TestSet.load(folder, manifest)
     return {
         "model": manifest["name"], "task": manifest["task"], "session": manifest["data"]["session"],
         "data": "test split of {} ({} windows, {} trials)".format(manifest["data"]["session"], len(test), test.n_trials),

@@ -15,6 +15,8 @@ import hashlib
 import json
 import os
 import re
+import stat
+import zipfile
 
 import numpy as np
 
@@ -53,23 +55,47 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}\Z")
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 
+MAX_MESSAGE = 1000  # characters of an error line: enough for paths and a hint, not a pasted 100 kB value
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few kB; more is not a manifest
+
+
+def one_line(text, limit: int = MAX_MESSAGE) -> str:
+    """`text` as one printable line of at most `limit` characters. Error messages quote values from
+    files, boards and inventories written by others: a line break would split the "one line", and a
+    control character (a terminal's escape sequence) would reach the user's terminal. So line
+    breaks become spaces, other unprintable characters their escapes, and a long text is cut."""
+    text = " ".join(str(text).splitlines())
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def short(value, limit: int = 80) -> str:
+    """repr of a value for an error message, cut to `limit` characters (a value from a file may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class DeviceError(Exception):
     """A problem the user can act on; the command line prints it as one line and exits 2."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(message))
 
 
 def check_name(name, what: str = "name") -> str:
     """`name` if it is a plain file or folder name (see _PLAIN_NAME), else a DeviceError. The one
     check for every name a model folder or a release names, on the host and on the board alike."""
     if not isinstance(name, str) or not _PLAIN_NAME.match(name):
-        raise DeviceError("{} {!r} is not a plain file name (letters, digits, '.', '_', '+', '-'; no path); "
-                          "refusing it".format(what, name if not isinstance(name, str) else name[:80]))
+        raise DeviceError("{} {} is not a plain file name (letters, digits, '.', '_', '+', '-'; no path); "
+                          "refusing it".format(what, short(name)))
     return name
 
 
 def check_relative(path, what: str = "path") -> str:
     """`path` if it is a relative path of plain names joined by '/' (a file inside a release)."""
     if not isinstance(path, str) or not path:
-        raise DeviceError("{} {!r} is not a relative path; refusing it".format(what, path))
+        raise DeviceError("{} {} is not a relative path; refusing it".format(what, short(path)))
     for part in path.split("/"):
         check_name(part, what)
     return path
@@ -84,6 +110,15 @@ def path_in(folder: str, name: str, what: str = "file") -> str:
     return path
 
 
+def as_array(values, what: str = "input") -> np.ndarray:
+    """np.asarray, with numpy's refusal of a ragged nested list (ValueError on numpy >= 1.24; older
+    numpy makes an object array, which the dtype checks refuse) as a DeviceError."""
+    try:
+        return np.asarray(values)
+    except (ValueError, TypeError) as exc:
+        raise DeviceError("{} is not a rectangular array of counts ({})".format(what, exc)) from None
+
+
 MAX_COUNT = 255  # spikes in one bin: the stored counts are uint8, a unit firing 6 kHz would fill 40 ms
 
 
@@ -91,7 +126,7 @@ def check_counts(counts, what: str = "input") -> np.ndarray:
     """`counts` as an array, if it holds spike counts: numeric, finite, non-negative, whole numbers,
     at most MAX_COUNT per bin; otherwise a DeviceError naming the problem (never a silent wrap,
     round or clip: the one check wherever counts enter the board's runner)."""
-    arr = np.asarray(counts)
+    arr = as_array(counts, what)
     if arr.dtype.kind not in "uif":
         raise DeviceError("{} dtype {} is not numeric spike counts".format(what, arr.dtype))
     if not arr.size:
@@ -125,37 +160,69 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
-def load_manifest(folder: str) -> dict:
-    """The manifest, checked for a format this runner understands and for a quantised model."""
-    path = os.path.join(folder, MANIFEST)
+def read_manifest(folder: str, redo: str) -> dict:
+    """`folder`'s manifest.json, read as untrusted input and checked (check_manifest), or a one-line
+    DeviceError ending in `redo` (what the user should run). The one reader of manifests, on the host
+    and the board: the file must be a plain regular file inside the folder (not a symbolic link, a
+    folder or a FIFO that would block the reader), at most MAX_MANIFEST_BYTES of UTF-8 JSON holding
+    an object in a format this grasptpu knows."""
+    path = path_in(folder, MANIFEST, "manifest")
     try:
-        with open(path) as fh:
-            manifest = json.load(fh)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise DeviceError("{}: no {}: not a model folder (deploy a quantised model)".format(folder, MANIFEST)) from None
-    except ValueError as exc:
-        raise DeviceError("{}: damaged manifest ({}); deploy the model again".format(path, exc)) from None
+        raise DeviceError("{}: no {}: not a model folder; {}".format(folder, MANIFEST, redo)) from None
+    except OSError as exc:
+        raise DeviceError("{}: cannot read the manifest ({}); {}".format(path, exc.strerror or exc, redo)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a folder with its own error
+        os.close(fd)
+        raise DeviceError("{}: not a regular file; {}".format(path, redo))
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_MANIFEST_BYTES + 1)
+    try:
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ValueError("larger than {} bytes".format(MAX_MANIFEST_BYTES))
+        manifest = json.loads(data.decode("utf-8"))
+        _require(isinstance(manifest, dict), "not a JSON object")
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested deeper than the parser's stack
+        why = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise DeviceError("{}: damaged manifest ({}); {}".format(path, why, redo)) from None
     fmt = manifest.get("format")
-    if not isinstance(fmt, int) or fmt > SUPPORTED_FORMAT:
-        raise DeviceError("{}: manifest format {!r} is newer than this runner understands ({}); "
-                          "deploy the device package from the same grasptpu version".format(path, fmt, SUPPORTED_FORMAT))
+    if type(fmt) is int and fmt > SUPPORTED_FORMAT:
+        raise DeviceError("{}: manifest format {} is newer than this grasptpu understands ({}); use the grasptpu "
+                          "version that wrote the folder".format(path, fmt, SUPPORTED_FORMAT))
+    if type(fmt) is not int or fmt < 1:
+        raise DeviceError("{}: manifest format {} is not a manifest format (1..{}); {}".format(
+            path, short(fmt), SUPPORTED_FORMAT, redo))
+    return check_manifest(manifest, path)
+
+
+def load_manifest(folder: str) -> dict:
+    """The board's view of a manifest (read_manifest): it must also describe a quantised model."""
+    manifest = read_manifest(folder, "deploy a quantised model again")
+    path = os.path.join(folder, MANIFEST)
     if "tflite" not in manifest or "test_set" not in manifest:
         raise DeviceError("{}: the model is not quantised (run `grasptpu quantize` on the host)".format(folder))
-    check_manifest(manifest, path)
     try:
         shape = manifest["tflite"]["int8"]["input"]["shape"]
         labels = manifest["labels"]
         _require(isinstance(shape, list) and len(shape) == 3 and shape[0] == 1
                  and shape[1:] == [manifest["data"]["window_bins"], manifest["data"]["n_units"]],
-                 "tflite.int8.input.shape {!r} is not [1, window_bins, n_units]".format(shape))
+                 "tflite.int8.input.shape {} is not [1, window_bins, n_units]".format(short(shape)))
         _require(isinstance(labels, list) and len(labels) == len(manifest["data"]["label_names"])
                  and all(isinstance(e, dict) and e.get("index") == i for i, e in enumerate(labels)),
                  "labels do not list the classes 0..n-1 of data.label_names")
     except (KeyError, TypeError) as exc:
-        raise DeviceError("{}: the manifest lacks {}; re-run `grasptpu quantize` and deploy again".format(path, exc)) from None
+        raise DeviceError("{}: {}; re-run `grasptpu quantize` and deploy again".format(path, _missing(exc))) from None
     except ValueError as exc:
         raise DeviceError("{}: {}; re-run `grasptpu quantize` and deploy again".format(path, exc)) from None
     return manifest
+
+
+def _missing(exc: Exception) -> str:
+    """What a KeyError (a field missing) or a TypeError (a field of the wrong kind) says of a manifest."""
+    if isinstance(exc, KeyError):
+        return "the manifest lacks {}".format(short(exc.args[0] if exc.args else ""))
+    return "a manifest field is of the wrong kind ({})".format(exc)
 
 
 def _require(ok: bool, problem: str) -> None:
@@ -172,30 +239,34 @@ def check_manifest(manifest, path: str) -> dict:
         _require(isinstance(manifest, dict), "not a JSON object")
         check_name(manifest["name"], "model name")
         task, data = manifest["task"], manifest["data"]
-        _require(task in TASKS, "task {!r} is not one of {}".format(task, ", ".join(TASKS)))
+        _require(isinstance(task, str) and task in TASKS, "task {} is not one of {}".format(short(task), ", ".join(TASKS)))
         for key in ("window_bins", "n_units"):
-            _require(type(data[key]) is int and 0 < data[key] <= 100000, "data.{} {!r} is not a positive integer"
-                     .format(key, data[key]))
+            _require(type(data[key]) is int and 0 < data[key] <= 100000, "data.{} {} is not a positive integer"
+                     .format(key, short(data[key])))
         _require(type(data["bin_ms"]) in (int, float) and 0 < data["bin_ms"] <= 60000,
-                 "data.bin_ms {!r} is not a positive number of milliseconds".format(data["bin_ms"]))
+                 "data.bin_ms {} is not a positive number of milliseconds".format(short(data["bin_ms"])))
         _require(isinstance(data["session"], str), "data.session is not text")
         names, classes = data["label_names"], data["classes"]
         _require(isinstance(names, list) and isinstance(classes, list) and len(names) == len(classes) >= 2,
                  "data.label_names and data.classes are not two lists of the same length (>= 2)")
         if task == "grasp-phase":
             _require(names == GRASP_PHASE_LABELS and classes == [0, 1],
-                     "task grasp-phase, but the labels are {} (a rest/grasp detector has [rest, grasp])".format(names))
+                     "task grasp-phase, but the labels are {} (a rest/grasp detector has [rest, grasp])".format(
+                         short(names)))
         else:
-            _require(names != GRASP_PHASE_LABELS and names == [str(c) for c in classes],
-                     "task object, but the labels {} are not the object classes".format(names[:4]))
+            _require(names != GRASP_PHASE_LABELS, "task object, but the labels are a rest/grasp detector's")
+            _require(all(type(c) is int and 0 <= c < 1000 for c in classes) and len(set(classes)) == len(classes),
+                     "task object, but data.classes {} are not distinct object ids (integers)".format(short(classes)))
+            _require(names == [str(c) for c in classes],
+                     "task object, but the labels {} are not the object classes".format(short(names)))
         artifacts = manifest["artifacts"]
         _require(isinstance(artifacts, dict), "artifacts is not a table of file -> sha256")
         for name, digest in artifacts.items():
             check_name(name, "artifact")
             _require(isinstance(digest, str) and bool(_SHA256.match(digest)),
-                     "artifact {}: {!r} is not a sha256 digest".format(name, digest))
+                     "artifact {}: {} is not a sha256 digest".format(name, short(digest)))
     except (KeyError, TypeError) as exc:
-        raise DeviceError("{}: the manifest lacks {}; re-run the stage that wrote it".format(path, exc)) from None
+        raise DeviceError("{}: {}; re-run the stage that wrote it".format(path, _missing(exc))) from None
     except ValueError as exc:
         raise DeviceError("{}: {}".format(path, exc)) from None
     return manifest
@@ -235,13 +306,70 @@ def save_test_set(path: str, arrays: dict) -> None:
     np.savez_compressed(path, **arrays)
 
 
+def read_npz(path: str, what: str, redo: str) -> dict:
+    """Every array of an .npz (no pickles), or a one-line DeviceError: a damaged, truncated or foreign
+    file is reported, whatever numpy or zipfile raise on it."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not hasattr(npz, "files"):
+                raise ValueError("a single array, not an .npz archive")
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
+        raise DeviceError("{}: not a readable {} ({}); {}".format(
+            path, what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, redo)) from None
+
+
+def check_test_set(arrays: dict, window_bins: int, n_units=None, n_classes=None, quantised: bool = False) -> None:
+    """The test set's arrays against the contract, before anything indexes with them: the arrays
+    TEST_WINDOW_ARRAYS names (and the three outputs, or none), uint8 counts of (rows, units), trial
+    offsets that cut the rows into trials, and every window inside its trial with a label in range.
+    A ValueError names the first problem (TestSet turns it into a DeviceError)."""
+    missing = [k for k in TEST_WINDOW_ARRAYS if k not in arrays]
+    _require(not missing, "it lacks the arrays {}".format(missing))
+    outputs = [k for k in TEST_OUTPUT_ARRAYS if k in arrays]
+    _require(len(outputs) in ((len(TEST_OUTPUT_ARRAYS),) if quantised else (0, len(TEST_OUTPUT_ARRAYS))),
+             "it lacks the host's outputs {} of a quantised model".format([k for k in TEST_OUTPUT_ARRAYS if k not in outputs]))
+    counts = arrays["counts"]
+    _require(counts.ndim == 2 and counts.dtype == np.uint8, "counts are {} {}, not (bins, units) uint8".format(
+        counts.dtype, counts.shape))
+    _require(n_units is None or counts.shape[1] == n_units, "counts have {} units, the manifest {}".format(
+        counts.shape[1], n_units))
+    for key in TEST_WINDOW_ARRAYS[1:]:
+        _require(arrays[key].ndim == 1 and arrays[key].dtype.kind in "iu", "{} is not a list of integers".format(key))
+    offsets = arrays["trial_offsets"]
+    _require(len(offsets) >= 1 and offsets[0] == 0 and offsets[-1] == len(counts) and (np.diff(offsets) >= 0).all(),
+             "trial_offsets do not cut the counts' {} rows into trials".format(len(counts)))
+    n_trials, n = len(offsets) - 1, len(arrays["end_row"])
+    for key in ("trial_index", "object_id", "hold_bin", "reward_bin"):
+        _require(len(arrays[key]) == n_trials, "{} has {} entries for {} trials".format(key, len(arrays[key]), n_trials))
+    for key in ("label", "window_trial") + tuple(outputs):
+        _require(len(arrays[key]) == n, "{} has {} entries for {} windows".format(key, len(arrays[key]), n))
+    if not n:
+        return
+    trial, end = arrays["window_trial"], arrays["end_row"]
+    _require(trial.min() >= 0 and trial.max() < n_trials, "window_trial points outside the trials")
+    _require(((end - (window_bins - 1) >= offsets[trial]) & (end < offsets[trial + 1])).all(),
+             "end_row puts a window outside its trial")
+    label = arrays["label"]
+    _require(label.min() >= 0 and (n_classes is None or label.max() < n_classes),
+             "a label is outside the classes 0..{}".format("n-1" if n_classes is None else n_classes - 1))
+    for key in outputs:
+        _require(arrays[key].ndim == 2 and arrays[key].dtype.kind in "fi", "{} is not (windows, outputs) numbers".format(key))
+
+
 class TestSet:
     """The manifest's test windows (and the host's outputs on them, once quantised) as strided
-    views over the stored counts; `batch` copies only the windows asked for."""
+    views over the stored counts; `batch` copies only the windows asked for. The arrays are checked
+    against the contract first (check_test_set): a test set may come from someone else."""
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, arrays: dict, window_bins: int) -> None:
+    def __init__(self, arrays: dict, window_bins: int, n_units=None, n_classes=None, quantised: bool = False,
+                 where: str = "test set") -> None:
+        try:
+            check_test_set(arrays, window_bins, n_units, n_classes, quantised)
+        except ValueError as exc:
+            raise DeviceError("{}: {}; re-run `grasptpu train` (or deploy the model again)".format(where, exc)) from None
         self.arrays = arrays
         self.window_bins = window_bins
         counts = np.ascontiguousarray(arrays["counts"])
@@ -256,16 +384,14 @@ class TestSet:
         self.label = arrays["label"]
 
     @classmethod
-    def load(cls, folder: str, window_bins: int) -> "TestSet":
-        """The folder's test_set.npz (no pickles: allow_pickle stays off)."""
-        try:
-            with np.load(path_in(folder, TEST_SET), allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, EOFError) as exc:
-            raise DeviceError("{}: not a readable test set ({}); deploy the model again".format(
-                os.path.join(folder, TEST_SET), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from None
-        return cls(arrays, window_bins)
-
+    def load(cls, folder: str, manifest: dict) -> "TestSet":
+        """The folder's test_set.npz (no pickles: allow_pickle stays off), checked against `manifest`
+        (window length, units, classes; the host's outputs once quantised)."""
+        path = path_in(folder, TEST_SET)
+        arrays = read_npz(path, "test set", "re-run `grasptpu train`, or deploy the model again")
+        data = manifest["data"]
+        return cls(arrays, data["window_bins"], data["n_units"], len(data["label_names"]), "tflite" in manifest,
+                   where=path)
     def __len__(self) -> int:
         return len(self.end_row)
 

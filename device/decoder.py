@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from device.contract import COMPILED_MODEL, INT8_MODEL, DeviceError, check_counts, path_in, quantise
+from device.contract import COMPILED_MODEL, INT8_MODEL, DeviceError, as_array, check_counts, path_in, quantise
 from device.runtime import Runtime
 
 
@@ -51,7 +51,7 @@ class Decoder:
 
     def check(self, windows: np.ndarray) -> np.ndarray:
         """`windows` as ``(n, bins, units)`` counts, or a DeviceError naming what is wrong."""
-        arr = np.asarray(windows)
+        arr = as_array(windows)
         if arr.ndim == 2:
             arr = arr[None]
         if arr.ndim != 3 or arr.shape[1:] != self.window_shape:

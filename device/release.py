@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 
-from device.contract import COMPILED_MODEL, DeviceError, TestSet, check_relative, load_manifest, sha256_of
+from device.contract import COMPILED_MODEL, INT8_MODEL, DeviceError, TestSet, check_relative, load_manifest, sha256_of
 from device.contract import verify as verify_model
 
 RELEASE_FILE = "release.json"
@@ -55,8 +55,14 @@ def check_models(models: str) -> list:
         folder = os.path.join(models, name)
         manifest = load_manifest(folder)
         verify_model(folder, manifest)
-        TestSet.load(folder, manifest["data"]["window_bins"])
-        Decoder(folder, manifest, rt.select(COMPILED_MODEL in manifest["artifacts"]))
+        TestSet.load(folder, manifest)
+        runtime = rt.select(COMPILED_MODEL in manifest["artifacts"])
+        # Said before loading: a damaged flatbuffer can crash the TFLite runtime (tflite_runtime 2.7
+        # has no verifier), and then this line is the host's only clue which model did it.
+        model = COMPILED_MODEL if runtime.edgetpu else INT8_MODEL
+        print("device.release: loading {} with {}".format(os.path.join(folder, model), runtime.detail),
+              file=sys.stderr, flush=True)
+        Decoder(folder, manifest, runtime)
     return names
 
 

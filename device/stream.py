@@ -125,8 +125,8 @@ def load_pair(detector_dir: str, classifier_dir: str, allow_edgetpu: bool, threa
         if det_m["data"].get(key) != cls_m["data"].get(key):
             raise DeviceError("the two models differ in {} ({} vs {}); train both on one recording with the same "
                               "settings".format(key, det_m["data"].get(key), cls_m["data"].get(key)))
-    test = TestSet.load(detector_dir, det_m["data"]["window_bins"])
-    other = TestSet.load(classifier_dir, cls_m["data"]["window_bins"])
+    test = TestSet.load(detector_dir, det_m)
+    other = TestSet.load(classifier_dir, cls_m)
     if det_m["data"]["session"] != cls_m["data"]["session"] or \
             not np.array_equal(test.arrays["trial_index"], other.arrays["trial_index"]):
         raise DeviceError("the two models come from different sessions or splits; train both on one recording")

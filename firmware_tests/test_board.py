@@ -53,7 +53,7 @@ def test_artifacts_are_intact(model_dir):
 
 def test_golden_vectors_match_the_host(model_dir):
     decoder, manifest, chosen = open_decoder(model_dir)
-    test = BoardTestSet.load(model_dir, manifest["data"]["window_bins"])
+    test = BoardTestSet.load(model_dir, manifest)
     n = min(GOLDEN, len(test))
     raw = decoder.predict_raw(test.batch(np.arange(n)))
     host = test.arrays["int8_output"][:n]
@@ -68,7 +68,7 @@ def test_golden_vectors_match_the_host(model_dir):
 
 def test_latency_fits_the_bin(model_dir):
     decoder, manifest, _ = open_decoder(model_dir)
-    test = BoardTestSet.load(model_dir, manifest["data"]["window_bins"])
+    test = BoardTestSet.load(model_dir, manifest)
     q = decoder.quantise(test.batch(np.arange(min(64, len(test)))))
     for i in range(20):
         decoder.invoke(q[i % len(q)][None])

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from device.contract import DeviceError
 from host.errors import GrasptpuError
 
 DEFAULT_DATA_DIR = Path("data")
@@ -90,12 +91,14 @@ def training_options(func):
 
 
 class _Group(click.Group):
-    """Turns a GrasptpuError into one line on stderr and exit code 2, never a traceback."""
+    """Turns a GrasptpuError, or a DeviceError from the contract's checks of a model folder (the
+    host reads folders with the board's own checks), into one line on stderr and exit code 2,
+    never a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except GrasptpuError as exc:
+        except (GrasptpuError, DeviceError) as exc:
             click.echo(f"grasptpu: error: {exc}", err=True)
             sys.exit(2)
 

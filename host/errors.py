@@ -5,9 +5,16 @@ The CLI prints these without a traceback and exits non-zero; anything else is a 
 
 from __future__ import annotations
 
+from device.contract import one_line
+
 
 class GrasptpuError(Exception):
-    """A problem with the user's input or environment, told in one actionable line."""
+    """A problem with the user's input or environment, told in one actionable line: the message
+    quotes files, boards and inventories written by others, so it is made one printable line
+    (device.contract.one_line, the rule the board's errors follow too)."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(message))
 
 
 class DataError(GrasptpuError):

@@ -9,39 +9,78 @@ consistent folder in place.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-from device.contract import MANIFEST, DeviceError, check_manifest
+import numpy as np
+
+from device import contract
+from device.contract import MANIFEST, DeviceError
 from host.errors import GrasptpuError
 from host.files import StagedDir, sha256_of, write_json
 
 
 def read_manifest(folder: Path) -> dict:
-    path = Path(folder) / MANIFEST
+    """The folder's manifest, read and checked by the contract's one reader (device.contract
+    .read_manifest: the same checks the board makes), its refusal as a one-line GrasptpuError."""
     try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise GrasptpuError(f"{folder}: no {MANIFEST}: not a model folder (run `grasptpu train` first)") from None
-    except ValueError as exc:
-        raise GrasptpuError(f"{path}: damaged manifest ({exc}); retrain the model") from None
-    try:
-        return check_manifest(manifest, str(path))
+        return contract.read_manifest(str(folder), "retrain the model, or use the folder as its author wrote it")
     except DeviceError as exc:
-        raise GrasptpuError(f"{exc}; retrain the model, or use the folder its author wrote") from None
+        raise GrasptpuError(str(exc)) from None
 
 
 def check_files(folder: Path, manifest: dict, names: tuple[str, ...], redo: str) -> None:
-    """Each of `names` is in the folder and matches the sha256 the manifest recorded for it, or a
-    one-line error that says to run `redo` (the stage that writes it) again."""
+    """Each of `names` is a plain file in the folder (not a symbolic link: contract.path_in) and
+    matches the sha256 the manifest recorded for it, or a one-line error that says to run `redo`
+    (the stage that writes it) again."""
     for name in names:
-        path = Path(folder) / name
+        try:
+            path = Path(contract.path_in(str(folder), name))
+        except DeviceError as exc:
+            raise GrasptpuError(str(exc)) from None
         if not path.is_file():
             raise GrasptpuError(f"{path}: missing; run `{redo}` again")
         if (manifest.get("artifacts") or {}).get(name) != sha256_of(path):
             raise GrasptpuError(f"{path}: changed since it was written (sha256 differs from the manifest); "
                                 f"run `{redo}` again")
+
+
+def load_keras(folder: Path, manifest: dict):
+    """The folder's Keras model (checked by check_files first), loaded in Keras' safe mode (no
+    Python lambdas deserialised from the file) and checked to take the manifest's window; a file
+    Keras cannot read is a one-line error, whatever Keras raises."""
+    import keras
+
+    path = Path(folder) / contract.KERAS_MODEL
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises anything from ValueError to OSError on a foreign file
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise GrasptpuError(f"{path}: not a readable Keras model ({type(exc).__name__}: {why}); retrain it") from None
+    data = manifest["data"]
+    shape = tuple(getattr(model, "input_shape", ()) or ())
+    if shape[1:] != (data["window_bins"], data["n_units"]):
+        raise GrasptpuError(f"{path}: takes input {shape}, the manifest says windows of "
+                            f"({data['window_bins']}, {data['n_units']}); retrain the model")
+    return model
+
+
+def load_calibration(folder: Path, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
+    """calibration.npz's windows and labels, checked against the manifest's window and classes."""
+    path = Path(folder) / contract.CALIBRATION
+    try:
+        arrays = contract.read_npz(str(path), "calibration set", "run `grasptpu train` again")
+    except DeviceError as exc:
+        raise GrasptpuError(str(exc)) from None
+    data = manifest["data"]
+    windows, labels = arrays.get(contract.CALIBRATION_ARRAY), arrays.get("label")
+    ok = (windows is not None and labels is not None and windows.dtype == np.uint8 and labels.dtype.kind in "iu"
+          and windows.shape[1:] == (data["window_bins"], data["n_units"]) and len(windows) >= 1
+          and labels.shape == (len(windows),) and labels.min() >= 0 and labels.max() < len(data["label_names"]))
+    if not ok:
+        raise GrasptpuError(f"{path}: not the manifest's calibration windows (uint8 ({data['window_bins']}, "
+                            f"{data['n_units']}) windows with labels); run `grasptpu train` again")
+    return windows, labels
 
 
 def artifact_hashes(folder: Path) -> dict[str, str]:

@@ -60,8 +60,8 @@ def test_stream_replays_the_test_trials(quantised, tmp_path):
     proc = run_module("device.stream", str(detector), str(classifier), "--json", "-")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
-    test = BoardTestSet.load(str(detector), 12)
     manifest = load_manifest(str(detector))
+    test = BoardTestSet.load(str(detector), manifest)
     assert r["trials"]["n"] == test.n_trials == len(r["per_trial"]) == manifest["test_set"]["trials"]
     # every bin of every test trial was fed, one at a time
     offsets = test.arrays["trial_offsets"]

@@ -108,11 +108,11 @@ class _Cycle:
         return self.test.all_windows[row]
 
 
-def test_windows(folder: Path, window_bins: int) -> _Cycle:
+def test_windows(folder: Path, manifest: dict) -> _Cycle:
     """The test split's windows, read with the board's own reader (device.contract.TestSet)."""
     from device.contract import TestSet
 
-    return _Cycle(TestSet.load(str(folder), window_bins))
+    return _Cycle(TestSet.load(str(folder), manifest))
 
 
 def time_calls(call: Callable[[np.ndarray], object], make_input: Callable[[int], np.ndarray],
@@ -178,7 +178,7 @@ def bench_folder(folder: Path, requantize: bool, invokes: int, keras_invokes: in
 
     m = ensure_quantised(folder, requantize)
     q = m["quantization"]
-    windows = test_windows(folder, m["data"]["window_bins"])
+    windows = test_windows(folder, m)
     print(f"  {folder.name}: timing on {len(windows)} test windows ...", flush=True)
     int8 = tflite_latency(folder / INT8_MODEL, windows, invokes)
     flt = tflite_latency(folder / FLOAT_MODEL, windows, invokes)

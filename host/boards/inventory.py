@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,14 +78,32 @@ _WORD = re.compile(r"[A-Za-z0-9_.:@+/%-]{1,255}\Z")
 _PYTHON = re.compile(r"[A-Za-z0-9_./+-]{1,255}\Z")
 
 
+# Unicode categories no inventory text may hold: controls (C0 and C1: U+009B is a terminal's CSI),
+# format characters (bidi overrides reorder what a terminal shows) and the line and paragraph
+# separators (str.splitlines breaks at U+2028/2029 and U+0085, so a "one-line" note would not be).
+_UNPRINTABLE = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+MAX_INVENTORY_BYTES = 1 << 20
+
+
 def _text(value, pattern=None) -> bool:
-    if not isinstance(value, str) or not value or len(value) > 4096 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        return False
+    if any(unicodedata.category(c) in _UNPRINTABLE for c in value):
         return False
     return pattern is None or bool(pattern.match(value))
 
 
+def _host(value) -> bool:
+    """A host name, an IPv4 address, an IPv6 literal or an ssh alias. Not Fabric's `user@host:port`
+    shorthand: the inventory has user and port fields, and Fabric refuses a user or port given twice."""
+    if not _text(value, _WORD) or value.startswith("-") or "@" in value:
+        return False
+    return value.count(":") != 1  # one colon is host:port; two or more is an IPv6 address
+
+
 FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "host": (lambda v: _text(v, _WORD) and not v.startswith("-"), "a host name or address (no spaces, not starting with -)"),
+    "host": (_host, "a host name or address (no spaces, not starting with -; no user@ or :port, "
+                    "use the user and port fields)"),
     "user": (lambda v: _text(v, _WORD) and not v.startswith("-"), "a user name"),
     "port": (lambda v: type(v) is int and 0 < v < 65536, "an integer port, 1-65535"),
     "key_file": (_text, "a path to a private key"),
@@ -121,16 +140,35 @@ def board_from(path: Path, name: object, entry: object) -> Board:
     return Board(name=name, **entry)
 
 
-def load_inventory(path: Path | None = None) -> dict[str, Board]:
-    path = inventory_path(path)
+def _read(path: Path) -> str:
+    """The inventory's text (UTF-8, as TOML requires), or a one-line error: a file someone else may
+    have written can be missing, a folder, unreadable, huge or not text."""
+    if path.is_dir():
+        raise GrasptpuError(f"{path}: a directory, not an inventory file")
     try:
-        data = tomllib.loads(path.read_text())
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_INVENTORY_BYTES + 1)
     except FileNotFoundError:
         raise GrasptpuError(f"{path}: no such inventory file") from None
-    except IsADirectoryError:
-        raise GrasptpuError(f"{path}: a directory, not an inventory file") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:
+        raise GrasptpuError(f"{path}: cannot read the inventory ({exc.strerror or exc})") from None
+    if len(data) > MAX_INVENTORY_BYTES:
+        raise GrasptpuError(f"{path}: larger than {MAX_INVENTORY_BYTES >> 20} MiB; not a board inventory")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GrasptpuError(f"{path}: not valid TOML (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
+
+
+def load_inventory(path: Path | None = None) -> dict[str, Board]:
+    path = inventory_path(path)
+    text = _read(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise GrasptpuError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise GrasptpuError(f"{path}: not valid TOML (nested too deeply for a board inventory)") from None
     tables = data.get("boards")
     if not isinstance(tables, dict) or not tables:
         raise GrasptpuError(f"{path}: no [boards.NAME] tables")

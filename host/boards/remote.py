@@ -107,8 +107,11 @@ def command(conn, board: Board, step: str, cmd: str, check: bool = True, timeout
         result = conn.run(cmd, hide=True, warn=True, in_stream=False, timeout=timeout)
     except Exception as exc:  # invoke/paramiko raise several types for a dropped connection or a timeout
         raise BoardError(board, step, f"connection lost ({type(exc).__name__}: {exc})") from None
-    if result.exited == -1:  # no exit status: the channel closed under the command
-        raise BoardError(board, step, "connection lost while the command ran")
+    if result.exited == -1:  # no exit status: killed by a signal (a crash), or the channel closed under it
+        lines = [ln for ln in (result.stderr or "").splitlines() if ln.strip()]
+        raise BoardError(board, step, "the command ended without an exit status (killed by a signal, e.g. a crash "
+                                      "in the TFLite runtime, or the connection dropped)"
+                         + (f"; its last words: {lines[-1]}" if lines else ""))
     if check and result.exited != 0:
         lines = [ln for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
         raise BoardError(board, step, lines[-1] if lines else f"exit {result.exited}")

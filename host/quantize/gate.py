@@ -17,7 +17,7 @@ import numpy as np
 from device.bench import agreement
 from device.contract import FLOAT_MODEL, INT8_MODEL, KERAS_MODEL, TEST_SET, TestSet, quantise
 from host.errors import GrasptpuError
-from host.modelfolder import check_files, read_manifest
+from host.modelfolder import check_files, load_keras, read_manifest
 from host.train import metrics
 from host.train.evaluate import predict
 
@@ -135,16 +135,14 @@ def gate(result: dict, max_drop: float = MAX_DROP_POINTS, min_agreement: float =
 
 def check_folder(folder: Path) -> tuple[dict, str]:
     """Re-run the three models in a quantised folder on its stored test windows."""
-    import keras
-
     folder = Path(folder)
     manifest = read_manifest(folder)
     if "tflite" not in manifest:
         raise GrasptpuError(f"{folder}: not quantised yet (run `grasptpu quantize {folder}`)")
     check_files(folder, manifest, (KERAS_MODEL, FLOAT_MODEL, INT8_MODEL, TEST_SET), f"grasptpu quantize {folder}")
     data = manifest["data"]
-    test = TestSet.load(str(folder), data["window_bins"])
-    model = keras.models.load_model(folder / KERAS_MODEL, compile=False)
+    test = TestSet.load(str(folder), manifest)
+    model = load_keras(folder, manifest)
     outputs = host_outputs(model, folder / FLOAT_MODEL, folder / INT8_MODEL, test)
     result = compare(outputs, test.label, manifest["task"], data["classes"])
     result["int8_matches_stored_outputs"] = bool(np.array_equal(outputs["int8_raw"], test.arrays["int8_output"]))

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from device.contract import (CALIBRATION, CALIBRATION_ARRAY, COMPILE_LOG, COMPILED_MODEL, FLOAT_MODEL,
+from device.contract import (CALIBRATION, COMPILE_LOG, COMPILED_MODEL, FLOAT_MODEL,
                              INPUT_QUANTISATION, INT8_MODEL, KERAS_MODEL, TEST_SET, TEST_WINDOW_ARRAYS, TestSet,
                              save_test_set)
 from host.data.windows import stratified_sample
 from host.errors import GrasptpuError
-from host.modelfolder import Rewrite, check_files, read_manifest
+from host.modelfolder import Rewrite, check_files, load_calibration, load_keras, read_manifest
 from host.provenance import environment
 from host.quantize import edgetpu_check, gate
 from host.quantize.convert import check_representative, convert, slimmed
@@ -51,19 +51,16 @@ class ModelData:
 
 def load_model_dir(folder: Path) -> ModelData:
     """The trained model and the windows stored with it, each file checked against the manifest."""
-    import keras
-
     folder = Path(folder)
     manifest = read_manifest(folder)
     if "calibration" not in manifest:
         raise GrasptpuError(f"{folder}: no calibration windows in the manifest: trained by an older grasptpu "
                             "(or not a trained model folder); run `grasptpu train` again")
     check_files(folder, manifest, (KERAS_MODEL, TEST_SET, CALIBRATION), "grasptpu train")
-    with np.load(folder / TEST_SET, allow_pickle=False) as npz:
-        test_arrays = {k: npz[k] for k in TEST_WINDOW_ARRAYS}
-    with np.load(folder / CALIBRATION, allow_pickle=False) as npz:
-        calibration, labels = npz[CALIBRATION_ARRAY], npz["label"]
-    model = keras.models.load_model(folder / KERAS_MODEL, compile=False)
+    test = TestSet.load(str(folder), manifest)
+    test_arrays = {k: test.arrays[k] for k in TEST_WINDOW_ARRAYS}
+    calibration, labels = load_calibration(folder, manifest)
+    model = load_keras(folder, manifest)
     return ModelData(folder, manifest, model, test_arrays, calibration, labels)
 
 
@@ -115,7 +112,7 @@ def quantize(folder: Path, representative_size: int | None = None, seed: int = 0
     int8_flat = slimmed(convert(exported, rep), probe)
     convert_s = time.perf_counter() - t1
 
-    test = TestSet(md.test_arrays, wb)
+    test = TestSet(md.test_arrays, wb, units, len(data["label_names"]))
     outputs = gate.host_outputs(md.model, float_flat, int8_flat, test)
     comparison = gate.compare(outputs, test.label, task, data["classes"])
 
