@@ -46,11 +46,17 @@ def data_options(func):
                      help="Read a Neo pickle (.pkl): unpickling runs any code the file holds, so only for files you wrote."),
         click.option("--max-trial-bins", type=click.IntRange(min=1), default=MAX_TRIAL_BINS,
                      help="Refuse a trial longer than this many bins (a damaged t_stop would otherwise fill memory)."),
+        click.option("--layout", "layout_file", type=click.Path(path_type=Path), default=None,
+                     help="Layout file (TOML) saying what the recording's trials mean: class annotation, region of "
+                          "interest events, trials to keep (docs/layouts.md). Default: the paper's layout."),
     ]
 
     @functools.wraps(func)
-    def packed(*args, allow_pickle: bool, max_trial_bins: int, **kwargs):
-        return func(*args, reading={"allow_pickle": allow_pickle, "max_trial_bins": max_trial_bins}, **kwargs)
+    def packed(*args, allow_pickle: bool, max_trial_bins: int, layout_file: Path | None, **kwargs):
+        from host.data.layout import load_layout
+
+        return func(*args, reading={"allow_pickle": allow_pickle, "max_trial_bins": max_trial_bins,
+                                    "layout": load_layout(layout_file)}, **kwargs)
 
     return _options(*options)(packed)
 
@@ -79,8 +85,9 @@ def training_options(func):
     """Options of a training run (train, sweep): the hyperparameters' sources and TrainConfig's options."""
     options = [
         click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models")),
-        click.option("--preset", type=click.Choice(["auto", "M", "Z"]), default="auto",
-                     help="The paper's selected hyperparameters per animal; auto = from the session name (MRec.. / ZRec..)."),
+        click.option("--preset", type=click.Choice(["auto", "one-layer", "two-layer"]), default="auto",
+                     help="One of the paper's two selected hyperparameter sets (1 or 2 BiLSTM layers); auto = the "
+                          "paper's choice for its sessions (MRec..: two-layer, ZRec..: one-layer), else one-layer."),
         click.option("--hp", "hp_pairs", multiple=True, metavar="NAME=VALUE",
                      help="Override one hyperparameter, e.g. --hp units=64 --hp dropout=0.4."),
         click.option("--hp-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -152,6 +159,24 @@ def synth(sessions: tuple[str, ...], all_sessions: bool, out: Path, seed: int, d
 
 @main.command()
 @click.argument("recording", type=click.Path(path_type=Path))
+@click.option("--allow-pickle", is_flag=True,
+              help="Read a Neo pickle (.pkl): unpickling runs any code the file holds, so only for files you wrote.")
+def inspect(recording: Path, allow_pickle: bool) -> None:
+    """What a recording holds, in the terms of a layout file: trials, units, event labels with their
+    counts and typical onsets, per-trial annotations (Neo) or trials-table columns (NWB) with their
+    values, trial durations; and a suggested layout when it is not the paper's.
+
+    RECORDING is a Neo file (.mat, .nix, .pkl with --allow-pickle) or an NWB file (.nwb).
+    """
+    from host.data.inspect import inspect_recording
+    from host.data.load import load_recording
+    from host.render import inspection
+
+    click.echo(inspection(inspect_recording(load_recording(recording, progress=True, allow_pickle=allow_pickle))))
+
+
+@main.command()
+@click.argument("recording", type=click.Path(path_type=Path))
 @click.option("--window-bins", type=click.IntRange(min=1), default=12, help="Bins per window (12 x 40 ms = 480 ms).")
 @click.option("--train-share", type=click.FloatRange(0.05, 0.95), default=0.8,
               help="Share of each object's trials for train+validation; the rest is test.")
@@ -200,13 +225,16 @@ def _train_config(recording: Path, task: str, preset: str, hp_pairs: tuple[str, 
     """The TrainConfig of a training command: hyperparameters from the preset or a tuning file,
     overridden by --hp, and the TrainConfig options the command received."""
     from host.train import model as model_mod
-    from host.train.config import TrainConfig, animal_of
+    from host.train.config import TrainConfig, preset_for
     from host.train.tune import load_best
 
-    animal = preset if preset != "auto" else animal_of(recording.name)
-    if animal is None and hp_file is None:
-        raise GrasptpuError(f"{recording}: cannot tell the animal from the file name; pass --preset M or --preset Z")
-    base = load_best(hp_file) if hp_file else model_mod.preset(animal)
+    if hp_file:
+        base = load_best(hp_file)
+        click.echo(f"hyperparameters: {hp_file}" + (" (--preset ignored)" if preset != "auto" else ""))
+    else:
+        chosen, why = preset_for(recording.name, preset)
+        base = model_mod.preset(chosen)
+        click.echo(f"hyperparameters: preset {chosen} ({why})")
     return TrainConfig(task=task, hyperparameters={**base, **_hp_overrides(hp_pairs)}, seed=seed, **options)
 
 

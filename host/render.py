@@ -67,6 +67,12 @@ def tuned(t) -> str:
                       f"--hp-file {t.best_file}"])
 
 
+def _natural(item: tuple) -> tuple:
+    """Sort key putting class '9' before '10' (names are text; the paper's are numbers)."""
+    name = str(item[0])
+    return (0, int(name), name) if name.isdigit() else (1, 0, name)
+
+
 def prepared_summary(p: Prepared) -> str:
     """What a person needs to trust the numbers downstream: data, drops, classes, split, windows."""
     b = p.binned
@@ -75,14 +81,17 @@ def prepared_summary(p: Prepared) -> str:
         f"  units {b.n_units}, bin {b.bin_ms:g} ms, trials kept {b.n_trials}, bins {int(b.trial_offsets[-1])}"
         f" ({'cache hit' if p.cache_hit else 'loaded and binned'})",
     ]
+    if b.layout:
+        lines.append(f"  layout {b.layout.get('name')}: class from {b.layout.get('class_key')!r}, region of interest "
+                     f"{' .. '.join(b.layout.get('roi', []))}")
     for reason, count in b.drops.items():
         lines.append(f"  dropped {count:4d} trials: {reason}")
     if b.dropped_objects:
-        lines.append("  dropped objects (kept trials): "
-                     + ", ".join(f"{o} ({n})" for o, n in sorted(b.dropped_objects.items())))
+        lines.append("  dropped classes (kept trials): "
+                     + ", ".join(f"{o} ({n})" for o, n in sorted(b.dropped_objects.items(), key=_natural)))
     if b.merged:
-        lines.append("  merged duplicate ids (trials): "
-                     + ", ".join(f"{o}({n})" for o, n in sorted(b.merged.items())))
+        lines.append("  merged classes (trials): "
+                     + ", ".join(f"{o}({n})" for o, n in sorted(b.merged.items(), key=_natural)))
     per_class = np.bincount(b.class_index, minlength=len(b.classes))
     lines.append(f"  classes {len(b.classes)}: trials per class min {per_class.min()}, "
                  f"median {int(np.median(per_class))}, max {per_class.max()}")
@@ -227,3 +236,25 @@ def software_line(board: Board, about: dict) -> str:
     line = (f"board {board.name}: runs {_listed(reported)} ({about['detail']}) on {about['machine']}; "
             f"inventory records {_listed(recorded)}")
     return line + (f" (they differ in {', '.join(differ)}: update the inventory)" if differ else "")
+
+
+def inspection(i) -> str:
+    """A `host.data.inspect.Inspection`: what a layout file may name, and a suggested layout."""
+    lo, mid, hi = i.duration_s
+    lines = [f"recording {i.name}: {i.n_trials} trials, {i.n_units} units, {i.spikes} spikes",
+             f"  trial duration: min {lo:.3g} s, median {mid:.3g} s, max {hi:.3g} s",
+             f"  event labels ({len(i.events)}; trials that have it, median onset from the trial start):"]
+    lines += [f"    {e.label!r:24} {e.trials:6d} trials   {e.median_onset_s:8.3f} s" for e in i.events] or ["    none"]
+    lines.append(f"  per-trial annotations ({len(i.annotations)}; values with their trial counts):")
+    for a in i.annotations:
+        shown = ", ".join(f"{v} ({n})" for v, n in a.values)
+        more = f", ... {a.distinct - len(a.values)} more" if a.distinct > len(a.values) else ""
+        missing = f"; missing in {a.missing} trials" if a.missing else ""
+        lines.append(f"    {a.name!r:24} {a.kind}, {a.distinct} values: {shown}{more}{missing}")
+    if not i.annotations:
+        lines.append("    none")
+    if i.paper_layout:
+        lines.append("layout: this file has the paper's layout (obj, correct, Hold .. Rew): no --layout needed")
+    else:
+        lines += ["suggested layout (save as a .toml file, check it, pass it with --layout):", i.suggestion]
+    return "\n".join(lines)

@@ -29,8 +29,8 @@ def make_recording(n_trials: int = 12, n_units: int = 5, objects: list[int] | No
             n = rng.poisson(rate_hz * duration[k])
             trains.append(np.sort(rng.uniform(t_start[k], t_stop[k], n)))
     counts = np.array([len(t) for t in trains])
-    return Recording(name=name, n_units=n_units, object_ids=np.array(objects, np.int32),
-                     correct=np.ones(n_trials, np.int8), t_start_s=t_start, t_stop_s=t_stop,
+    return Recording(name=name, n_units=n_units, t_start_s=t_start, t_stop_s=t_stop,
+                     trial_annotations={"obj": np.array(objects, np.float64), "correct": np.ones(n_trials)},
                      event_labels=labels, event_times_s=times,
                      spike_times_s=np.concatenate(trains) if trains else np.empty(0),
                      train_offsets=np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
@@ -44,7 +44,11 @@ def neo_block(rec: Recording, time_unit: str = "s", padded_labels: bool = True):
     scale = {"s": 1.0, "ms": 1000.0}[time_unit]
     block = neo.Block(name=rec.name)
     for k in range(rec.n_trials):
-        seg = neo.Segment(name=f"trial {k}", obj=int(rec.object_ids[k]), correct=int(rec.correct[k]))
+        values = {key: col[k] for key, col in rec.trial_annotations.items()}
+        seg = neo.Segment(name=f"trial {k}", **{key: (int(v) if float(v).is_integer() else float(v))
+                                                 if col.dtype.kind == "f" else str(v)
+                                                 for (key, v), col in zip(values.items(), rec.trial_annotations.values())
+                                                 if not (col.dtype.kind == "f" and np.isnan(v)) and v != ""})
         for u in range(rec.n_units):
             seg.spiketrains.append(neo.SpikeTrain(rec.train(k, u) * scale, units=time_unit,
                                                   t_start=rec.t_start_s[k] * scale * pq.Quantity(1, time_unit),

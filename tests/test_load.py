@@ -17,19 +17,19 @@ from tests.conftest import make_recording, neo_block, write_with_neo
 def test_selection_drops_and_merges_with_a_reason_for_each():
     objects = [21, 21, 21, 41, 11, 11, 22, 22, 22, 90, 23, 23, 24, 24, 24]
     rec = make_recording(n_trials=len(objects), objects=objects)
-    rec.correct[2] = 0                                  # incorrect
+    rec.trial_annotations["correct"][2] = 0             # incorrect
     rec.event_labels[7] = [x for x in rec.event_labels[7] if x != "Hold"]  # no Hold
     rec.event_labels[8], rec.event_times_s[8] = [], np.empty(0)             # no events at all
     trials = select_trials(rec)
     assert trials.drops == {
         "incorrect trial (correct != 1)": 1,
         "not a grasp object (obj >= 85)": 1,
-        "no phase events": 1,
+        "no events": 1,
         "no 'Hold' or 'Rew' event": 1,
-        "object with < 3 kept trials": 5,   # 21 (2 left), 22 (1 left), 23 (2)
+        "class with < 3 kept trials": 5,   # 21 (2 left), 22 (1 left), 23 (2)
     }
-    assert trials.dropped_objects == {21: 2, 22: 1, 23: 2}
-    assert trials.merged == {11: 2}                      # 11 -> 41: 41 now has 3 trials
+    assert trials.dropped_objects == {"21": 2, "22": 1, "23": 2}
+    assert trials.merged == {"11": 2}                    # 11 -> 41: 41 now has 3 trials
     np.testing.assert_array_equal(trials.index, [3, 4, 5, 12, 13, 14])
     np.testing.assert_array_equal(trials.object_id, [41, 41, 41, 24, 24, 24])
     np.testing.assert_array_equal(trials.classes, [24, 41])
@@ -193,7 +193,9 @@ def test_missing_annotation(tmp_path, tiny):
     del block.segments[5].annotations["obj"]
     path = tmp_path / "noobj.mat"
     NeoMatlabIO(str(path)).write_block(block)
-    assert "trial 5: no numeric 'obj' annotation" in _error(path)
+    rec = load_recording(path)
+    assert np.isnan(rec.trial_annotations["obj"][5]) and not np.isnan(rec.trial_annotations["obj"][:5]).any()
+    assert select_trials(rec).drops.get("no 'obj' value") == 1  # a counted skip, as any other unusable trial
 
 
 def test_cli_prints_one_line_and_exits_non_zero(tmp_path):

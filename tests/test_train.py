@@ -30,12 +30,12 @@ def session(tmp_path_factory):
 
 
 def test_presets_build_methods_architecture():
-    m = build_model(fixed_hp(PRESETS["M"]), n_units=10, n_classes=7)
+    m = build_model(fixed_hp(PRESETS["two-layer"]), n_units=10, n_classes=7)
     bilstm = [layer for layer in m.layers if layer.name.startswith("bilstm_")]
     assert len(bilstm) == 2 and all(layer.forward_layer.units == 40 for layer in bilstm)
     assert bilstm[0].forward_layer.dropout == 0.8
     assert m.output_shape == (None, 7) and m.input_shape == (None, 12, 10)
-    z = build_model(fixed_hp(PRESETS["Z"]), n_units=10, n_classes=7)
+    z = build_model(fixed_hp(PRESETS["one-layer"]), n_units=10, n_classes=7)
     assert len([layer for layer in z.layers if layer.name.startswith("bilstm_")]) == 1
 
 
@@ -150,8 +150,9 @@ def test_cli_refuses_unknown_animal_and_bad_overrides(session, tmp_path):
     runner = CliRunner()
     other = tmp_path / "session.neo.mat"
     other.write_bytes(session.read_bytes())
-    result = runner.invoke(main, ["train", str(other), "--task", "object", "--models-dir", str(tmp_path)])
-    assert result.exit_code == 2 and "--preset M or --preset Z" in result.output
+    result = runner.invoke(main, ["train", str(other), "--task", "object", "--models-dir", str(tmp_path),
+                                  "--preset", "M"])
+    assert result.exit_code == 2 and "one-layer" in result.output  # presets are named by what they are
     result = runner.invoke(main, ["train", str(session), "--task", "object", "--hp", "units=lots",
                                   "--models-dir", str(tmp_path)])
     assert result.exit_code == 2 and "units takes int values" in result.output

@@ -32,8 +32,10 @@ class BinnedSession:
         counts: ``(total_bins, n_units)`` spike counts, uint8 (uint16 if any bin holds > 255).
         trial_offsets: first row of each kept trial in `counts`, plus the total (len n + 1).
         hold_bin, reward_bin: bin index of the Hold and Rew onsets, relative to the trial.
-        object_id: merged object id per kept trial; `classes` in catalogue order.
+        object_id: class code per kept trial (host.data.load.Trials); `classes` in order.
         trial_index: segment number of each kept trial in the source file.
+        class_names: class code -> name; layout: the layout that selected the trials (as_dict).
+        unit_index: the file's unit number of each column of `counts` (a layout may drop slow units).
     """
 
     session: str
@@ -45,9 +47,12 @@ class BinnedSession:
     object_id: np.ndarray
     trial_index: np.ndarray
     drops: dict[str, int] = field(default_factory=dict)
-    dropped_objects: dict[int, int] = field(default_factory=dict)
-    merged: dict[int, int] = field(default_factory=dict)
+    dropped_objects: dict[str, int] = field(default_factory=dict)
+    merged: dict[str, int] = field(default_factory=dict)
     source: dict = field(default_factory=dict)
+    class_names: dict[int, str] = field(default_factory=dict)
+    layout: dict = field(default_factory=dict)
+    unit_index: np.ndarray | None = None
 
     @property
     def n_units(self) -> int:
@@ -112,7 +117,26 @@ def bin_session(rec: Recording, trials: Trials, bin_ms: float = 40.0, progress: 
         hold_bin=time_to_bin(trials.hold_s, bin_ms).astype(np.int32),
         reward_bin=time_to_bin(trials.reward_s, bin_ms).astype(np.int32),
         object_id=trials.object_id, trial_index=trials.index, drops=dict(trials.drops),
-        dropped_objects=dict(trials.dropped_objects), merged=dict(trials.merged))
+        dropped_objects=dict(trials.dropped_objects), merged=dict(trials.merged),
+        class_names=dict(trials.class_names), unit_index=np.arange(rec.n_units, dtype=np.int32))
+
+
+def drop_slow_units(binned: BinnedSession, min_rate_hz: float) -> BinnedSession:
+    """Keep the units whose mean rate over the kept trials' bins is at least `min_rate_hz` (a
+    layout's [units] min_rate_hz): a unit that barely fires adds input width, not information."""
+    if min_rate_hz <= 0:
+        return binned
+    seconds = len(binned.counts) * binned.bin_ms / 1000.0
+    rate = binned.counts.sum(axis=0, dtype=np.int64) / max(seconds, 1e-9)
+    keep = rate >= min_rate_hz
+    if not keep.any():
+        raise DataError(binned.source.get("path", binned.session),
+                        f"no unit fires at >= {min_rate_hz:g} Hz over the kept trials (fastest {rate.max():.3g} Hz)",
+                        hint="lower [units] min_rate_hz in the layout")
+    binned.counts = np.ascontiguousarray(binned.counts[:, keep])
+    binned.unit_index = binned.unit_index[keep]
+    binned.drops[f"units firing < {min_rate_hz:g} Hz (units, not trials)"] = int((~keep).sum())
+    return binned
 
 
 def _bin_chunk(rec: Recording, trial_idx: np.ndarray, n_bins: np.ndarray, bin_ms: float) -> np.ndarray:

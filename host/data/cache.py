@@ -21,8 +21,8 @@ import numpy as np
 from host.data.binning import BinnedSession
 from host.files import sha256_of, write_json
 
-CACHE_FORMAT = 1  # bump when BinnedSession or the binning rules change
-ARRAYS = ("counts", "trial_offsets", "hold_bin", "reward_bin", "object_id", "trial_index")
+CACHE_FORMAT = 2  # bump when BinnedSession or the binning rules change (2: layouts, class names, exact bin edges)
+ARRAYS = ("counts", "trial_offsets", "hold_bin", "reward_bin", "object_id", "trial_index", "unit_index")
 
 
 def default_cache_dir() -> Path:
@@ -61,9 +61,11 @@ def load(cache_dir: Path, key: str) -> BinnedSession | None:
                   for name in ARRAYS}
     except (OSError, ValueError):
         return None
-    meta["dropped_objects"] = {int(k): v for k, v in meta["dropped_objects"].items()}
-    meta["merged"] = {int(k): v for k, v in meta["merged"].items()}
-    return BinnedSession(**arrays, **meta)
+    try:
+        meta["class_names"] = {int(k): str(v) for k, v in meta["class_names"].items()}
+        return BinnedSession(**arrays, **meta)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None  # an entry of another shape: binned again
 
 
 def store(cache_dir: Path, key: str, binned: BinnedSession) -> None:
@@ -74,7 +76,8 @@ def store(cache_dir: Path, key: str, binned: BinnedSession) -> None:
     try:
         for name in ARRAYS:
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(binned, name)))
-        meta = {k: getattr(binned, k) for k in ("session", "bin_ms", "drops", "dropped_objects", "merged", "source")}
+        meta = {k: getattr(binned, k) for k in ("session", "bin_ms", "drops", "dropped_objects", "merged", "source",
+                                                "class_names", "layout")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
             os.rename(tmp, root / key)

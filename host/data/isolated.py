@@ -1,4 +1,5 @@
-"""Read a recording with neo.io in a child process, so a reader that crashes cannot take grasptpu down.
+"""Read a recording with neo.io (or pynwb, for .nwb) in a child process, so a reader that crashes
+cannot take grasptpu down.
 
 `read(path)` runs `python -m host.data.isolated PATH OUT.npz` and rebuilds the `Recording` from
 OUT.npz: plain arrays only (labels as fixed-width unicode, ragged lists as values + offsets), read
@@ -20,7 +21,7 @@ from host.data.recording import Recording
 from host.errors import DataError
 
 TIMEOUT_S = 1800.0
-FIELDS = ("object_ids", "correct", "t_start_s", "t_stop_s", "spike_times_s", "train_offsets")
+FIELDS = ("t_start_s", "t_stop_s", "spike_times_s", "train_offsets")
 
 
 def read(path: Path, allow_pickle: bool = False) -> Recording:
@@ -62,6 +63,8 @@ def pack(rec: Recording, out: Path) -> None:
              event_labels=np.array(labels, dtype=str) if labels else np.empty(0, "<U1"),
              event_times_s=np.concatenate(rec.event_times_s) if rec.event_times_s else np.empty(0),
              event_offsets=np.r_[0, np.cumsum([len(x) for x in rec.event_labels])].astype(np.int64),
+             annotation_keys=np.array(list(rec.trial_annotations), dtype=str).reshape(-1),
+             **{f"annotation_{i}": v for i, v in enumerate(rec.trial_annotations.values())},
              **{k: getattr(rec, k) for k in FIELDS})
 
 
@@ -72,6 +75,8 @@ def unpack(out: Path, path: Path) -> Recording:
         spans = list(zip(offsets[:-1], offsets[1:]))
         return Recording(name=str(npz["name"]), n_units=int(npz["n_units"]),
                          event_labels=[labels[a:b] for a, b in spans], event_times_s=[times[a:b] for a, b in spans],
+                         trial_annotations={str(k): npz[f"annotation_{i}"]
+                                            for i, k in enumerate(npz["annotation_keys"].tolist())},
                          **{k: npz[k] for k in FIELDS})
 
 
@@ -79,17 +84,19 @@ def main(argv: list[str]) -> int:
     """Child: read argv[0] with neo.io, write argv[1]; a refusal is one JSON line on stderr
     ({"trial", "problem"}: the DataError without its path, which the parent adds), exit 2."""
     from host.data.neoread import read_with_neo
+    from host.data.nwbread import read_nwb
 
     path, out = Path(argv[0]), Path(argv[1])
     try:
-        pack(read_with_neo(path, "--allow-pickle" in argv[2:]), out)
+        pack(read_nwb(path) if path.suffix.lower() == ".nwb" else read_with_neo(path, "--allow-pickle" in argv[2:]), out)
     except DataError as exc:
         head = f"{exc.path}" if exc.trial is None else f"{exc.path}, trial {exc.trial}"
         print(json.dumps({"trial": exc.trial, "problem": str(exc)[len(head) + 2:]}), file=sys.stderr)
         return 2
     except Exception as exc:  # a reader's failure on someone else's file: one line, the parent names it
         why = str(exc).splitlines()[0][:200] if str(exc) else ""
-        print(json.dumps({"problem": f"not a readable Neo file ({type(exc).__name__}: {why})"}), file=sys.stderr)
+        kind = "NWB" if path.suffix.lower() == ".nwb" else "Neo"
+        print(json.dumps({"problem": f"not a readable {kind} file ({type(exc).__name__}: {why})"}), file=sys.stderr)
         return 2
     return 0
 

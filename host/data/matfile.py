@@ -537,15 +537,28 @@ def _first_event(seg: dict) -> tuple[list[str], np.ndarray]:
     return labels, times
 
 
-def _annotation(seg: dict, key: str) -> float:
+def _annotations(seg: dict) -> dict:
+    """A segment's annotations that hold one number or one string (others are not trial labels)."""
     ann = seg.get("annotations")
     ann = ann[0] if isinstance(ann, list) and len(ann) == 1 and isinstance(ann[0], dict) else ann
-    if not isinstance(ann, dict) or key not in ann:
-        return np.nan
-    try:
-        return scalar(ann[key], key)
-    except UnknownLayout:
-        return np.nan
+    if not isinstance(ann, dict):
+        return {}
+    out = {}
+    for key, value in ann.items():
+        try:
+            out[key] = scalar(value, key)
+        except UnknownLayout:
+            try:
+                out[key] = text(value).strip() or None
+            except UnknownLayout:
+                continue
+    return out
+
+
+def trial_columns(per_trial: list[dict]) -> dict[str, list]:
+    """Per-trial annotation dicts -> name -> one value per trial (None where a trial lacks it)."""
+    keys = list(dict.fromkeys(k for d in per_trial for k in d))
+    return {k: [d.get(k) for d in per_trial] for k in keys}
 
 
 def _assemble(path: Path, block: dict, segments: list[dict], cells: list[TrainCell],
@@ -560,8 +573,7 @@ def _assemble(path: Path, block: dict, segments: list[dict], cells: list[TrainCe
         train_counts=counts,
         t_start_s=[c.t_start_s for c in cells],
         t_stop_s=[c.t_stop_s for c in cells],
-        object_ids=[_annotation(seg, "obj") for seg in segments],
-        correct=[_annotation(seg, "correct") for seg in segments],
+        trial_annotations=trial_columns([_annotations(seg) for seg in segments]),
         event_labels=[lt[0] for lt in labels_times],
         event_times_s=[lt[1] for lt in labels_times],
         spike_times_s=spikes,
@@ -757,9 +769,23 @@ def _segment_bytes(rec: Recording, k: int, neo_id: int, train: _TrainEncoder) ->
         _header(MX_STRUCT, (1, 1)), _field_names(seg_fields), encode(np.int64(neo_id)),
         encode([]), encode([]), encode([event]), encode([]), cell, encode([]),
         encode(f"trial {k}"),
-        encode({"obj": np.int64(rec.object_ids[k]), "correct": np.int64(rec.correct[k])}),
+        encode(_trial_annotations(rec, k)),
     ))
     return _matrix(body)
+
+
+def _trial_annotations(rec: Recording, k: int) -> dict:
+    """Trial k's annotations as Neo writes them: whole numbers as int64, other numbers as float64,
+    text as text; a value the trial lacks (NaN, '') is left out."""
+    out = {}
+    for key, column in rec.trial_annotations.items():
+        value = column[k]
+        if column.dtype.kind == "f":
+            if not np.isnan(value):
+                out[key] = np.int64(value) if float(value).is_integer() else np.float64(value)
+        elif value:
+            out[key] = str(value)
+    return out
 
 
 def save_recording(rec: Recording, path: Path, progress: Callable[[int], None] | None = None) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from host.data.matfile import trial_columns
 from host.data.recording import Recording
 from host.errors import DataError
 
@@ -64,8 +65,7 @@ def recording_from_block(block, path: Path) -> Recording:
         train_counts=counts,
         t_start_s=[np.array([float(st.t_start.rescale("s")) for st in sts] or [np.nan]) for sts in trains],
         t_stop_s=[np.array([float(st.t_stop.rescale("s")) for st in sts] or [np.nan]) for sts in trains],
-        object_ids=[_annotation(seg, "obj") for seg in segments],
-        correct=[_annotation(seg, "correct") for seg in segments],
+        trial_annotations=trial_columns([_annotations(seg) for seg in segments]),
         event_labels=[e[0] for e in events],
         event_times_s=[e[1] for e in events],
         spike_times_s=np.concatenate(spikes) if spikes else np.empty(0),
@@ -79,8 +79,15 @@ def _first_event(seg) -> tuple[list[str], np.ndarray]:
     return [str(x).strip() for x in np.asarray(ev.labels).reshape(-1)], np.asarray(ev.rescale("s").magnitude, float).reshape(-1)
 
 
-def _annotation(seg, key: str) -> float:
-    try:
-        return float(np.asarray(seg.annotations[key]).reshape(-1)[0])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return np.nan
+def _annotations(seg) -> dict:
+    """A segment's annotations that hold one number or one string (others are not trial labels)."""
+    out = {}
+    for key, value in seg.annotations.items():
+        arr = np.asarray(value).reshape(-1)
+        if arr.size != 1:
+            continue
+        if arr.dtype.kind in "iufb":
+            out[str(key)] = float(arr[0])
+        elif arr.dtype.kind in "US":
+            out[str(key)] = str(arr[0]).strip() or None
+    return out

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from host.data import cache
-from host.data.binning import MAX_TRIAL_BINS, BinnedSession, bin_session, check_trial_bins
+from host.data.binning import MAX_TRIAL_BINS, BinnedSession, bin_session, check_trial_bins, drop_slow_units
+from host.data.layout import PAPER, Layout
 from host.data.load import check_file, load_recording, select_trials
 from host.data.split import DEFAULT_TRAIN_VAL_SHARE, Split, split_trials
 from host.data.windows import WINDOW_BINS, WindowSet, grasp_phase_windows, object_windows
@@ -52,7 +53,7 @@ def assert_disjoint(sets: dict[str, WindowSet]) -> None:
 
 def binned_session(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, cache_dir: Path | None = None,
                    use_cache: bool = True, progress: bool = False, allow_pickle: bool = False,
-                   max_trial_bins: int = MAX_TRIAL_BINS) -> tuple[BinnedSession, bool, dict]:
+                   max_trial_bins: int = MAX_TRIAL_BINS, layout: Layout = PAPER) -> tuple[BinnedSession, bool, dict]:
     """Load and bin a recording, or take it from the cache; returns (session, cache hit, timings).
 
     The file is checked (a file, no pickle unless allowed) and hashed before any parser sees it,
@@ -63,7 +64,7 @@ def binned_session(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, cache_dir: 
     cache_dir = cache_dir or cache.default_cache_dir()
     sha = cache.file_sha256(path, cache_dir) if use_cache else sha256_of(path)
     seconds["hash"] = time.perf_counter() - t0
-    key = cache.entry_key(sha, {"bin_ms": float(bin_ms)}) if use_cache else None
+    key = cache.entry_key(sha, {"bin_ms": float(bin_ms), "layout": layout.key()}) if use_cache else None
     hit = cache.load(cache_dir, key) if key else None
     if hit is not None:
         check_trial_bins(np.diff(hit.trial_offsets), hit.trial_index, bin_ms, max_trial_bins, path)
@@ -71,11 +72,13 @@ def binned_session(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, cache_dir: 
         return hit, True, seconds
     t1 = time.perf_counter()
     rec = load_recording(path, progress, allow_pickle)
-    trials = select_trials(rec, path)
+    trials = select_trials(rec, path, layout)
     seconds["load"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     binned = bin_session(rec, trials, bin_ms, progress, max_trial_bins, path)
     binned.source = {"path": str(path), "sha256": sha, "n_trials_in_file": rec.n_trials}
+    binned.layout = layout.as_dict()
+    binned = drop_slow_units(binned, layout.min_rate_hz)
     seconds["bin"] = time.perf_counter() - t2
     if key is not None:
         cache.store(cache_dir, key, binned)
@@ -86,9 +89,10 @@ def prepare(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, window_bins: int =
             label_bin: str = "last", train_val_share: float = DEFAULT_TRAIN_VAL_SHARE,
             val_share: float | None = None, seed: int = 0, cache_dir: Path | None = None,
             use_cache: bool = True, progress: bool = False, allow_pickle: bool = False,
-            max_trial_bins: int = MAX_TRIAL_BINS) -> Prepared:
+            max_trial_bins: int = MAX_TRIAL_BINS, layout: Layout = PAPER) -> Prepared:
     """The whole data stage. Windows are views, so this costs the binning (or a cache hit) only."""
-    binned, hit, seconds = binned_session(path, bin_ms, cache_dir, use_cache, progress, allow_pickle, max_trial_bins)
+    binned, hit, seconds = binned_session(path, bin_ms, cache_dir, use_cache, progress, allow_pickle, max_trial_bins,
+                                          layout)
     t0 = time.perf_counter()
     split = split_trials(binned.object_id, train_val_share, val_share, seed)
     parts = split.as_dict()

@@ -16,37 +16,56 @@ import numpy as np
 from host.errors import DataError
 
 
+def annotation_column(values: Sequence) -> np.ndarray:
+    """One per-trial annotation (a Neo segment annotation, an NWB trials-table column) as an array:
+    float64 when every present value is a number (NaN where a trial lacks it), else text ('' where
+    a trial lacks it). None marks a missing value."""
+    present = [v for v in values if v is not None]
+    if all(isinstance(v, (int, float, np.integer, np.floating, bool, np.bool_)) for v in present):
+        return np.array([np.nan if v is None else float(v) for v in values], np.float64)
+    return np.array(["" if v is None else str(v).strip() for v in values], dtype=str)
+
+
 @dataclass
 class Recording:
-    """Spike trains, phase events and trial annotations of one session, as read from the file.
+    """Spike trains, events and per-trial annotations of one session, as read from the file.
 
     Attributes:
         name: session name (e.g. ``MRec41``).
         n_units: spike trains per trial (the same in every trial of a session).
-        object_ids: ``annotations['obj']`` per trial, as in the file (no merging).
-        correct: ``annotations['correct']`` per trial (1 = correct).
         t_start_s, t_stop_s: trial (segment) bounds, seconds.
-        event_labels: per trial, the phase names of ``events[0]`` with padding stripped.
-        event_times_s: per trial, the phase onsets in seconds (same length as its labels).
+        event_labels: per trial, the event labels of ``events[0]`` with padding stripped.
+        event_times_s: per trial, the event onsets in seconds (same length as its labels).
         spike_times_s: all spike times, trial-major then unit-minor.
         train_offsets: ``n_trials * n_units + 1`` offsets into ``spike_times_s``.
+        trial_annotations: name -> one value per trial (annotation_column): which one names the
+            class, and which ones select trials, is the layout's business (host/data/layout.py).
+        annotations: the block's own annotations.
     """
 
     name: str
     n_units: int
-    object_ids: np.ndarray
-    correct: np.ndarray
     t_start_s: np.ndarray
     t_stop_s: np.ndarray
     event_labels: list[list[str]]
     event_times_s: list[np.ndarray]
     spike_times_s: np.ndarray
     train_offsets: np.ndarray
+    trial_annotations: dict[str, np.ndarray] = field(default_factory=dict)
     annotations: dict = field(default_factory=dict)
 
     @property
     def n_trials(self) -> int:
-        return len(self.object_ids)
+        return len(self.t_start_s)
+
+    @property
+    def object_ids(self) -> np.ndarray:
+        """The paper's layout's class annotation, ``obj`` (the writers and the synthetic sessions use it)."""
+        return self.trial_annotations["obj"].astype(np.int32)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.trial_annotations["correct"].astype(np.int8)
 
     def train(self, trial: int, unit: int) -> np.ndarray:
         """Spike times (s) of one unit in one trial: a view, no copy."""
@@ -60,9 +79,9 @@ class Recording:
     @classmethod
     def from_trials(cls, *, path: Path, name: str, n_units: int, unit_counts: Sequence[int],
                     train_counts: Sequence[np.ndarray], t_start_s: Sequence[np.ndarray],
-                    t_stop_s: Sequence[np.ndarray], object_ids: Sequence[float],
-                    correct: Sequence[float], event_labels: list[list[str]],
+                    t_stop_s: Sequence[np.ndarray], event_labels: list[list[str]],
                     event_times_s: list[np.ndarray], spike_times_s: np.ndarray,
+                    trial_annotations: dict[str, Sequence] | None = None,
                     annotations: dict | None = None) -> "Recording":
         """Check per-trial pieces read from a file and join them; a DataError names what is wrong.
 
@@ -75,20 +94,21 @@ class Recording:
         for k, n in enumerate(unit_counts):
             if n != n_units:
                 raise DataError(path, f"{n} spike trains where the first trial has {n_units}", trial=k)
-        for key, values in (("obj", object_ids), ("correct", correct)):
-            missing = np.flatnonzero(np.isnan(np.asarray(values, float)))
-            if missing.size:
-                raise DataError(path, f"no numeric '{key}' annotation", trial=int(missing[0]))
         start = np.array([np.min(t) for t in t_start_s])
         stop = np.array([np.max(t) for t in t_stop_s])
         bad = np.flatnonzero(~(stop > start))
         if bad.size:
             raise DataError(path, f"t_stop {stop[bad[0]]} s is not after t_start {start[bad[0]]} s", trial=int(bad[0]))
         offsets = np.concatenate(([0], np.cumsum(np.concatenate(train_counts)))).astype(np.int64)
-        rec = cls(name=name, n_units=n_units, object_ids=np.asarray(object_ids).astype(np.int32),
-                  correct=np.asarray(correct).astype(np.int8), t_start_s=start, t_stop_s=stop,
+        columns = {str(k): v if isinstance(v, np.ndarray) and v.dtype.kind in "fU" else annotation_column(list(v))
+                   for k, v in (trial_annotations or {}).items()}
+        for key, column in columns.items():
+            if len(column) != len(start):
+                raise DataError(path, f"annotation {key!r} has {len(column)} values for {len(start)} trials")
+        rec = cls(name=name, n_units=n_units, t_start_s=start, t_stop_s=stop,
                   event_labels=event_labels, event_times_s=event_times_s,
-                  spike_times_s=spike_times_s, train_offsets=offsets, annotations=annotations or {})
+                  spike_times_s=spike_times_s, train_offsets=offsets, trial_annotations=columns,
+                  annotations=annotations or {})
         rec.check_times(path)
         return rec
 

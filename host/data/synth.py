@@ -182,7 +182,8 @@ def generate(session: str = DEFAULT_SESSION, *, seed: int = 0, difficulty: float
     np.cumsum(counts, out=offsets[1:])
     durations = np.array([o[-1] for o in table.event_offsets_s])
     return Recording(
-        name=spec.name, n_units=n_units, object_ids=table.object_ids, correct=table.correct,
+        name=spec.name, n_units=n_units,
+        trial_annotations={"obj": table.object_ids.astype(np.float64), "correct": table.correct.astype(np.float64)},
         t_start_s=table.t_start_s, t_stop_s=table.t_start_s + durations,
         event_labels=table.event_labels,
         event_times_s=[t0 + o for t0, o in zip(table.t_start_s, table.event_offsets_s)],

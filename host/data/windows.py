@@ -99,7 +99,7 @@ def object_windows(binned: BinnedSession, trials: np.ndarray, window_bins: int =
     shift = _check(window_bins, label_bin)
     end_row, trial, lab = _window_rows(binned, trials, window_bins, shift)
     grasp = (binned.hold_bin[trial] <= lab) & (lab < binned.reward_bin[trial])
-    names = tuple(str(int(c)) for c in binned.classes)
+    names = tuple(binned.class_names.get(int(c), str(int(c))) for c in binned.classes)
     return WindowSet(binned.counts, end_row[grasp], binned.class_index[trial[grasp]],
                      trial[grasp].astype(np.int32), "object", names, window_bins)
 

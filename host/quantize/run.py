@@ -87,11 +87,14 @@ def representative_set(md: ModelData, size: int | None, seed: int,
 def label_map(manifest: dict) -> list[dict]:
     """Class index -> what it means: object id, shape and size (object) or rest/grasp."""
     from host.data.objects import shape_of, size_of
+    from host.train.metrics import has_catalogue
 
     names = manifest["data"]["label_names"]
     if manifest["task"] != "object":
         return [{"index": i, "name": n} for i, n in enumerate(names)]
-    return [{"index": i, "name": n, "object_id": int(c), "shape": shape_of(int(c)), "size": size_of(int(c))}
+    catalogue = has_catalogue(manifest["data"].get("layout"))  # else no shapes or sizes: the classes are the layout's
+    return [{"index": i, "name": n, "object_id": int(c), "shape": shape_of(int(c)) if catalogue else None,
+             "size": size_of(int(c)) if catalogue else None}
             for i, (n, c) in enumerate(zip(names, manifest["data"]["classes"]))]
 
 

@@ -183,7 +183,7 @@ def split_evaluation(binned: BinnedSession, split: Split) -> dict:
 
 
 def _report(cm: np.ndarray, binned: BinnedSession, evaluation: str) -> dict:
-    report = metrics.object_metrics(cm, binned.classes)
+    report = metrics.object_metrics(cm, binned.classes, metrics.has_catalogue(binned.layout))
     report["trials"] = report["windows"]  # one sample per trial here, not per window
     report.update(method=DESCRIPTION, evaluation=evaluation)
     return report

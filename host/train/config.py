@@ -37,6 +37,17 @@ class TrainConfig:
     verbose: int | None = None   # Keras verbosity; None = progress bar on a terminal, a line per epoch otherwise
 
 
-def animal_of(session: str) -> str | None:
-    """'M' or 'Z' from a session name such as MRec40 / ZRec50; None if it does not say."""
-    return session[0] if session[:1] in ("M", "Z") else None
+PAPER_SESSION_PRESETS = {"M": "two-layer", "Z": "one-layer"}  # the paper's choice per monkey (MRec.., ZRec..)
+
+
+def preset_for(recording_name: str, asked: str) -> tuple[str, str]:
+    """(preset, why): the one asked for, else the paper's choice for a paper session (named
+    MRec.. or ZRec..), else the default, so any recording trains and says which preset it used."""
+    from host.train.model import DEFAULT_PRESET
+
+    if asked != "auto":
+        return asked, "asked for"
+    name = recording_name.split(".")[0]
+    if name[:4] in ("MRec", "ZRec"):
+        return PAPER_SESSION_PRESETS[name[0]], f"the paper's choice for session {name}"
+    return DEFAULT_PRESET, "the default (pass --preset to choose)"

@@ -29,7 +29,7 @@ def evaluate(model, prepared: Prepared, task: str, split: str = "test") -> dict:
     n_classes = len(windows.label_names)
     cm = metrics.confusion(windows.label, pred, n_classes)
     if task == "object":
-        result = metrics.object_metrics(cm, prepared.binned.classes)
+        result = metrics.object_metrics(cm, prepared.binned.classes, metrics.has_catalogue(prepared.binned.layout))
     else:
         result = metrics.detector_metrics(cm)
     result["split"] = split

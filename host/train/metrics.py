@@ -63,6 +63,12 @@ def relaxed_accuracy(cm: np.ndarray, tolerance: int = 1) -> float:
     return float(distance_histogram(cm)[: tolerance + 1].sum() / max(cm.sum(), 1))
 
 
+def has_catalogue(layout: dict | None) -> bool:
+    """Whether a stored layout (a manifest's or a binned session's) names the paper's catalogue;
+    folders written before layouts existed are the paper's."""
+    return not layout or bool(layout.get("catalogue"))
+
+
 def grouped_accuracy(cm: np.ndarray, class_ids: np.ndarray, group: str) -> float | None:
     """Accuracy after mapping classes to their shape or size; None if no class has one.
 
@@ -79,8 +85,9 @@ def grouped_accuracy(cm: np.ndarray, class_ids: np.ndarray, group: str) -> float
     return float(sub[same].sum() / max(sub.sum(), 1))
 
 
-def object_metrics(cm: np.ndarray, class_ids: np.ndarray) -> dict:
-    """Every figure the object classifier is judged by."""
+def object_metrics(cm: np.ndarray, class_ids: np.ndarray, catalogue: bool = True) -> dict:
+    """Every figure the object classifier is judged by; shape and size accuracies only when the
+    classes are the paper's catalogued objects (`catalogue`: the layout names the catalogue)."""
     n = len(class_ids)
     return {
         "windows": int(cm.sum()),
@@ -90,8 +97,8 @@ def object_metrics(cm: np.ndarray, class_ids: np.ndarray) -> dict:
         "balanced_accuracy": balanced_accuracy(cm),
         "macro_f1": macro_f1(cm),
         "relaxed_accuracy": relaxed_accuracy(cm),
-        "shape_accuracy": grouped_accuracy(cm, class_ids, "shape"),
-        "size_accuracy": grouped_accuracy(cm, class_ids, "size"),
+        "shape_accuracy": grouped_accuracy(cm, class_ids, "shape") if catalogue else None,
+        "size_accuracy": grouped_accuracy(cm, class_ids, "size") if catalogue else None,
         "distance_histogram": distance_histogram(cm).tolist(),
         "confusion": cm.tolist(),
         "class_ids": [int(c) for c in class_ids],

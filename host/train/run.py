@@ -132,6 +132,8 @@ def _data_record(prepared: Prepared, config: TrainConfig, data_options: dict) ->
         "classes": [int(c) for c in binned.classes] if config.task == "object" else [0, 1],
         "label_names": list(sets["train"].label_names),
         "windows": {k: len(v) for k, v in sets.items()},
+        "layout": binned.layout,
+        "unit_index": [int(u) for u in binned.unit_index] if binned.unit_index is not None else None,
     }
 
 
