@@ -16,7 +16,7 @@ MODEL_DIRS = $(MODELS)/$(SESSION)-object $(MODELS)/$(SESSION)-grasp-phase
 BOARD ?= board1
 INVENTORY ?= .boards/boards.toml
 SIMULATED = $(filter .boards/boards.toml,$(INVENTORY))
-.PHONY: help install deps-check sshd demo data data-all prepare train quantize compile deploy bench-board firmware-test test test-fast bench bench-data bench-train bench-quant board-up board-down check-sessions clean
+.PHONY: help install deps-check sshd demo data data-all prepare train quantize compile deploy bench-board firmware-test test test-fast bench bench-data bench-nwb bench-train bench-quant board-up board-down check-sessions clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -76,10 +76,13 @@ test: deps-check sshd  ## the whole test suite, slow end-to-end tests included
 test-fast: deps-check  ## the test suite without the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
 
-bench: bench-data bench-train bench-quant bench-board  ## every benchmark (long: bench-train trains 12 models); bench-board needs a deploy
+bench: bench-data bench-nwb bench-train bench-quant bench-board  ## every benchmark (long: bench-train trains 12 models); bench-board needs a deploy
 
 bench-data: $(STAMP)  ## data-stage benchmark on the largest session vs neo.io baselines (minutes)
 	$(PY) tools/bench_data.py --session MRec41 --out $(DATA)/bench
+
+bench-nwb: $(STAMP)  ## cold prepare of an NWB session (400 units x 700 trials) vs pynwb's read() alone
+	$(PY) tools/bench_data.py --session MRec41 --format nwb --units 400 --trials 700 --out $(DATA)/bench
 
 bench-train: $(STAMP)  ## train both decoders on all six sessions: times and the accuracy table (long)
 	$(PY) tools/bench_train.py --data $(DATA) --models $(MODELS)/bench
