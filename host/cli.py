@@ -161,18 +161,26 @@ def synth(sessions: tuple[str, ...], all_sessions: bool, out: Path, seed: int, d
 @click.argument("recording", type=click.Path(path_type=Path))
 @click.option("--allow-pickle", is_flag=True,
               help="Read a Neo pickle (.pkl): unpickling runs any code the file holds, so only for files you wrote.")
-def inspect(recording: Path, allow_pickle: bool) -> None:
+@click.option("--layout", "layout_file", type=click.Path(path_type=Path), default=None,
+              help="A layout whose [segments] table cuts continuous segments into trials: inspect those trials.")
+def inspect(recording: Path, allow_pickle: bool, layout_file: Path | None) -> None:
     """What a recording holds, in the terms of a layout file: trials, units, event labels with their
     counts and typical onsets, per-trial annotations (Neo) or trials-table columns (NWB) with their
     values, trial durations; and a suggested layout when it is not the paper's.
 
     RECORDING is a Neo file (.mat, .nix, .pkl with --allow-pickle) or an NWB file (.nwb).
     """
+    from host.data.cut import cut_segments
     from host.data.inspect import inspect_recording
+    from host.data.layout import load_layout
     from host.data.load import load_recording
     from host.render import inspection
 
-    click.echo(inspection(inspect_recording(load_recording(recording, progress=True, allow_pickle=allow_pickle))))
+    layout = load_layout(layout_file) if layout_file else None
+    rec = load_recording(recording, progress=True, allow_pickle=allow_pickle)
+    if layout is not None and layout.segments is not None:
+        rec = cut_segments(rec, layout.segments, recording)
+    click.echo(inspection(inspect_recording(rec)))
 
 
 @main.command()

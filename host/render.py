@@ -244,7 +244,8 @@ def inspection(i) -> str:
     lines = [f"recording {i.name}: {i.n_trials} trials, {i.n_units} units, {i.spikes} spikes",
              f"  trial duration: min {lo:.3g} s, median {mid:.3g} s, max {hi:.3g} s",
              f"  event labels ({len(i.events)}; trials that have it, median onset from the trial start):"]
-    lines += [f"    {e.label!r:24} {e.trials:6d} trials   {e.median_onset_s:8.3f} s" for e in i.events] or ["    none"]
+    lines += [f"    {e.label!r:24} {e.trials:6d} trials   {e.median_onset_s:8.3f} s"
+              + (f"   ({e.count} onsets)" if e.count > e.trials else "") for e in i.events] or ["    none"]
     lines.append(f"  per-trial annotations ({len(i.annotations)}; values with their trial counts):")
     for a in i.annotations:
         shown = ", ".join(f"{v} ({n})" for v, n in a.values)

@@ -182,3 +182,63 @@ def test_inspect_says_when_a_file_has_the_papers_layout(tmp_path):
     matfile.save_recording(synth.generate(n_units=4, n_trials=40, seed=1), path)
     result = CliRunner().invoke(main, ["inspect", str(path)])
     assert result.exit_code == 0 and "has the paper's layout" in result.output, result.output
+
+
+def one_segment(rec: Recording) -> Recording:
+    """`rec` as a lab that records one continuous segment would store it: every unit's spikes in
+    one train, the trials marked by their events, the grip as an event at each trial's start."""
+    counts = rec.spike_counts()
+    trains = [np.concatenate([rec.train(k, u) for k in range(rec.n_trials)]) for u in range(rec.n_units)]
+    grips = rec.trial_annotations["grip"]
+    labels = [label for k in range(rec.n_trials) for label in rec.event_labels[k] + ([grips[k]] if grips[k] else [])]
+    times = np.concatenate([np.r_[rec.event_times_s[k], [rec.t_start_s[k]] if grips[k] else []] for k in range(rec.n_trials)])
+    order = np.argsort(times, kind="stable")
+    assert counts.sum() == sum(len(t) for t in trains)
+    return Recording.from_trials(
+        path=Path("one"), name=rec.name, n_units=rec.n_units, unit_counts=[rec.n_units],
+        train_counts=[np.array([len(t) for t in trains])], t_start_s=[np.array([rec.t_start_s[0] - 1.0])],
+        t_stop_s=[np.array([rec.t_stop_s[-1] + 1.0])], event_labels=[[labels[i] for i in order]],
+        event_times_s=[times[order]], spike_times_s=np.concatenate(trains),
+        trial_annotations={"site": ["M1"]})
+
+
+def test_trials_cut_from_one_continuous_segment_are_the_trials(tmp_path):
+    rec = foreign(n_trials=90, n_units=5)
+    path = tmp_path / "continuous.mat"
+    matfile.save_recording(one_segment(rec), path)
+    assert load_recording(path).n_trials == 1
+    shapes = ", ".join(f'"{s}"' for s in objects.SHAPES.values())
+    cut = load_layout_text(f'[trials]\nclass = "event_class"\nroi = ["GRASP-ON", "REW-ON"]\n'
+                           f'[segments]\nstart = "START"\nstop = "END"\nclass_events = [{shapes}]\n')
+    per_trial = load_layout_text('[trials]\nclass = "grip"\nroi = ["GRASP-ON", "REW-ON"]\n')
+    from host.data.prepare import prepare
+
+    a = prepare(path, layout=cut, use_cache=False).binned
+    b = prepare(write(rec, tmp_path, "mat"), layout=per_trial, use_cache=False).binned
+    np.testing.assert_array_equal(a.counts, b.counts)
+    np.testing.assert_array_equal(a.trial_offsets, b.trial_offsets)
+    np.testing.assert_array_equal(a.hold_bin, b.hold_bin)
+    assert a.class_names == b.class_names
+    assert {k.replace("event_class", "grip"): v for k, v in a.drops.items()} == b.drops
+    assert a.layout["segments"] == {"start": "START", "stop": "END", "class_events": list(objects.SHAPES.values())}
+
+
+def test_a_segments_table_naming_no_event_is_one_line(tmp_path):
+    path = tmp_path / "continuous.mat"
+    matfile.save_recording(one_segment(foreign(n_trials=20, n_units=3)), path)
+    layout = load_layout_text('[trials]\nclass = "event_class"\nroi = ["A", "B"]\n[segments]\nstart = "TRIAL"\n')
+    from host.data.prepare import prepare
+
+    with pytest.raises(DataError, match="no 'TRIAL' event to start a trial at"):
+        prepare(path, layout=layout, use_cache=False)
+
+
+def test_inspect_suggests_cutting_one_segment_then_shows_the_cut_trials(tmp_path):
+    path = tmp_path / "continuous.mat"
+    matfile.save_recording(one_segment(foreign(n_trials=30, n_units=3)), path)
+    out = CliRunner().invoke(main, ["inspect", str(path)]).output
+    assert "1 trials, 3 units" in out and "[segments]" in out and 'start = "START"' in out and "(30 onsets)" in out
+    layout = tmp_path / "cut.toml"
+    layout.write_text('[segments]\nstart = "START"\nstop = "END"\n[trials]\nclass = "site"\nroi = ["GRASP-ON", "REW-ON"]\n')
+    out = CliRunner().invoke(main, ["inspect", str(path), "--layout", str(layout)]).output
+    assert "30 trials, 3 units" in out and "'site'" in out and "M1 (30)" in out, out

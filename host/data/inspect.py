@@ -22,6 +22,7 @@ class EventSummary:
     label: str
     trials: int
     median_onset_s: float  # relative to the trial start
+    count: int = 0  # onsets in all trials (several per trial in a continuous segment)
 
 
 @dataclass
@@ -61,10 +62,11 @@ def inspect_recording(rec: Recording) -> Inspection:
 
 def _events(rec: Recording) -> list[EventSummary]:
     onsets: dict[str, list[float]] = {}
+    counts = Counter(label for labels in rec.event_labels for label in labels)
     for k, (labels, times) in enumerate(zip(rec.event_labels, rec.event_times_s)):
         for label, t in dict(zip(reversed(labels), reversed(times.tolist()))).items():  # first onset per label
             onsets.setdefault(label, []).append(t - rec.t_start_s[k])
-    out = [EventSummary(label, len(ts), float(np.median(ts))) for label, ts in onsets.items()]
+    out = [EventSummary(label, len(ts), float(np.median(ts)), counts[label]) for label, ts in onsets.items()]
     return sorted(out, key=lambda e: (e.median_onset_s, e.label))
 
 
@@ -93,6 +95,18 @@ def suggest(events: list[EventSummary], annotations: list[AnnotationSummary]) ->
     common = [e for e in events if e.trials >= n / 2]
     roi = [e.label for e in common[-3:-1]] if len(common) >= 3 else [e.label for e in common[:2]]
     roi = roi if len(roi) == 2 else ["FIRST-EVENT", "SECOND-EVENT"]
+    if n <= 1 and events:  # one long segment: its trials are marked by events
+        start = max(events, key=lambda e: (e.count, -e.median_onset_s)).label
+        return "\n".join([
+            "# one segment holds the whole recording: cut it into trials at an event, then run",
+            "# `grasptpu inspect FILE --layout THIS_FILE` to see the trials and fill in [trials]",
+            "[segments]",
+            f"start = {json.dumps(start)}   # the event that starts each trial (check it)",
+            '# stop = "..."                 # optional: the event that ends it (default: the next start)',
+            '# class_events = ["...", "..."]  # optional: events naming the class -> annotation event_class',
+            "[trials]",
+            'class = "event_class"',
+            'roi = ["FIRST-EVENT", "SECOND-EVENT"]   # two event labels inside each trial'])
     lines = ["[trials]",
              f"class = {json.dumps(cls.name if cls else 'ANNOTATION')}   # the annotation naming the class (check it)",
              f"roi = [{', '.join(json.dumps(label) for label in roi)}]   # from the first event's onset up to the second's"]

@@ -18,6 +18,11 @@ selection"), so a command without `--layout` behaves as it always has.
     [units]
     min_rate_hz = 0.5            # optional: drop units firing less than this over the kept trials
 
+    [segments]                   # optional: trials cut from continuous segments (host/data/cut.py)
+    start = "TS-ON"              # each onset starts a trial
+    stop = "STOP"                # optional: it ends at the first such event after its start
+    class_events = ["SGHF", "PGLF"]  # optional: the first of these in a trial is its `event_class`
+
 A layout is stored in every model folder's manifest (`layout`), so later stages read the same
 trials without being told again; it is part of the binned-session cache key.
 """
@@ -31,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from host.data import objects
+from host.data.cut import Segments
 from host.errors import GrasptpuError
 
 CATALOGUES = ("dpz-objects",)  # the paper's grasp objects: id = 10 * turntable + position (host/data/objects.py)
@@ -51,6 +57,7 @@ class Layout:
     min_trials: int = MIN_TRIALS_PER_CLASS
     catalogue: str | None = "dpz-objects"
     min_rate_hz: float = 0.0
+    segments: Segments | None = None
     name: str = "paper"
 
     def as_dict(self) -> dict:
@@ -58,6 +65,9 @@ class Layout:
         d = asdict(self)
         d["roi"], d["order"], d["drop"] = list(self.roi), list(self.order), list(self.drop)
         d["merge"] = {str(k): v for k, v in self.merge.items()}
+        if self.segments is not None:
+            d["segments"] = {"start": self.segments.start, "stop": self.segments.stop,
+                             "class_events": list(self.segments.class_events)}
         return d
 
     def key(self) -> str:
@@ -103,12 +113,13 @@ _UNIT_KEYS = {"min_rate_hz"}
 
 def from_dict(data: dict, path: object, name: str) -> Layout:
     """A Layout from a parsed layout file, each key checked; a one-line error names the key."""
-    unknown = sorted(set(data) - {"trials", "units"})
+    unknown = sorted(set(data) - {"trials", "units", "segments"})
     if unknown:
-        raise _fail(path, f"unknown tables {unknown}; a layout has [trials] and [units]")
+        raise _fail(path, f"unknown tables {unknown}; a layout has [trials], [units] and [segments]")
     trials, units = data.get("trials"), data.get("units", {})
     if not isinstance(trials, dict) or not isinstance(units, dict):
         raise _fail(path, "[trials] (and [units], if given) must be tables")
+    segments = _segments(data.get("segments"), path)
     bad = sorted(set(trials) - _TRIAL_KEYS) + sorted(set(units) - _UNIT_KEYS)
     if bad:
         raise _fail(path, f"unknown keys {bad}; [trials] takes {sorted(_TRIAL_KEYS)}, [units] {sorted(_UNIT_KEYS)}")
@@ -149,7 +160,25 @@ def from_dict(data: dict, path: object, name: str) -> Layout:
         raise _fail(path, f"min_rate_hz = {rate!r} is not a rate in Hz (0 to 1000)")
     return Layout(class_key=class_key, roi=(roi[0].strip(), roi[1].strip()), keep=dict(keep), merge=merge,
                   order=order, drop=drop, min_trials=min_trials, catalogue=catalogue, min_rate_hz=float(rate),
-                  name=name)
+                  segments=segments, name=name)
+
+
+def _segments(table, path: object) -> Segments | None:
+    """The optional [segments] table: trials cut from continuous segments at a start event."""
+    if table is None:
+        return None
+    if not isinstance(table, dict) or "start" not in table:
+        raise _fail(path, "[segments] needs `start` (the event that starts each trial)")
+    bad = sorted(set(table) - {"start", "stop", "class_events"})
+    if bad:
+        raise _fail(path, f"unknown keys {bad}; [segments] takes start, stop, class_events")
+    start, stop, classes = table["start"], table.get("stop"), table.get("class_events", [])
+    for key, value in (("start", start), ("stop", stop)):
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise _fail(path, f"{key} = {value!r} is not an event label")
+    if not (isinstance(classes, list) and all(isinstance(c, str) and c.strip() for c in classes)):
+        raise _fail(path, "class_events must be a list of event labels")
+    return Segments(start.strip(), stop.strip() if stop else None, tuple(c.strip() for c in classes))
 
 
 def load_layout(path: Path | str | None) -> Layout:
@@ -186,5 +215,7 @@ def from_manifest(stored: dict | None) -> Layout:
               "drop": d["drop"], "min_trials": d["min_trials"]}
     if d.get("catalogue"):
         trials["catalogue"] = d["catalogue"]
-    return from_dict({"trials": trials, "units": {"min_rate_hz": d["min_rate_hz"]}}, "the manifest's layout",
-                     d.get("name", "stored"))
+    data = {"trials": trials, "units": {"min_rate_hz": d["min_rate_hz"]}}
+    if d.get("segments"):
+        data["segments"] = {k: v for k, v in d["segments"].items() if v is not None}
+    return from_dict(data, "the manifest's layout", d.get("name", "stored"))

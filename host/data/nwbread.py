@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from host.data.recording import Recording
+from host.data.recording import Recording, cut_trains
 from host.errors import DataError
 
 EVENT_SUFFIX = "_time"
@@ -76,24 +76,14 @@ def _trial_columns(trials, n_trials: int) -> dict[str, np.ndarray]:
 def _recording(path: Path, name: str, spikes: np.ndarray, ends: np.ndarray, starts: np.ndarray,
                stops: np.ndarray, columns: dict[str, np.ndarray]) -> Recording:
     n_units, n_trials = len(ends), len(starts)
-    unit_start = np.r_[0, ends[:-1]]
-    lo = np.empty((n_trials, n_units), np.int64)
-    hi = np.empty((n_trials, n_units), np.int64)
-    for u in range(n_units):  # one searchsorted per unit (units, not bins or spikes)
-        times = spikes[unit_start[u]:ends[u]]
-        if times.size > 1 and (np.diff(times) < 0).any():
-            raise DataError(path, f"unit {u}: spike times are not sorted", hint="NWB stores them ascending")
-        lo[:, u] = unit_start[u] + np.searchsorted(times, starts, "left")
-        hi[:, u] = unit_start[u] + np.searchsorted(times, stops, "right")
-    lengths = (hi - lo).reshape(-1)  # trial-major, unit-minor, as a Recording stores trains
-    take = np.repeat(lo.reshape(-1) - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(int(lengths.sum()))
+    trial_spikes, lengths = cut_trains(spikes, ends, starts, stops, path)
     events = {k: v for k, v in columns.items() if k.endswith(EVENT_SUFFIX) and v.dtype.kind == "f"}
     annotations = {k: v for k, v in columns.items() if k not in events}
     labels, times = _events(events, n_trials)
     return Recording.from_trials(
         path=path, name=name, n_units=n_units, unit_counts=[n_units] * n_trials,
         train_counts=[lengths], t_start_s=starts[:, None], t_stop_s=stops[:, None],
-        event_labels=labels, event_times_s=times, spike_times_s=spikes[take], trial_annotations=annotations)
+        event_labels=labels, event_times_s=times, spike_times_s=trial_spikes, trial_annotations=annotations)
 
 
 def _events(events: dict[str, np.ndarray], n_trials: int) -> tuple[list[list[str]], list[np.ndarray]]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from host.data import cache
 from host.data.binning import MAX_TRIAL_BINS, BinnedSession, bin_session, check_trial_bins, drop_slow_units
+from host.data.cut import cut_segments
 from host.data.layout import PAPER, Layout
 from host.data.load import check_file, load_recording, select_trials
 from host.data.split import DEFAULT_TRAIN_VAL_SHARE, Split, split_trials
@@ -72,6 +73,8 @@ def binned_session(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, cache_dir: 
         return hit, True, seconds
     t1 = time.perf_counter()
     rec = load_recording(path, progress, allow_pickle)
+    if layout.segments is not None:
+        rec = cut_segments(rec, layout.segments, path)
     trials = select_trials(rec, path, layout)
     seconds["load"] = time.perf_counter() - t1
     t2 = time.perf_counter()
