@@ -257,8 +257,12 @@ def check_manifest(manifest, path: str) -> dict:
             _require(names != GRASP_PHASE_LABELS, "task object, but the labels are a rest/grasp detector's")
             _require(all(type(c) is int and 0 <= c < 1000 for c in classes) and len(set(classes)) == len(classes),
                      "task object, but data.classes {} are not distinct object ids (integers)".format(short(classes)))
-            _require(names == [str(c) for c in classes],
-                     "task object, but the labels {} are not the object classes".format(short(names)))
+            # Whole-number classes (the paper's object ids) are named by their digits; text classes
+            # (a layout's grips, say) and classes in a layout's order are coded 0..n-1 and named by their value.
+            named = names == [str(c) for c in classes] or (
+                classes == list(range(len(classes))) and len(set(names)) == len(names)
+                and all(isinstance(n, str) and 0 < len(n) <= 200 for n in names))
+            _require(named, "task object, but the labels {} are not the classes' names".format(short(names)))
         artifacts = manifest["artifacts"]
         _require(isinstance(artifacts, dict), "artifacts is not a table of file -> sha256")
         for name, digest in artifacts.items():

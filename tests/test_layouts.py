@@ -242,3 +242,20 @@ def test_inspect_suggests_cutting_one_segment_then_shows_the_cut_trials(tmp_path
     layout.write_text('[segments]\nstart = "START"\nstop = "END"\n[trials]\nclass = "site"\nroi = ["GRASP-ON", "REW-ON"]\n')
     out = CliRunner().invoke(main, ["inspect", str(path), "--layout", str(layout)]).output
     assert "30 trials, 3 units" in out and "'site'" in out and "M1 (30)" in out, out
+
+
+def test_numeric_classes_in_a_layouts_order_are_coded_by_place_and_pass_the_contract():
+    from device.contract import check_manifest
+
+    rec = synth.generate(n_units=4, n_trials=200, seed=2)
+    ids, counts = np.unique(rec.object_ids[rec.correct == 1], return_counts=True)
+    picked = [int(i) for i in ids[np.argsort(-counts)][:3]][::-1]
+    layout = load_layout_text(f'[trials]\nclass = "obj"\nroi = ["Hold", "Rew"]\nkeep = {{ correct = 1 }}\n'
+                              f'order = {picked}\n')
+    trials = select_trials(rec, "", layout)
+    assert trials.class_names == {i: str(c) for i, c in enumerate(picked)}
+    assert set(trials.object_id.tolist()) == {0, 1, 2}
+    manifest = {"name": "m", "task": "object", "artifacts": {},
+                "data": {"window_bins": 12, "n_units": 4, "bin_ms": 40, "session": "s",
+                         "label_names": [str(c) for c in picked], "classes": [0, 1, 2]}}
+    check_manifest(manifest, "m")
