@@ -2,7 +2,8 @@
 
 Bin b of a trial covers [t_start + b * bin, t_start + (b + 1) * bin); a time t falls in bin
 floor((t - t_start) / bin), the rule the authors' reference scripts use for event times
-(docs/method.md, "Binning"), applied to spikes alike. Only whole bins are kept: a trial of
+(docs/method.md, "Binning"), applied to spikes alike, computed so that a time on an edge lands in
+the bin it starts, as in exact arithmetic and elephant's BinnedSpikeTrain (`time_to_bin`). Only whole bins are kept: a trial of
 duration d has floor(d / bin) bins, and spikes in the trailing partial bin are not counted (a
 partial bin would look like a drop in firing rate).
 """
@@ -80,9 +81,24 @@ class BinnedSession:
         return self.counts[self.trial_offsets[k]:self.trial_offsets[k + 1]]
 
 
+EDGE_TOLERANCE = 1e-8  # bins (0.4 ns at 40 ms): elephant's BinnedSpikeTrain default
+
+
 def time_to_bin(t_rel_s: np.ndarray, bin_ms: float) -> np.ndarray:
-    """Bin index of times given relative to the trial start: floor(t / bin)."""
-    return np.floor(np.asarray(t_rel_s) / (bin_ms / 1000.0)).astype(np.int64)
+    """Bin index of times given relative to the trial start: floor(t / bin) in exact arithmetic.
+
+    In floating point, a time exactly on an edge often lands one bin early: 1.16 s / 0.04 s is
+    28.999999999999996, and t - t_start adds its own rounding (on a 1 kHz clock, 47 % of the
+    edge times at t_start = 100 s). A quotient within EDGE_TOLERANCE below a whole number is that
+    number, as elephant's BinnedSpikeTrain does (the authors' binning). Why a tolerance and not
+    integer arithmetic on the recording's clock: files carry times in seconds on clocks we are not
+    told (1 kHz, 30 kHz, NWB floats); 0.4 ns is far below any clock's tick (33 us at 30 kHz) and
+    far above the float error of t - t_start for sessions of days, so it moves only times that
+    really are on an edge."""
+    x = np.asarray(t_rel_s, dtype=np.float64) / (bin_ms / 1000.0)
+    b = np.floor(x)
+    b += (x - b) >= 1.0 - EDGE_TOLERANCE
+    return b.astype(np.int64)
 
 
 def check_trial_bins(n_bins: np.ndarray, trial_index: np.ndarray, bin_ms: float, max_trial_bins: int,
