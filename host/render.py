@@ -254,6 +254,8 @@ def inspection(i) -> str:
         lines.append(f"    {a.name!r:24} {a.kind}, {a.distinct} values: {shown}{more}{missing}")
     if not i.annotations:
         lines.append("    none")
+    lines.append(f"  signals ({len(i.signals)}; a layout's `target` names one):")
+    lines += [f"    {name!r:24} {units}, {rate:g} Hz, in {n} trials" for name, units, rate, n in i.signals] or ["    none"]
     if i.paper_layout:
         lines.append("layout: this file has the paper's layout (obj, correct, Hold .. Rew): no --layout needed")
     else:

@@ -7,7 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from host.data.targets import Signal, bin_signal
+from host.data.recording import Recording, Signal
+from host.data.targets import bin_signal
 from host.errors import DataError
 
 
@@ -56,3 +57,50 @@ def test_a_signal_that_does_not_cover_its_trial_is_one_line(damage, says):
     with pytest.raises(DataError) as info:
         bin_signal(sig, np.array([0]), np.array([7.0]), np.array([25]), 40.0, path="rec.mat")
     assert says in str(info.value) and "trial 0" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["mat", "neo", "nwb"])
+def test_the_synthetic_aperture_travels_through_every_format_into_binned_targets(tmp_path, fmt):
+    from host.data import matfile, synth
+    from host.data.load import load_recording
+    from host.data.nwbwrite import save_nwb
+    from host.data.prepare import prepare
+
+    rec = synth.generate(n_units=6, n_trials=60, seed=4)
+    path = tmp_path / ("s.nwb" if fmt == "nwb" else "s.neo.mat")
+    (save_nwb if fmt == "nwb" else matfile.save_recording)(rec, path)
+    if fmt == "neo":  # neo.io's own reader, in the child process
+        from host.data import isolated
+
+        back = isolated.read(path)
+    else:
+        back = load_recording(path)
+    want, got = rec.signals["aperture"], back.signals["aperture"]
+    assert (got.units, got.rate_hz) == ("mm", 100.0)
+    np.testing.assert_array_equal(got.offsets, want.offsets)
+    np.testing.assert_allclose(got.values, want.values)
+    np.testing.assert_allclose(got.t_start_s, want.t_start_s)
+    binned = prepare(path, use_cache=False).binned
+    assert binned.target is not None and len(binned.target) == len(binned.counts) and binned.target_units == "mm"
+    k = 0  # the first kept trial: its bins' targets are the means of its samples
+    trial = int(binned.trial_index[k])
+    n = int(binned.trial_offsets[1])
+    samples = want.trial(trial)[: n * 4].reshape(n, 4).mean(axis=1)  # 100 Hz: 4 samples per 40 ms bin
+    np.testing.assert_allclose(binned.target[:n], samples, rtol=1e-5)
+    hold = binned.target[binned.hold_bin[k] + 1:binned.reward_bin[k]]
+    assert hold.std() < 2.0 and abs(hold.mean() - binned.target[0]) > 3  # holding the object, not at rest
+
+
+def test_a_cut_segment_keeps_its_signal_samples():
+    from host.data.cut import Segments, cut_segments
+
+    t = np.arange(0, 1000) / 100  # one 10 s segment, 100 Hz
+    sig = Signal("aperture", "mm", 100.0, t * 10, np.array([0, 1000]), np.array([0.0]))
+    rec = Recording.from_trials(path="c", name="c", n_units=1, unit_counts=[1], train_counts=[np.array([3])],
+                                t_start_s=[np.array([0.0])], t_stop_s=[np.array([10.0])],
+                                event_labels=[["GO", "GO", "GO"]], event_times_s=[np.array([1.0, 4.0, 7.0])],
+                                spike_times_s=np.array([1.5, 4.5, 7.5]), signals={"aperture": sig})
+    cut = cut_segments(rec, Segments("GO"))
+    got = cut.signals["aperture"]
+    assert cut.n_trials == 3 and np.allclose(got.t_start_s, [1.0, 4.0, 7.0])
+    assert np.allclose(got.trial(1), np.arange(400, 700) / 10) and np.allclose(got.trial(2), np.arange(700, 1000) / 10)

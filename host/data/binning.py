@@ -54,6 +54,8 @@ class BinnedSession:
     class_names: dict[int, str] = field(default_factory=dict)
     layout: dict = field(default_factory=dict)
     unit_index: np.ndarray | None = None
+    target: np.ndarray | None = None  # the layout's target signal, one float32 mean per count row
+    target_units: str = ""
 
     @property
     def n_units(self) -> int:

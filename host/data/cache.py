@@ -63,6 +63,8 @@ def load(cache_dir: Path, key: str) -> BinnedSession | None:
         return None
     try:
         meta["class_names"] = {int(k): str(v) for k, v in meta["class_names"].items()}
+        if (entry / "target.npy").is_file():
+            arrays["target"] = np.load(entry / "target.npy")
         return BinnedSession(**arrays, **meta)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None  # an entry of another shape: binned again
@@ -74,10 +76,10 @@ def store(cache_dir: Path, key: str, binned: BinnedSession) -> None:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
-        for name in ARRAYS:
+        for name in ARRAYS + (("target",) if binned.target is not None else ()):
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(binned, name)))
         meta = {k: getattr(binned, k) for k in ("session", "bin_ms", "drops", "dropped_objects", "merged", "source",
-                                                "class_names", "layout")}
+                                                "class_names", "layout", "target_units")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
             os.rename(tmp, root / key)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from host.data.recording import Recording, cut_trains
+from host.data.recording import Recording, Signal, cut_trains
 from host.errors import DataError
 
 EVENT_CLASS = "event_class"
@@ -83,4 +83,17 @@ def cut_segments(rec: Recording, cut: Segments, path: Path | str = "") -> Record
         path=path, name=rec.name, n_units=rec.n_units, unit_counts=[rec.n_units] * n_cut,
         train_counts=counts, t_start_s=all_starts[:, None], t_stop_s=all_stops[:, None],
         event_labels=labels, event_times_s=times, spike_times_s=np.concatenate(spikes),
-        trial_annotations=annotations, annotations=rec.annotations)
+        trial_annotations=annotations, annotations=rec.annotations,
+        signals={name: _cut_signal(sig, pieces) for name, sig in rec.signals.items()})
+
+
+def _cut_signal(sig: Signal, pieces: list[tuple[int, np.ndarray, np.ndarray]]) -> Signal:
+    """A signal's samples inside each cut trial [start, stop), from its segment's samples."""
+    trials, firsts = [], []
+    for s, starts, stops in pieces:
+        values = sig.trial(s)
+        times = sig.t_start_s[s] + np.arange(len(values)) / sig.rate_hz
+        lo, hi = np.searchsorted(times, starts, "left"), np.searchsorted(times, stops, "left")
+        trials += [values[a:b] for a, b in zip(lo, hi)]
+        firsts += [times[a] if b > a else np.nan for a, b in zip(lo, hi)]
+    return Signal.from_trials(sig.name, sig.units, sig.rate_hz, trials, np.array(firsts))

@@ -45,6 +45,7 @@ class Inspection:
     annotations: list[AnnotationSummary]
     paper_layout: bool
     suggestion: str
+    signals: list[tuple[str, str, float, int]] = ()  # name, units, rate Hz, trials that have it
 
 
 def inspect_recording(rec: Recording) -> Inspection:
@@ -55,9 +56,10 @@ def inspect_recording(rec: Recording) -> Inspection:
     labels = {e.label for e in events}
     paper = PAPER.class_key in rec.trial_annotations and all(k in rec.trial_annotations for k in PAPER.keep) \
         and all(e in labels for e in PAPER.roi)
+    signals = [(s.name, s.units, s.rate_hz, int((np.diff(s.offsets) > 0).sum())) for s in rec.signals.values()]
     return Inspection(rec.name, rec.n_trials, rec.n_units, int(len(rec.spike_times_s)),
                       (float(durations.min()), float(np.median(durations)), float(durations.max())),
-                      events, annotations, paper, "" if paper else suggest(events, annotations))
+                      events, annotations, paper, "" if paper else suggest(events, annotations), signals)
 
 
 def _events(rec: Recording) -> list[EventSummary]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from host.data.recording import Recording
+from host.data.recording import Recording, Signal
 from host.errors import DataError
 
 TIMEOUT_S = 1800.0
@@ -64,6 +64,9 @@ def pack(rec: Recording, out: Path) -> None:
              event_times_s=np.concatenate(rec.event_times_s) if rec.event_times_s else np.empty(0),
              event_offsets=np.r_[0, np.cumsum([len(x) for x in rec.event_labels])].astype(np.int64),
              annotation_keys=np.array(list(rec.trial_annotations), dtype=str).reshape(-1),
+             signal_meta=np.array([[s.name, s.units, repr(s.rate_hz)] for s in rec.signals.values()], dtype=str).reshape(-1, 3),
+             **{f"signal_{i}_{part}": getattr(s, part) for i, s in enumerate(rec.signals.values())
+                for part in ("values", "offsets", "t_start_s")},
              **{f"annotation_{i}": v for i, v in enumerate(rec.trial_annotations.values())},
              **{k: getattr(rec, k) for k in FIELDS})
 
@@ -77,6 +80,9 @@ def unpack(out: Path, path: Path) -> Recording:
                          event_labels=[labels[a:b] for a, b in spans], event_times_s=[times[a:b] for a, b in spans],
                          trial_annotations={str(k): npz[f"annotation_{i}"]
                                             for i, k in enumerate(npz["annotation_keys"].tolist())},
+                         signals={name: Signal(name, units, float(rate), npz[f"signal_{i}_values"],
+                                               npz[f"signal_{i}_offsets"], npz[f"signal_{i}_t_start_s"])
+                                  for i, (name, units, rate) in enumerate(npz["signal_meta"].tolist())},
                          **{k: npz[k] for k in FIELDS})
 
 

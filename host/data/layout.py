@@ -14,6 +14,8 @@ selection"), so a command without `--layout` behaves as it always has.
     min_trials = 3               # optional: a class with fewer kept trials is dropped (default 3)
     catalogue = "dpz-objects"    # optional: the paper's object catalogue: shape and size accuracies,
                                  #   and ids >= 85 (not grasp objects) dropped
+    target = "aperture"          # optional: the continuous signal a regression decoder learns
+                                 #   (a Neo AnalogSignal's or an NWB acquisition TimeSeries' name)
 
     [units]
     min_rate_hz = 0.5            # optional: drop units firing less than this over the kept trials
@@ -58,6 +60,7 @@ class Layout:
     catalogue: str | None = "dpz-objects"
     min_rate_hz: float = 0.0
     segments: Segments | None = None
+    target: str | None = "aperture"
     name: str = "paper"
 
     def as_dict(self) -> dict:
@@ -107,7 +110,7 @@ def _class_value(text_or_number, path: object, what: str):
     raise _fail(path, f"{what} {text_or_number!r} is not a class (text or an integer)")
 
 
-_TRIAL_KEYS = {"class", "roi", "keep", "merge", "order", "drop", "min_trials", "catalogue"}
+_TRIAL_KEYS = {"class", "roi", "keep", "merge", "order", "drop", "min_trials", "catalogue", "target"}
 _UNIT_KEYS = {"min_rate_hz"}
 
 
@@ -155,12 +158,15 @@ def from_dict(data: dict, path: object, name: str) -> Layout:
         raise _fail(path, f"catalogue = {catalogue!r} is not one of {list(CATALOGUES)}")
     if catalogue is not None and order:
         raise _fail(path, "a catalogue orders its classes itself; give either `catalogue` or `order`")
+    target = trials.get("target")
+    if target is not None and not (isinstance(target, str) and 0 < len(target.strip()) <= 200):
+        raise _fail(path, f"target = {target!r} is not a signal name")
     rate = units.get("min_rate_hz", 0.0)
     if type(rate) not in (int, float) or not (0 <= rate < 1000):
         raise _fail(path, f"min_rate_hz = {rate!r} is not a rate in Hz (0 to 1000)")
     return Layout(class_key=class_key, roi=(roi[0].strip(), roi[1].strip()), keep=dict(keep), merge=merge,
                   order=order, drop=drop, min_trials=min_trials, catalogue=catalogue, min_rate_hz=float(rate),
-                  segments=segments, name=name)
+                  segments=segments, target=target.strip() if target else None, name=name)
 
 
 def _segments(table, path: object) -> Segments | None:
@@ -215,6 +221,8 @@ def from_manifest(stored: dict | None) -> Layout:
               "drop": d["drop"], "min_trials": d["min_trials"]}
     if d.get("catalogue"):
         trials["catalogue"] = d["catalogue"]
+    if d.get("target"):
+        trials["target"] = d["target"]
     data = {"trials": trials, "units": {"min_rate_hz": d["min_rate_hz"]}}
     if d.get("segments"):
         data["segments"] = {k: v for k, v in d["segments"].items() if v is not None}

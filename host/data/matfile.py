@@ -16,6 +16,7 @@ The writer emits exactly the bytes `scipy.io.savemat(..., oned_as='row')` writes
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import struct
@@ -26,7 +27,10 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
-from host.data.recording import Recording
+from host.data.recording import Recording, Signal
+from host.errors import DataError
+
+log = logging.getLogger(__name__)
 
 # MAT v5 data types (mi*) and array classes (mx*), from MathWorks' "MAT-File Format" document.
 MI_INT8, MI_UINT8, MI_INT16, MI_UINT16, MI_INT32, MI_UINT32 = 1, 2, 3, 4, 5, 6
@@ -537,6 +541,44 @@ def _first_event(seg: dict) -> tuple[list[str], np.ndarray]:
     return labels, times
 
 
+def _signals(seg: dict) -> list[tuple[str, str, float, float, np.ndarray]]:
+    """A segment's single-channel AnalogSignals: (name, units, rate Hz, t_start s, samples)."""
+    cell = seg.get("analogsignals")
+    out = []
+    for item in cell if isinstance(cell, list) else []:
+        sig = _one_struct(item, "analog signal")
+        values = np.asarray(sig.get("signal", np.empty((0, 0))), np.float64)
+        if values.ndim != 2 or values.shape[1] != 1:
+            log.warning("analog signal %r has %s channels; only single-channel signals are read",
+                        text(sig.get("name", [])), values.shape[1:] or "no")
+            continue
+        rate = scalar(sig.get("sampling_rate"), "sampling_rate") * _RATE_UNITS.get(text(sig.get("sampling_rate_units", ["Hz"])), np.nan)
+        t0 = scalar(sig.get("t_start"), "t_start") * unit_scale_s(text(sig.get("t_start_units", ["s"])))
+        if not np.isfinite(rate) or rate <= 0:
+            raise UnknownLayout("an analog signal's sampling rate")
+        out.append((text(sig.get("name", [])), text(sig.get("signal_units", [""])), rate, t0, values[:, 0]))
+    return out
+
+
+_RATE_UNITS = {"Hz": 1.0, "kHz": 1e3, "MHz": 1e6}
+
+
+def signal_columns(per_trial: list[list[tuple[str, str, float, float, np.ndarray]]], path: object) -> dict:
+    """Per-trial signal lists -> name -> Signal (a trial without one: no samples)."""
+    names = list(dict.fromkeys(s[0] for trial in per_trial for s in trial))
+    out = {}
+    for name in names:
+        found = [next((s for s in trial if s[0] == name), None) for trial in per_trial]
+        rates = {s[2] for s in found if s is not None}
+        units = {s[1] for s in found if s is not None}
+        if len(rates) > 1 or len(units) > 1:
+            raise DataError(path, f"signal {name!r} changes its sampling rate or unit between trials "
+                                  f"({sorted(rates)} Hz, {sorted(units)})", hint="resample it to one rate and unit")
+        out[name] = Signal.from_trials(name, units.pop(), rates.pop(), [s[4] if s else np.empty(0) for s in found],
+                                       np.array([s[3] if s else np.nan for s in found]))
+    return out
+
+
 def _annotations(seg: dict) -> dict:
     """A segment's annotations that hold one number or one string (others are not trial labels)."""
     ann = seg.get("annotations")
@@ -574,6 +616,7 @@ def _assemble(path: Path, block: dict, segments: list[dict], cells: list[TrainCe
         t_start_s=[c.t_start_s for c in cells],
         t_stop_s=[c.t_stop_s for c in cells],
         trial_annotations=trial_columns([_annotations(seg) for seg in segments]),
+        signals=signal_columns([_signals(seg) for seg in segments], path),
         event_labels=[lt[0] for lt in labels_times],
         event_times_s=[lt[1] for lt in labels_times],
         spike_times_s=spikes,
@@ -745,7 +788,7 @@ def write_recording(rec: Recording, fh: BinaryIO, progress: Callable[[int], None
     neo_id = 2
     for k in range(rec.n_trials):
         fh.write(_segment_bytes(rec, k, neo_id, train))
-        neo_id += rec.n_units + 2
+        neo_id += rec.n_units + 2 + len(rec.signals)
         if progress:
             progress(1)
     out.close()
@@ -767,11 +810,25 @@ def _segment_bytes(rec: Recording, k: int, neo_id: int, train: _TrainEncoder) ->
     }
     body = b"".join((
         _header(MX_STRUCT, (1, 1)), _field_names(seg_fields), encode(np.int64(neo_id)),
-        encode([]), encode([]), encode([event]), encode([]), cell, encode([]),
+        encode(_signal_structs(rec, k, neo_id + 2 + rec.n_units)), encode([]), encode([event]), encode([]), cell,
+        encode([]),
         encode(f"trial {k}"),
         encode(_trial_annotations(rec, k)),
     ))
     return _matrix(body)
+
+
+def _signal_structs(rec: Recording, k: int, first_id: int) -> list[dict]:
+    """Trial k's signals as NeoMatlabIO writes AnalogSignals (one channel: samples x 1)."""
+    out = []
+    for j, sig in enumerate(rec.signals.values()):
+        values = sig.trial(k)
+        if len(values):
+            out.append({"neo_id": np.int64(first_id + j), "signal": np.asarray(values, np.float64)[:, None],
+                        "signal_units": sig.units, "sampling_rate": np.float64(sig.rate_hz), "sampling_rate_units": "Hz",
+                        "t_start": np.float64(sig.t_start_s[k]), "t_start_units": "s", "name": sig.name,
+                        "annotations": {}})
+    return out
 
 
 def _trial_annotations(rec: Recording, k: int) -> dict:

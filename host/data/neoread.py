@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from host.data.matfile import trial_columns
+from host.data.matfile import signal_columns, trial_columns
 from host.data.recording import Recording
 from host.errors import DataError
 
@@ -66,6 +66,7 @@ def recording_from_block(block, path: Path) -> Recording:
         t_start_s=[np.array([float(st.t_start.rescale("s")) for st in sts] or [np.nan]) for sts in trains],
         t_stop_s=[np.array([float(st.t_stop.rescale("s")) for st in sts] or [np.nan]) for sts in trains],
         trial_annotations=trial_columns([_annotations(seg) for seg in segments]),
+        signals=signal_columns([_signals(seg) for seg in segments], path),
         event_labels=[e[0] for e in events],
         event_times_s=[e[1] for e in events],
         spike_times_s=np.concatenate(spikes) if spikes else np.empty(0),
@@ -77,6 +78,17 @@ def _first_event(seg) -> tuple[list[str], np.ndarray]:
         return [], np.empty(0)
     ev = seg.events[0]
     return [str(x).strip() for x in np.asarray(ev.labels).reshape(-1)], np.asarray(ev.rescale("s").magnitude, float).reshape(-1)
+
+
+def _signals(seg) -> list[tuple[str, str, float, float, np.ndarray]]:
+    """A segment's single-channel AnalogSignals: (name, units, rate Hz, t_start s, samples)."""
+    out = []
+    for sig in seg.analogsignals:
+        values = np.asarray(sig.magnitude, np.float64)
+        if values.ndim == 2 and values.shape[1] == 1:
+            out.append((str(sig.name or ""), sig.units.dimensionality.string, float(sig.sampling_rate.rescale("Hz")),
+                        float(sig.t_start.rescale("s")), values[:, 0]))
+    return out
 
 
 def _annotations(seg) -> dict:

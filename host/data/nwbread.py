@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from host.data.recording import Recording, cut_trains
+from host.data.recording import Recording, Signal, cut_trains
 from host.errors import DataError
 
 EVENT_SUFFIX = "_time"
@@ -46,8 +46,34 @@ def read_nwb(path: Path) -> Recording:
             starts = np.asarray(nwb.trials["start_time"].data[:], np.float64)
             stops = np.asarray(nwb.trials["stop_time"].data[:], np.float64)
             columns = _trial_columns(nwb.trials, len(starts))
+            signals = _signals(nwb, starts, stops, path)
             name = str(nwb.session_id or nwb.identifier or path.stem)
-    return _recording(path, name, spikes, index, starts, stops, columns)
+    rec = _recording(path, name, spikes, index, starts, stops, columns)
+    rec.signals = signals
+    return rec
+
+
+def _signals(nwb, starts: np.ndarray, stops: np.ndarray, path: Path) -> dict[str, Signal]:
+    """Every one-channel acquisition TimeSeries, cut per trial to [start_time, stop_time]."""
+    from pynwb import TimeSeries
+
+    out = {}
+    for name, series in nwb.acquisition.items():
+        if type(series) is not TimeSeries:  # ElectricalSeries and the like are not targets
+            continue
+        data = np.asarray(series.data[:], np.float64)
+        if data.ndim == 2 and data.shape[1] == 1:
+            data = data[:, 0]
+        if data.ndim != 1:
+            continue
+        times = (np.asarray(series.timestamps[:], np.float64) if series.timestamps is not None
+                 else series.starting_time + np.arange(len(data)) / series.rate)
+        lo, hi = np.searchsorted(times, starts, "left"), np.searchsorted(times, stops, "left")
+        steps = np.diff(times)
+        rate = round(1.0 / float(np.median(steps)), 6) if len(steps) else float(series.rate or 0)  # timestamps: their median step
+        out[name] = Signal.from_trials(name, str(series.unit), rate, [data[a:b] for a, b in zip(lo, hi)],
+                                       np.where(hi > lo, times[np.minimum(lo, len(times) - 1)], np.nan))
+    return out
 
 
 def _ragged(table, column: str) -> tuple[np.ndarray, np.ndarray]:

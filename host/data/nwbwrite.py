@@ -1,6 +1,7 @@
-"""Write a `Recording` as an NWB file with pynwb: units table (spike times on the session clock)
-and trials table (start_time, stop_time, each trial annotation as a column, each event label as a
-`<label>_time` column): the layout `host.data.nwbread` reads back. For synthetic sessions
+"""Write a `Recording` as an NWB file with pynwb: units table (spike times on the session clock),
+trials table (start_time, stop_time, each trial annotation as a column, each event label as a
+`<label>_time` column) and each signal as an acquisition TimeSeries: the layout `host.data.nwbread`
+reads back. For synthetic sessions
 (`grasptpu synth --format nwb`), tests and benchmarks; a lab's own NWB export reads the same way.
 """
 
@@ -31,6 +32,7 @@ def save_nwb(rec: Recording, path: Path | str) -> None:
                   session_start_time=datetime(2000, 1, 1, tzinfo=timezone.utc))
     _add_units(nwb, rec)
     _add_trials(nwb, rec)
+    _add_signals(nwb, rec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with atomic_path(Path(path)) as tmp, NWBHDF5IO(str(tmp), "w") as io:
@@ -46,6 +48,19 @@ def _add_units(nwb, rec: Recording) -> None:
     bounds = np.searchsorted(units, np.arange(rec.n_units + 1))
     for u in range(rec.n_units):
         nwb.add_unit(spike_times=np.unique(times[bounds[u]:bounds[u + 1]]))
+
+
+def _add_signals(nwb, rec: Recording) -> None:
+    """Each signal as one acquisition TimeSeries on the session clock (timestamps: trials need not touch)."""
+    from pynwb import TimeSeries
+
+    for sig in rec.signals.values():
+        per_trial = np.diff(sig.offsets)
+        first = np.repeat(sig.t_start_s, per_trial)
+        sample = np.arange(len(sig.values)) - np.repeat(sig.offsets[:-1], per_trial)
+        nwb.add_acquisition(TimeSeries(name=sig.name, data=sig.values, unit=sig.units,
+                                       timestamps=first + sample / sig.rate_hz,
+                                       description=f"sampled at {sig.rate_hz:g} Hz within each trial"))
 
 
 def _add_trials(nwb, rec: Recording) -> None:

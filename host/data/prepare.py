@@ -17,6 +17,7 @@ from host.data.binning import MAX_TRIAL_BINS, BinnedSession, bin_session, check_
 from host.data.cut import cut_segments
 from host.data.layout import PAPER, Layout
 from host.data.load import check_file, load_recording, select_trials
+from host.data.targets import bin_signal
 from host.data.split import DEFAULT_TRAIN_VAL_SHARE, Split, split_trials
 from host.data.windows import WINDOW_BINS, WindowSet, grasp_phase_windows, object_windows
 from host.files import sha256_of
@@ -81,6 +82,11 @@ def binned_session(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, cache_dir: 
     binned = bin_session(rec, trials, bin_ms, progress, max_trial_bins, path)
     binned.source = {"path": str(path), "sha256": sha, "n_trials_in_file": rec.n_trials}
     binned.layout = layout.as_dict()
+    if layout.target is not None and layout.target in rec.signals:
+        sig = rec.signals[layout.target]
+        binned.target = bin_signal(sig, trials.index, rec.t_start_s[trials.index], np.diff(binned.trial_offsets),
+                                   bin_ms, path)
+        binned.target_units = sig.units
     binned = drop_slow_units(binned, layout.min_rate_hz)
     seconds["bin"] = time.perf_counter() - t2
     if key is not None:

@@ -48,6 +48,39 @@ def cut_trains(spikes: np.ndarray, ends: np.ndarray, starts: np.ndarray, stops: 
 
 
 @dataclass
+class Signal:
+    """One signal of a recording, cut per trial.
+
+    Attributes:
+        name, units: as the file names them (e.g. "aperture", "mm").
+        rate_hz: samples per second (the same in every trial).
+        values: all samples, trial-major.
+        offsets: first sample of each trial in `values`, plus the total (n_trials + 1).
+        t_start_s: time of each trial's first sample, seconds (the recording's clock).
+    """
+
+    name: str
+    units: str
+    rate_hz: float
+    values: np.ndarray
+    offsets: np.ndarray
+    t_start_s: np.ndarray
+
+    def trial(self, k: int) -> np.ndarray:
+        return self.values[self.offsets[k]:self.offsets[k + 1]]
+
+
+    @classmethod
+    def from_trials(cls, name: str, units: str, rate_hz: float, trials: list[np.ndarray],
+                    t_start_s: np.ndarray) -> "Signal":
+        """Join per-trial sample arrays (a trial without the signal: an empty array, t_start NaN)."""
+        lengths = [len(v) for v in trials]
+        values = np.concatenate(trials).astype(np.float64) if trials else np.empty(0)
+        return cls(name, units, float(rate_hz), values, np.r_[0, np.cumsum(lengths)].astype(np.int64),
+                   np.asarray(t_start_s, np.float64))
+
+
+@dataclass
 class Recording:
     """Spike trains, events and per-trial annotations of one session, as read from the file.
 
@@ -62,6 +95,7 @@ class Recording:
         trial_annotations: name -> one value per trial (annotation_column): which one names the
             class, and which ones select trials, is the layout's business (host/data/layout.py).
         annotations: the block's own annotations.
+        signals: name -> a continuous signal per trial (Neo AnalogSignals), e.g. a hand aperture.
     """
 
     name: str
@@ -74,6 +108,7 @@ class Recording:
     train_offsets: np.ndarray
     trial_annotations: dict[str, np.ndarray] = field(default_factory=dict)
     annotations: dict = field(default_factory=dict)
+    signals: dict[str, Signal] = field(default_factory=dict)
 
     @property
     def n_trials(self) -> int:
@@ -103,7 +138,7 @@ class Recording:
                     t_stop_s: Sequence[np.ndarray], event_labels: list[list[str]],
                     event_times_s: list[np.ndarray], spike_times_s: np.ndarray,
                     trial_annotations: dict[str, Sequence] | None = None,
-                    annotations: dict | None = None) -> "Recording":
+                    annotations: dict | None = None, signals: dict[str, Signal] | None = None) -> "Recording":
         """Check per-trial pieces read from a file and join them; a DataError names what is wrong.
 
         `t_start_s`/`t_stop_s` hold each trial's per-train bounds: the trial spans all of them.
@@ -129,7 +164,11 @@ class Recording:
         rec = cls(name=name, n_units=n_units, t_start_s=start, t_stop_s=stop,
                   event_labels=event_labels, event_times_s=event_times_s,
                   spike_times_s=spike_times_s, train_offsets=offsets, trial_annotations=columns,
-                  annotations=annotations or {})
+                  annotations=annotations or {}, signals=signals or {})
+        for key, sig in rec.signals.items():
+            if len(sig.offsets) != len(start) + 1 or not sig.rate_hz > 0:
+                raise DataError(path, f"signal {key!r} has {len(sig.offsets) - 1} trials for {len(start)} "
+                                      f"(or a sampling rate of {sig.rate_hz} Hz)")
         rec.check_times(path)
         return rec
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from host.data import objects
+from host.data import aperture, objects
 from host.errors import GrasptpuError
-from host.data.recording import Recording
+from host.data.recording import Recording, Signal
 
 PHASE_LABELS: tuple[str, ...] = ("Start", "Fix", "Cue", "Mem", "Go", "Mov", "Hold", "Rew", "End")
 # Every phase but End lasts until the next event; End is the trial's t_stop.
@@ -172,7 +172,7 @@ def generate(session: str = DEFAULT_SESSION, *, seed: int = 0, difficulty: float
     n_trials = spec.n_trials if n_trials is None else _positive("n_trials", n_trials)
     n_units = spec.n_units if n_units is None else _positive("n_units", n_units)
     model = ANIMALS[spec.animal]
-    rng_objects, rng_units, rng_trials, rng_spikes = _streams(seed, spec.name)
+    rng_objects, rng_units, rng_trials, rng_spikes, rng_hand = _streams(seed, spec.name)
     object_table = np.concatenate([objects.all_object_ids(), _SPECIAL_IDS]).astype(np.int16)
     latents = _object_latents(object_table, rng_objects)
     units = _draw_units(n_units, model, latents, difficulty, rng_units)
@@ -181,6 +181,8 @@ def generate(session: str = DEFAULT_SESSION, *, seed: int = 0, difficulty: float
     offsets = np.zeros(n_trials * n_units + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     durations = np.array([o[-1] for o in table.event_offsets_s])
+    hand = [aperture.key_points(labels, onsets, int(obj), rng_hand)
+            for labels, onsets, obj in zip(table.event_labels, table.event_offsets_s, table.object_ids)]
     return Recording(
         name=spec.name, n_units=n_units,
         trial_annotations={"obj": table.object_ids.astype(np.float64), "correct": table.correct.astype(np.float64)},
@@ -190,7 +192,19 @@ def generate(session: str = DEFAULT_SESSION, *, seed: int = 0, difficulty: float
         spike_times_s=times, train_offsets=offsets,
         annotations={"synthetic": 1, "animal": spec.animal, "seed": seed,
                      "difficulty": difficulty},
+        signals={"aperture": _aperture_signal(hand, durations, table.t_start_s)},
     )
+
+
+APERTURE_RATE_HZ = 100.0
+
+
+def _aperture_signal(hand: list[tuple[np.ndarray, np.ndarray]], durations: np.ndarray,
+                     t_start_s: np.ndarray) -> Signal:
+    """The hand aperture of every trial, sampled at APERTURE_RATE_HZ from the trial start to its end."""
+    trials = [aperture.min_jerk(np.arange(int(np.ceil(d * APERTURE_RATE_HZ))) / APERTURE_RATE_HZ, times, values)
+              for (times, values), d in zip(hand, durations)]
+    return Signal.from_trials("aperture", "mm", APERTURE_RATE_HZ, trials, t_start_s)
 
 
 def _session_spec(session: str) -> SessionSpec:
@@ -209,12 +223,12 @@ def _positive(name: str, value: int) -> int:
 
 
 def _streams(seed: int, session: str) -> list[np.random.Generator]:
-    """Independent generators for objects, units, trial table and spikes.
+    """Independent generators for objects, units, trial table, spikes and the hand aperture.
 
     crc32 rather than hash(): Python salts string hashes per process.
     """
     root = np.random.SeedSequence([int(seed), zlib.crc32(session.encode())])
-    return [np.random.default_rng(s) for s in root.spawn(4)]
+    return [np.random.default_rng(s) for s in root.spawn(5)]  # spawn(5) keeps spawn(4)'s first four
 
 
 # ---------------------------------------------------------------- objects

@@ -9,35 +9,11 @@ target is then its label bin's row, as a window's class label is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from host.data.binning import time_to_bin
+from host.data.recording import Signal
 from host.errors import DataError
-
-
-@dataclass
-class Signal:
-    """One signal of a recording, cut per trial.
-
-    Attributes:
-        name, units: as the file names them (e.g. "aperture", "mm").
-        rate_hz: samples per second (the same in every trial).
-        values: all samples, trial-major.
-        offsets: first sample of each trial in `values`, plus the total (n_trials + 1).
-        t_start_s: time of each trial's first sample, seconds (the recording's clock).
-    """
-
-    name: str
-    units: str
-    rate_hz: float
-    values: np.ndarray
-    offsets: np.ndarray
-    t_start_s: np.ndarray
-
-    def trial(self, k: int) -> np.ndarray:
-        return self.values[self.offsets[k]:self.offsets[k + 1]]
 
 
 def bin_signal(signal: Signal, trials: np.ndarray, trial_start_s: np.ndarray, n_bins: np.ndarray,
