@@ -38,6 +38,9 @@ _SPECIAL_IDS = np.arange(85, 89)  # non-grasp trials (id >= 85), not in objects.
 _GRID_S = 0.010  # rates are piecewise constant on this grid: 4 cells per 40 ms bin
 _EDGE_SMOOTH_S = 0.040  # neurons anticipate and lag phase changes: soften the edges
 _TRANSIENT_TAU_S = 0.150
+_HAND_SD = 0.25  # log-rate weight of aperture / velocity per unit: decodable, not trivially
+_HAND_APERTURE_SCALE_MM = 40.0  # aperture above rest, mm, to about unit range (peaks reach ~2)
+_HAND_VELOCITY_SCALE_MM_S = 200.0  # opening and closing speeds peak at a few hundred mm/s
 _LATENT_TAU_S = 0.300  # shared slow fluctuations within a trial (attention, arousal)
 _MAX_RATE_HZ = 150.0
 _LATENT_DIM = 10
@@ -148,6 +151,7 @@ class _Units:
     drift_amp: np.ndarray  # (units,)
     drift_freq: np.ndarray  # (units,) cycles per session
     drift_phase: np.ndarray  # (units,)
+    hand_coef: np.ndarray  # (units, 2) log-rate weight of the hand's aperture and of its velocity
 
 
 def generate(session: str = DEFAULT_SESSION, *, seed: int = 0, difficulty: float = 1.0,
@@ -172,17 +176,17 @@ def generate(session: str = DEFAULT_SESSION, *, seed: int = 0, difficulty: float
     n_trials = spec.n_trials if n_trials is None else _positive("n_trials", n_trials)
     n_units = spec.n_units if n_units is None else _positive("n_units", n_units)
     model = ANIMALS[spec.animal]
-    rng_objects, rng_units, rng_trials, rng_spikes, rng_hand = _streams(seed, spec.name)
+    rng_objects, rng_units, rng_trials, rng_spikes, rng_hand, rng_hand_units = _streams(seed, spec.name)
     object_table = np.concatenate([objects.all_object_ids(), _SPECIAL_IDS]).astype(np.int16)
     latents = _object_latents(object_table, rng_objects)
-    units = _draw_units(n_units, model, latents, difficulty, rng_units)
+    units = _draw_units(n_units, model, latents, difficulty, rng_units, rng_hand_units)
     table = _draw_trial_table(n_trials, model, object_table, rng_trials)
-    times, counts = _draw_spikes(table, units, object_table, difficulty, rng_spikes, progress)
+    hand = [aperture.key_points(labels, onsets, int(obj), rng_hand)
+            for labels, onsets, obj in zip(table.event_labels, table.event_offsets_s, table.object_ids)]
+    times, counts = _draw_spikes(table, units, object_table, difficulty, rng_spikes, progress, hand)
     offsets = np.zeros(n_trials * n_units + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     durations = np.array([o[-1] for o in table.event_offsets_s])
-    hand = [aperture.key_points(labels, onsets, int(obj), rng_hand)
-            for labels, onsets, obj in zip(table.event_labels, table.event_offsets_s, table.object_ids)]
     return Recording(
         name=spec.name, n_units=n_units,
         trial_annotations={"obj": table.object_ids.astype(np.float64), "correct": table.correct.astype(np.float64)},
@@ -223,12 +227,13 @@ def _positive(name: str, value: int) -> int:
 
 
 def _streams(seed: int, session: str) -> list[np.random.Generator]:
-    """Independent generators for objects, units, trial table, spikes and the hand aperture.
+    """Independent generators for objects, units, trial table, spikes, the hand aperture and the
+    units' hand tuning (the last two added later: every earlier stream draws as before).
 
     crc32 rather than hash(): Python salts string hashes per process.
     """
     root = np.random.SeedSequence([int(seed), zlib.crc32(session.encode())])
-    return [np.random.default_rng(s) for s in root.spawn(5)]  # spawn(5) keeps spawn(4)'s first four
+    return [np.random.default_rng(s) for s in root.spawn(6)]  # spawn(6) keeps spawn(4)'s first four
 
 
 # ---------------------------------------------------------------- objects
@@ -265,8 +270,8 @@ def _unit_vector(v: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- units
 
 def _draw_units(n_units: int, model: AnimalModel, latents: np.ndarray, difficulty: float,
-                rng: np.random.Generator) -> _Units:
-    """Baseline rates, phase modulation and object tuning of every unit."""
+                rng: np.random.Generator, rng_hand: np.random.Generator) -> _Units:
+    """Baseline rates, phase modulation, object tuning and hand tuning of every unit."""
     log_base = np.log(model.median_rate_hz) + model.rate_log_sd * rng.standard_normal(n_units)
     sustained = np.stack([m + s * rng.standard_normal(n_units)
                           for m, s in (_PHASE_MODULATION[p] for p in _TIMED_PHASES)], axis=1)
@@ -280,6 +285,7 @@ def _draw_units(n_units: int, model: AnimalModel, latents: np.ndarray, difficult
         drift_amp=_DRIFT_SD * np.sqrt(difficulty) * np.abs(rng.standard_normal(n_units)),
         drift_freq=rng.uniform(0.2, 1.5, n_units),
         drift_phase=rng.uniform(0, 2 * np.pi, n_units),
+        hand_coef=_HAND_SD / np.sqrt(difficulty) * rng_hand.standard_normal((n_units, 2)),
     )
 
 
@@ -364,7 +370,8 @@ def _phase_duration(params: tuple[float, float, float, float], rng: np.random.Ge
 # ---------------------------------------------------------------- spikes
 
 def _draw_spikes(table: _TrialTable, units: _Units, object_table: np.ndarray, difficulty: float,
-                 rng: np.random.Generator, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+                 rng: np.random.Generator, progress: bool,
+                 hand: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """All spike times (absolute, trial-major, unit-minor) and the count per (trial, unit)."""
     n_trials, n_units = len(table.object_ids), len(units.log_base)
     noise = np.sqrt(difficulty)
@@ -381,17 +388,18 @@ def _draw_spikes(table: _TrialTable, units: _Units, object_table: np.ndarray, di
             2 * np.pi * units.drift_freq * session_phase[k] + units.drift_phase)
         gain = (trial_gain[k] + drift
                 + _UNIT_TRIAL_GAIN_SD * noise * rng.standard_normal(n_units))
-        t, counts[k] = _trial_spikes(table, k, units, object_rows[k], gain, rng)
+        t, counts[k] = _trial_spikes(table, k, units, object_rows[k], gain, rng, hand[k])
         times.append(t)
     return np.concatenate(times) if times else np.zeros(0), counts.ravel()
 
 
 def _trial_spikes(table: _TrialTable, k: int, units: _Units, object_row: int, gain: np.ndarray,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                  rng: np.random.Generator, hand: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Spike times of every unit in trial k, sorted within units, refractory respected."""
     labels, offsets = table.event_labels[k], table.event_offsets_s[k]
     basis, cell_start, cell_width = _trial_basis(labels, offsets, rng)
-    coef = units.phase_coef.copy()
+    basis = np.concatenate([basis, _hand_basis(hand, cell_start, cell_width)], axis=1)
+    coef = np.concatenate([units.phase_coef, units.hand_coef], axis=1)
     for i, phase in enumerate(_TIMED_PHASES):
         coef[:, i] += _TUNING_PROFILE[phase] * units.tuning[_TUNING_GROUP[phase], object_row]
     # float32, C-ordered and in place: exp on this grid is the slowest step of the generator.
@@ -428,6 +436,16 @@ def _trial_basis(labels: list[str], offsets: np.ndarray,
     transient = np.where(since >= 0, np.exp(-np.maximum(since, 0) / _TRANSIENT_TAU_S), 0.0)
     latent = _slow_noise(len(cell_start), rng)
     return np.concatenate([indicator, transient, latent], axis=1), cell_start, cell_width
+
+
+def _hand_basis(hand: tuple[np.ndarray, np.ndarray], cell_start: np.ndarray, cell_width: np.ndarray) -> np.ndarray:
+    """(cells x 2): the hand's aperture above rest and its velocity at each cell's centre, scaled
+    to about unit range, which the units' hand_coef weigh (M1 units carry both; docs/method.md)."""
+    times, values = hand
+    centre = cell_start + cell_width / 2
+    a = aperture.min_jerk(centre, times, values)
+    velocity = np.gradient(a, centre) if len(centre) > 1 else np.zeros_like(a)
+    return np.stack([(a - aperture.REST_MM) / _HAND_APERTURE_SCALE_MM, velocity / _HAND_VELOCITY_SCALE_MM_S], axis=1)
 
 
 def _slow_noise(n_cells: int, rng: np.random.Generator) -> np.ndarray:
