@@ -2,10 +2,11 @@
 
 Bin b of a trial covers [t_start + b * bin, t_start + (b + 1) * bin); a time t falls in bin
 floor((t - t_start) / bin), the rule the authors' reference scripts use for event times
-(docs/method.md, "Binning"), applied to spikes alike, computed so that a time on an edge lands in
-the bin it starts, as in exact arithmetic and elephant's BinnedSpikeTrain (`time_to_bin`). Only whole bins are kept: a trial of
-duration d has floor(d / bin) bins, and spikes in the trailing partial bin are not counted (a
-partial bin would look like a drop in firing rate).
+(docs/method.md, "Binning"), applied to spikes alike. Edges are exact: a time on an edge lands in
+the bin it starts, as in exact arithmetic and elephant's BinnedSpikeTrain (a quotient within 1e-8
+bins below a whole number is that number, `time_to_bin`). Only whole bins are kept: a trial of
+duration d has floor(d / bin) bins by the same rule, and spikes in the trailing partial bin are
+not counted (a partial bin would look like a drop in firing rate).
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def time_to_bin(t_rel_s: np.ndarray, bin_ms: float) -> np.ndarray:
     really are on an edge."""
     x = np.asarray(t_rel_s, dtype=np.float64) / (bin_ms / 1000.0)
     b = np.floor(x)
-    b += (x - b) >= 1.0 - EDGE_TOLERANCE
+    x -= b  # in place: the fraction, without another full-size float array
+    b += x >= 1.0 - EDGE_TOLERANCE
     return b.astype(np.int64)
 
 
