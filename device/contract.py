@@ -39,13 +39,15 @@ REQUIRED = (INT8_MODEL, TEST_SET)
 # and every test window as the row of its last bin; `grasptpu train` writes these ...
 TEST_WINDOW_ARRAYS = ("counts", "trial_offsets", "trial_index", "object_id", "hold_bin", "reward_bin",
                       "end_row", "label", "window_trial")
+# A regression decoder's test set also holds each window's target (float32) ...
+TEST_TARGET_ARRAY = "target"
 # ... and `grasptpu quantize` adds the host's outputs on those windows, for the board to compare.
 TEST_OUTPUT_ARRAYS = ("keras_probs", "float_probs", "int8_output")
 # calibration.npz: one array, `windows`, (n, window_bins, units) uint8 counts of training windows.
 CALIBRATION_ARRAY = "windows"
 
 INPUT_QUANTISATION = "q = clip(round(counts / scale) + zero_point, -128, 127)"
-TASKS = ("object", "grasp-phase")
+TASKS = ("object", "grasp-phase", "aperture")  # aperture: a regression of the layout's target signal
 GRASP_PHASE_LABELS = ["rest", "grasp"]
 
 # A name a manifest (or a release record) gives a file or a folder: letters, digits and . _ + -,
@@ -249,7 +251,7 @@ def check_manifest(manifest, path: str) -> dict:
         names, classes = data["label_names"], data["classes"]
         _require(isinstance(names, list) and isinstance(classes, list) and len(names) == len(classes) >= 2,
                  "data.label_names and data.classes are not two lists of the same length (>= 2)")
-        if task == "grasp-phase":
+        if task in ("grasp-phase", "aperture"):  # an aperture decoder's windows carry rest/grasp labels too
             _require(names == GRASP_PHASE_LABELS and classes == [0, 1],
                      "task grasp-phase, but the labels are {} (a rest/grasp detector has [rest, grasp])".format(
                          short(names)))
@@ -303,10 +305,10 @@ def verify(folder: str, manifest: dict) -> list:
 def save_test_set(path: str, arrays: dict) -> None:
     """Write test_set.npz with exactly the contract's arrays: the windows' arrays, plus the host's
     outputs when all three are given (after quantisation)."""
-    keys = set(arrays)
+    keys = set(arrays) - {TEST_TARGET_ARRAY}
     if keys != set(TEST_WINDOW_ARRAYS) and keys != set(TEST_WINDOW_ARRAYS + TEST_OUTPUT_ARRAYS):
-        raise ValueError("test set arrays {} do not follow the contract ({} [+ {}])".format(
-            sorted(keys), TEST_WINDOW_ARRAYS, TEST_OUTPUT_ARRAYS))
+        raise ValueError("test set arrays {} do not follow the contract ({} [+ {}] [+ {}])".format(
+            sorted(arrays), TEST_WINDOW_ARRAYS, TEST_TARGET_ARRAY, TEST_OUTPUT_ARRAYS))
     np.savez_compressed(path, **arrays)
 
 
@@ -348,6 +350,10 @@ def check_test_set(arrays: dict, window_bins: int, n_units=None, n_classes=None,
         _require(len(arrays[key]) == n_trials, "{} has {} entries for {} trials".format(key, len(arrays[key]), n_trials))
     for key in ("label", "window_trial") + tuple(outputs):
         _require(len(arrays[key]) == n, "{} has {} entries for {} windows".format(key, len(arrays[key]), n))
+    if TEST_TARGET_ARRAY in arrays:
+        target = arrays[TEST_TARGET_ARRAY]
+        _require(target.shape == (n,) and target.dtype.kind == "f" and bool(np.isfinite(target).all()),
+                 "target is not one finite number per window")
     if not n:
         return
     trial, end = arrays["window_trial"], arrays["end_row"]

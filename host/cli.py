@@ -248,8 +248,9 @@ def _train_config(recording: Path, task: str, preset: str, hp_pairs: tuple[str, 
 
 @main.command()
 @click.argument("recording", type=click.Path(path_type=Path))
-@click.option("--task", type=click.Choice(["object", "grasp-phase"]), required=True,
-              help="object: classify the grasped object from hold-phase windows; grasp-phase: rest vs grasp on every window.")
+@click.option("--task", type=click.Choice(["object", "grasp-phase", "aperture"]), required=True,
+              help="object: classify the grasped object from hold-phase windows; grasp-phase: rest vs grasp on every window; "
+                   "aperture: regress the layout's target signal (the hand aperture of synthetic sessions) on every window.")
 @click.option("--name", default=None, help="Model folder name under --models-dir. Default: <session>-<task>.")
 @click.option("--train-share", type=click.FloatRange(0.05, 0.95), default=0.8, help="Train+validation share of each object's trials.")
 @training_options

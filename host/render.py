@@ -21,9 +21,21 @@ def trained(t) -> str:
     lines = [f"{t.name}: trained {r.epochs_run} epochs (best {r.best_epoch}) in {r.seconds:.1f} s, "
              f"{r.windows_per_second:.0f} windows/s",
              f"{t.name}: test split ({t.test_metrics['trials']} trials): {format_metrics(t.test_metrics, t.task)}"]
-    if t.baseline:
+    if t.baseline and t.task == "aperture":
+        lines.append(continuous_side_by_side(t.test_metrics, t.baseline))
+    elif t.baseline:
         lines.append(baseline_side_by_side(t.test_metrics, t.baseline))
     lines.append(f"{t.name}: written to {t.folder}")
+    return "\n".join(lines)
+
+
+def continuous_side_by_side(bilstm: dict, baseline: dict) -> str:
+    """The BiLSTM beside the Wiener and Kalman filters on the same test windows."""
+    u = bilstm["units"]
+    lines = [f"  {'decoder (test split)':<34} {'R2':>7} {'r':>7} {'RMSE ' + u:>10}"]
+    for label, m in (("BiLSTM", bilstm), ("Wiener filter (ridge, 12 bins)", baseline["wiener"]),
+                     ("Kalman filter (steady state)", baseline["kalman"])):
+        lines.append(f"  {label:<34} {m['r2']:>7.3f} {m['pearson_r']:>7.3f} {m['rmse']:>10.2f}")
     return "\n".join(lines)
 
 
@@ -108,6 +120,11 @@ def prepared_summary(p: Prepared) -> str:
 
 def format_metrics(result: dict, task: str) -> str:
     """One or two lines a person reads at a glance."""
+    if task == "aperture":
+        u = result["units"]
+        phases = ", ".join(f"{name} {m['rmse']:.1f}" for name, m in result["per_phase"].items())
+        return (f"R2 {result['r2']:.3f}, Pearson r {result['pearson_r']:.3f}, RMSE {result['rmse']:.2f} {u} "
+                f"({result['windows']} windows; RMSE by phase: {phases})")
     if task == "object":
         shape = result.get("shape_accuracy")
         size = result.get("size_accuracy")

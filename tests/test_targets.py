@@ -104,3 +104,38 @@ def test_a_cut_segment_keeps_its_signal_samples():
     got = cut.signals["aperture"]
     assert cut.n_trials == 3 and np.allclose(got.t_start_s, [1.0, 4.0, 7.0])
     assert np.allclose(got.trial(1), np.arange(400, 700) / 10) and np.allclose(got.trial(2), np.arange(700, 1000) / 10)
+
+
+@pytest.mark.parametrize("label_bin", ["last", "next"])
+def test_aperture_windows_take_the_target_at_their_label_bin(label_bin):
+    from host.data import synth
+    from host.data.binning import bin_session
+    from host.data.load import select_trials
+    from host.data.windows import aperture_windows, grasp_phase_windows
+
+    rec = synth.generate(n_units=5, n_trials=40, seed=3)
+    trials = select_trials(rec)
+    binned = bin_session(rec, trials, 40.0)
+    binned.target = bin_signal(rec.signals["aperture"], trials.index, rec.t_start_s[trials.index], binned.n_bins, 40.0)
+    kept = np.arange(binned.n_trials)
+    w = aperture_windows(binned, kept, 12, label_bin)
+    g = grasp_phase_windows(binned, kept, 12, label_bin)
+    shift = 0 if label_bin == "last" else 1
+    np.testing.assert_array_equal(w.end_row, g.end_row)
+    np.testing.assert_array_equal(w.label, g.label)
+    np.testing.assert_array_equal(w.target, binned.target[w.end_row + shift])
+    assert set(np.unique(w.phase)) == {0, 1, 2, 3} and w.label_shift == shift
+    assert (w.phase == 2).sum() == (w.label == 1).sum()  # hold = the grasp-phase detector's grasp windows
+
+
+def test_asking_for_the_aperture_of_a_recording_without_one_is_one_line(tmp_path):
+    from host.data import matfile
+    from host.data.prepare import prepare
+    from host.errors import GrasptpuError
+    from tests.conftest import make_recording
+
+    path = tmp_path / "plain.neo.mat"
+    matfile.save_recording(make_recording(n_trials=12, n_units=3, objects=[41] * 6 + [24] * 6), path)
+    prepared = prepare(path, use_cache=False)
+    with pytest.raises(GrasptpuError, match="no target signal 'aperture'"):
+        prepared.windows("aperture")

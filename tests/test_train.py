@@ -163,3 +163,30 @@ def test_cli_refuses_unknown_animal_and_bad_overrides(session, tmp_path):
                                   "--models-dir", str(tmp_path)])
     assert result.exit_code == 2 and "not a tuning result" in result.output
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # nothing half-written
+
+
+@pytest.mark.slow
+def test_the_aperture_decoder_trains_scores_beside_wiener_and_kalman_and_is_not_quantised_yet(tmp_path):
+    from click.testing import CliRunner
+
+    from host.cli import main
+
+    path = tmp_path / "ZRec50.neo.mat"
+    matfile.save_recording(synth.generate(n_units=60, n_trials=200, difficulty=0.7, seed=6), path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", str(path), "--task", "aperture", "--models-dir", str(tmp_path / "m"),
+                                  "--epochs", "8", "--name", "ap"])
+    assert result.exit_code == 0, result.output
+    assert "Wiener filter" in result.output and "Kalman filter" in result.output and "RMSE by phase" in result.output
+    folder = tmp_path / "m" / "ap"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert manifest["task"] == "aperture" and manifest["data"]["target"] == {"name": "aperture", "units": "mm"}
+    test = metrics["test"]
+    assert test["r2"] > 0.3 and test["pearson_r"] > 0.6 and set(test["per_phase"]) == {"rest", "reach", "hold", "release"}
+    assert metrics["baseline"]["wiener"]["r2"] > 0.3 and "kalman" in metrics["baseline"]
+    assert (folder / "report.png").stat().st_size > 10_000
+    with np.load(folder / "test_set.npz") as npz:
+        assert npz["target"].shape == npz["label"].shape and npz["target"].dtype == np.float32
+    result = runner.invoke(main, ["quantize", str(folder)])
+    assert result.exit_code == 2 and "does not quantise it for a board yet" in result.output, result.output

@@ -19,11 +19,12 @@ from host.data.layout import PAPER, Layout
 from host.data.load import check_file, load_recording, select_trials
 from host.data.targets import bin_signal
 from host.data.split import DEFAULT_TRAIN_VAL_SHARE, Split, split_trials
-from host.data.windows import WINDOW_BINS, WindowSet, grasp_phase_windows, object_windows
+from host.data.windows import WINDOW_BINS, WindowSet, aperture_windows, grasp_phase_windows, object_windows
+from host.errors import GrasptpuError
 from host.files import sha256_of
 
 DEFAULT_BIN_MS = 40.0
-TASKS = ("object", "grasp-phase")
+TASKS = ("object", "grasp-phase", "aperture")
 
 
 @dataclass
@@ -36,12 +37,18 @@ class Prepared:
     object: dict[str, WindowSet]
     cache_hit: bool
     seconds: dict[str, float] = field(default_factory=dict)
+    aperture: dict[str, WindowSet] | None = None
 
     def windows(self, task: str) -> dict[str, WindowSet]:
-        """The train / validation / test windows of one task ("object" or "grasp-phase")."""
+        """The train / validation / test windows of one task ("object", "grasp-phase" or "aperture")."""
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        return self.object if task == "object" else self.grasp_phase
+        if task == "aperture" and self.aperture is None:
+            target = self.binned.layout.get("target")
+            raise GrasptpuError(f"{self.binned.source.get('path', self.binned.session)}: no target signal "
+                                f"{target!r} to decode (the layout's `target`); `grasptpu inspect` lists the "
+                                "file's signals")
+        return {"object": self.object, "grasp-phase": self.grasp_phase, "aperture": self.aperture}[task]
 
 
 def assert_disjoint(sets: dict[str, WindowSet]) -> None:
@@ -107,5 +114,7 @@ def prepare(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, window_bins: int =
     parts = split.as_dict()
     grasp = {k: grasp_phase_windows(binned, v, window_bins, label_bin) for k, v in parts.items()}
     obj = {k: object_windows(binned, v, window_bins, label_bin) for k, v in parts.items()}
+    aperture = None if binned.target is None else {
+        k: aperture_windows(binned, v, window_bins, label_bin) for k, v in parts.items()}
     seconds["windows"] = time.perf_counter() - t0
-    return Prepared(binned, split, grasp, obj, hit, seconds)
+    return Prepared(binned, split, grasp, obj, hit, seconds, aperture)

@@ -11,6 +11,8 @@ decoder labels the present). The authors' reference scripts use the bin just aft
 their numbers.
 - grasp-phase: every window; 1 (grasp) if its label bin is in [Hold, Rew), else 0 (rest).
 - object: only windows whose label bin is in [Hold, Rew); label = the object's class index.
+- aperture: every window; its target is the binned signal at its label bin (the layout's `target`,
+  host/data/targets.py), its label the grasp-phase one (for stratified samples and per-phase scores).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from host.data.binning import BinnedSession
 WINDOW_BINS = 12
 LABEL_BIN_SHIFT = {"last": 0, "next": 1}
 GRASP_PHASE_LABELS = ("rest", "grasp")
+# Movement phases around the region of interest, for per-phase scores of a continuous decoder:
+# the 800 ms before it (reach), the region itself (hold), the 800 ms after it (release), the rest.
+MOVEMENT_PHASES = ("rest", "reach", "hold", "release")
+AROUND_BINS = 20
 
 
 @dataclass
@@ -36,8 +42,9 @@ class WindowSet:
         end_row: row in `counts` of each window's last bin (int64).
         label: class per window (uint8).
         trial: kept-trial position of each window (int32), to trace a window to its trial.
-        task: "grasp-phase" or "object".
+        task: "grasp-phase", "object" or "aperture".
         label_names: name of each label value.
+        target: per window, the continuous target at its label bin (regression tasks), else None.
     """
 
     counts: np.ndarray
@@ -47,6 +54,9 @@ class WindowSet:
     task: str
     label_names: tuple[str, ...]
     window_bins: int = WINDOW_BINS
+    target: np.ndarray | None = None
+    phase: np.ndarray | None = None  # regression tasks: index into MOVEMENT_PHASES of each label bin
+    label_shift: int = 0  # label bin - last bin (0: "last", 1: "next")
 
     def __len__(self) -> int:
         return len(self.end_row)
@@ -91,6 +101,20 @@ def grasp_phase_windows(binned: BinnedSession, trials: np.ndarray, window_bins: 
     grasp = (binned.hold_bin[trial] <= lab) & (lab < binned.reward_bin[trial])
     return WindowSet(binned.counts, end_row, grasp.astype(np.uint8), trial.astype(np.int32),
                      "grasp-phase", GRASP_PHASE_LABELS, window_bins)
+
+
+def aperture_windows(binned: BinnedSession, trials: np.ndarray, window_bins: int = WINDOW_BINS,
+                     label_bin: str = "last") -> WindowSet:
+    """All windows of the given trials with the binned target at their label bin (float32)."""
+    shift = _check(window_bins, label_bin)
+    end_row, trial, lab = _window_rows(binned, trials, window_bins, shift)
+    start, stop = binned.hold_bin[trial], binned.reward_bin[trial]
+    hold = (start <= lab) & (lab < stop)
+    phase = np.select([hold, (start - AROUND_BINS <= lab) & (lab < start), (stop <= lab) & (lab < stop + AROUND_BINS)],
+                      [2, 1, 3], 0).astype(np.uint8)
+    return WindowSet(binned.counts, end_row, hold.astype(np.uint8), trial.astype(np.int32), "aperture",
+                     GRASP_PHASE_LABELS, window_bins, np.asarray(binned.target[end_row + shift], np.float32), phase,
+                     shift)
 
 
 def object_windows(binned: BinnedSession, trials: np.ndarray, window_bins: int = WINDOW_BINS,

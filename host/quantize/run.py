@@ -53,6 +53,9 @@ def load_model_dir(folder: Path) -> ModelData:
     """The trained model and the windows stored with it, each file checked against the manifest."""
     folder = Path(folder)
     manifest = read_manifest(folder)
+    if manifest["task"] == "aperture":
+        raise GrasptpuError(f"{folder}: an aperture (regression) decoder: this grasptpu version trains and scores "
+                            "it on the host but does not quantise it for a board yet")
     if "calibration" not in manifest:
         raise GrasptpuError(f"{folder}: no calibration windows in the manifest: trained by an older grasptpu "
                             "(or not a trained model folder); run `grasptpu train` again")

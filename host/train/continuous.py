@@ -35,6 +35,17 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- Wiener filter
 
 
+CHUNK = 4096  # windows per block: the Gram matrix is summed block by block, never all windows at once
+
+
+def _blocks(windows):
+    """Flattened float64 blocks of `windows`: an array ``(n, bins, units)`` or anything with `len`
+    and `batch` (a WindowSet, the contract's TestSet), so memory holds one block, not every window."""
+    for lo in range(0, len(windows), CHUNK):
+        block = windows.batch(slice(lo, lo + CHUNK)) if hasattr(windows, "batch") else windows[lo:lo + CHUNK]
+        yield block.reshape(len(block), -1).astype(np.float64)
+
+
 @dataclass
 class Wiener:
     mean: np.ndarray
@@ -43,25 +54,32 @@ class Wiener:
     bias: float
     ridge: float
 
-    def predict(self, windows: np.ndarray) -> np.ndarray:
-        """Windows ``(n, bins, units)`` -> target estimates ``(n,)``."""
-        x = (windows.reshape(len(windows), -1).astype(np.float64) - self.mean) / self.scale
-        return x @ self.weights + self.bias
+    def predict(self, windows) -> np.ndarray:
+        """Windows (an array ``(n, bins, units)`` or a WindowSet) -> target estimates ``(n,)``."""
+        parts = [((x - self.mean) / self.scale) @ self.weights + self.bias for x in _blocks(windows)]
+        return np.concatenate(parts) if parts else np.empty(0)
 
 
-def fit_wiener(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+def fit_wiener(train_x, train_y: np.ndarray, val_x, val_y: np.ndarray,
                grid: tuple[float, ...] = RIDGE_GRID) -> Wiener:
     """Ridge regression on flattened standardised windows; the penalty with the best validation R2.
-    One eigendecomposition of the Gram matrix serves every penalty of the grid."""
-    x = train_x.reshape(len(train_x), -1).astype(np.float64)
-    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-3
-    x = (x - mean) / scale
-    bias = float(np.mean(train_y))
-    vals, vecs = np.linalg.eigh(x.T @ x)
-    xty = vecs.T @ (x.T @ (np.asarray(train_y, np.float64) - bias))
+    The Gram matrix is summed block by block; one eigendecomposition serves every penalty."""
+    y = np.asarray(train_y, np.float64)
+    bias = float(y.mean())
+    n, total, squares, gram, xty = 0, 0.0, 0.0, 0.0, 0.0
+    for lo, x in zip(range(0, len(y), CHUNK), _blocks(train_x)):
+        n += len(x)
+        total, squares = total + x.sum(axis=0), squares + (x * x).sum(axis=0)
+        gram, xty = gram + x.T @ x, xty + x.T @ (y[lo:lo + len(x)] - bias)
+    mean = total / n
+    scale = np.sqrt(np.maximum(squares / n - mean * mean, 0.0)) + 1e-3
+    gram = (gram - n * np.outer(mean, mean)) / np.outer(scale, scale)  # the standardised windows' Gram
+    xty = (xty - mean * (y - bias).sum()) / scale
+    vals, vecs = np.linalg.eigh(gram)
+    proj = vecs.T @ xty
     best = None
     for ridge in grid:
-        model = Wiener(mean, scale, vecs @ (xty / (vals + ridge)), bias, ridge)
+        model = Wiener(mean, scale, vecs @ (proj / (vals + ridge)), bias, ridge)
         score = regression_metrics(val_y, model.predict(val_x))["r2"]
         if best is None or score > best[0]:
             best = (score, model)

@@ -25,6 +25,9 @@ def evaluate(model, prepared: Prepared, task: str, split: str = "test") -> dict:
     """Metrics of `model` on one split's windows of `task`."""
     windows = prepared.windows(task)[split]
     probs = predict(model, windows)
+    if windows.target is not None:
+        return {**regression_scores(windows, probs[:, 0], prepared.binned.target_units), "split": split,
+                "trials": int(len(np.unique(windows.trial)))}
     pred = probs.argmax(axis=1)
     n_classes = len(windows.label_names)
     cm = metrics.confusion(windows.label, pred, n_classes)
@@ -35,6 +38,32 @@ def evaluate(model, prepared: Prepared, task: str, split: str = "test") -> dict:
     result["split"] = split
     result["trials"] = int(len(np.unique(windows.trial)))
     return result
+
+
+def regression_scores(windows, pred: np.ndarray, units: str) -> dict:
+    """R2, Pearson r and RMSE overall and per movement phase (rest, reach, hold, release)."""
+    from host.data.windows import MOVEMENT_PHASES
+    from host.train.continuous import regression_metrics
+
+    result = {**regression_metrics(windows.target, pred), "units": units, "windows": int(len(windows))}
+    result["per_phase"] = {name: regression_metrics(windows.target[windows.phase == i], pred[windows.phase == i])
+                           for i, name in enumerate(MOVEMENT_PHASES) if (windows.phase == i).sum() > 1}
+    return result
+
+
+TRACE_TRIALS = 4
+
+
+def write_aperture_report(model, windows, result: dict, title: str, folder: Path) -> Path:
+    """Predicted against true target for the first TRACE_TRIALS test trials, beside the figures."""
+    from host.train import report
+
+    traces = []
+    for trial in np.unique(windows.trial)[:TRACE_TRIALS]:
+        idx = np.flatnonzero(windows.trial == trial)
+        pred = np.concatenate([model.predict_on_batch(windows.batch(idx).astype(np.float32))[:, 0]])
+        traces.append((windows.target[idx], pred))
+    return report.plot_aperture_report(result, traces, title, folder / "report.png")
 
 
 def write_report(result: dict, task: str, title: str, folder: Path) -> Path:

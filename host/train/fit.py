@@ -64,7 +64,7 @@ def make_feed(counts, windows: WindowSet, batch_size: int, shuffle: bool, seed: 
 
     offsets = tf.range(-(windows.window_bins - 1), 1, dtype=tf.int64)
     rows = windows.end_row.astype(np.int64)
-    labels = windows.label.astype(np.int32)
+    labels = windows.label.astype(np.int32) if windows.target is None else windows.target.astype(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((rows, labels))
     if shuffle:
         ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
@@ -107,13 +107,16 @@ class DecoderHyperModel(kt.HyperModel):
         keras.utils.set_random_seed(config.seed)
         self.n_classes = len(self.sets["train"].label_names)
         self.mean, self.var = input_statistics(self.sets["train"], seed=config.seed)
+        target = self.sets["train"].target
+        self.target_scale = None if target is None else (float(target.mean()), float(target.std() or 1.0))
         self.early_stopping = None
 
     def build(self, hp):
         from host.train.model import build_model
 
         train = self.sets["train"]
-        return build_model(hp, train.counts.shape[1], self.n_classes, train.window_bins, self.mean, self.var)
+        return build_model(hp, train.counts.shape[1], self.n_classes, train.window_bins, self.mean, self.var,
+                           self.target_scale)
 
     def fit(self, hp, model, *args, callbacks=(), **kwargs):
         """Train `model` on the training windows, validated on the validation windows; stops early on
@@ -123,13 +126,17 @@ class DecoderHyperModel(kt.HyperModel):
         import tensorflow as tf
 
         c, train = self.config, self.sets["train"]
-        weights = class_weight_vector(train.label, self.n_classes) if c.class_weights else None
+        regression = self.target_scale is not None
+        weights = class_weight_vector(train.label, self.n_classes) if c.class_weights and not regression else None
         counts = tf.constant(np.asarray(train.counts))  # the session's counts, shared by both feeds
         train_feed = make_feed(counts, train, c.batch_size, True, c.seed, weights)
         val_feed = make_feed(counts, self.sets["validation"], 1024, False, c.seed)
+        # a classifier stops on validation accuracy (gains under stop_min_delta are noise); a
+        # regressor on validation loss, relative to the target's variance in the same proportion
+        monitor, mode, delta = (("val_loss", "min", c.stop_min_delta * self.target_scale[1] ** 2) if regression
+                                else ("val_accuracy", "max", c.stop_min_delta))
         self.early_stopping = keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=c.stop_patience, min_delta=c.stop_min_delta,
-            restore_best_weights=True)
+            monitor=monitor, mode=mode, patience=c.stop_patience, min_delta=delta, restore_best_weights=True)
         plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=c.lr_patience)
         return model.fit(train_feed, validation_data=val_feed, epochs=kwargs.pop("epochs", c.epochs),
                          callbacks=[self.early_stopping, plateau, *callbacks],
@@ -149,7 +156,7 @@ def train(prepared: Prepared, config: TrainConfig) -> TrainResult:
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     best = int(hypermodel.early_stopping.best_epoch) + 1  # the epoch whose weights were restored
-    return TrainResult(model, history, seconds, len(history["val_accuracy"]), best, len(hypermodel.sets["train"]))
+    return TrainResult(model, history, seconds, len(history["val_loss"]), best, len(hypermodel.sets["train"]))
 
 
 def config_dict(config: TrainConfig) -> dict:

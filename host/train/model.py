@@ -51,8 +51,10 @@ def _regularizer(name: str):
 
 
 def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
-                input_mean: np.ndarray | None = None, input_var: np.ndarray | None = None):
-    """A compiled BiLSTM classifier for ``(window_bins, n_units)`` count windows.
+                input_mean: np.ndarray | None = None, input_var: np.ndarray | None = None,
+                target_scale: tuple[float, float] | None = None):
+    """A compiled BiLSTM classifier (or, with `target_scale`, regressor) for ``(window_bins, n_units)``
+    count windows.
 
     Args:
         hp: a `keras_tuner.HyperParameters`; names already fixed in it keep their value, others
@@ -60,8 +62,11 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
         n_units: units (input features per bin).
         n_classes: output classes (2 for the grasp-phase detector).
         input_mean, input_var: per-unit statistics of the training windows; identity if None.
+        target_scale: (mean, sd) of the training targets: a regressor whose one linear output is
+            rescaled by them (so the network learns a unit-range value), trained on squared error.
     Returns:
-        A compiled `keras.Model` (Adam, sparse categorical cross-entropy, accuracy).
+        A compiled `keras.Model` (Adam; sparse categorical cross-entropy and accuracy, or squared
+        error and absolute error).
     """
     import keras
 
@@ -82,10 +87,15 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
                                  kernel_regularizer=_regularizer(kernel_reg),
                                  recurrent_regularizer=_regularizer(recurrent_reg), name=f"lstm_{i}")
         x = keras.layers.Bidirectional(lstm, name=f"bilstm_{i}")(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="softmax")(x)
+    if target_scale is None:
+        outputs = keras.layers.Dense(n_classes, activation="softmax", name="softmax")(x)
+        loss, scores = "sparse_categorical_crossentropy", ["accuracy"]
+    else:  # regression: a linear output in unit range, rescaled to the target's unit (mean, sd of training)
+        unit = keras.layers.Dense(1, name="linear")(x)
+        outputs = keras.layers.Rescaling(float(target_scale[1]), offset=float(target_scale[0]), name="target")(unit)
+        loss, scores = "mse", ["mae"]
     model = keras.Model(inputs, outputs, name="bilstm_decoder")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=scores)
     return model
 
 

@@ -82,6 +82,32 @@ def plot_object_report(metrics: dict, title: str, path: Path) -> Path:
     return _save(fig, Path(path))
 
 
+def plot_aperture_report(metrics: dict, traces: list[tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> Path:
+    """Predicted against true target for a few test trials (one panel each) and the figures.
+
+    Args:
+      metrics: the dict of host.train.evaluate.regression_scores.
+      traces: per shown trial, (true, predicted) per window in time order (one per 40 ms bin).
+      title: names the model, session and split.
+      path: the PNG to write (replaced atomically).
+    """
+    fig = _figure(figsize=(10.0, 2.0 + 1.6 * len(traces)))
+    grid = fig.add_gridspec(len(traces), 1, left=0.08, right=0.98, top=0.88, bottom=0.08, hspace=0.35)
+    for i, (true, pred) in enumerate(traces):
+        ax = fig.add_subplot(grid[i, 0])
+        t = np.arange(len(true)) * 0.04
+        ax.plot(t, true, color="black", lw=1.2, label="true")
+        ax.plot(t, pred, color="tab:orange", lw=1.0, label="BiLSTM")
+        ax.set_ylabel(metrics["units"])
+        if i == 0:
+            ax.legend(loc="upper right", fontsize=8, frameon=False)
+        if i == len(traces) - 1:
+            ax.set_xlabel("s from the first window's label bin")
+    fig.suptitle(f"{title}\nR2 {metrics['r2']:.3f}, r {metrics['pearson_r']:.3f}, RMSE {metrics['rmse']:.2f} "
+                 f"{metrics['units']}", fontsize=10)
+    return _save(fig, path)
+
+
 def plot_detector_report(metrics: dict, title: str, path: Path) -> Path:
     """The 2x2 grasp-phase matrix (counts and row percentages) and the detector's figures.
 

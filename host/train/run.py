@@ -24,7 +24,7 @@ from host.errors import GrasptpuError
 from host.files import StagedDir, write_json
 from host.modelfolder import write_manifest
 from host.provenance import environment
-from host.train.evaluate import evaluate, write_report
+from host.train.evaluate import evaluate, write_aperture_report, write_report
 from host.train.fit import TrainConfig, TrainResult, config_dict, train
 
 UINT8_MAX = 255
@@ -67,6 +67,7 @@ def test_set_arrays(test: WindowSet, binned: BinnedSession) -> dict[str, np.ndar
         "end_row": end_row.astype(np.int64),
         "label": test.label.astype(np.int64),
         "window_trial": pos.astype(np.int64),
+        **({} if test.target is None else {"target": test.target.astype(np.float32)}),
     }
 
 
@@ -97,7 +98,7 @@ def run_training(recording: Path, config: TrainConfig, models_dir: Path, name: s
     result = train(prepared, config)
     sets = prepared.windows(config.task)
     test_metrics = evaluate(result.model, prepared, config.task, "test")
-    baseline = _baseline(prepared) if config.task == "object" else None
+    baseline = {"object": _baseline, "aperture": _continuous_baselines}.get(config.task, lambda p: None)(prepared)
     calibration, calibration_info = calibration_arrays(sets["train"], config.calibration_windows, config.seed)
     with StagedDir(models_dir / name) as staged:
         folder = staged.path
@@ -106,7 +107,11 @@ def run_training(recording: Path, config: TrainConfig, models_dir: Path, name: s
         write_json(folder / "history.json", result.history)
         write_json(folder / "split.json", _split_record(prepared))
         write_json(folder / METRICS, {"test": test_metrics, "baseline": baseline})
-        write_report(test_metrics, config.task, f"{name}: {config.task} on {binned.session}, test split", folder)
+        title = f"{name}: {config.task} on {binned.session}, test split"
+        if config.task == "aperture":
+            write_aperture_report(result.model, sets["test"], test_metrics, title, folder)
+        else:
+            write_report(test_metrics, config.task, title, folder)
         save_test_set(str(folder / TEST_SET), test_set_arrays(sets["test"], binned))
         np.savez_compressed(folder / CALIBRATION, **calibration)
         write_manifest(folder, {
@@ -130,6 +135,8 @@ def _data_record(prepared: Prepared, config: TrainConfig, data_options: dict) ->
         "bin_ms": binned.bin_ms, "window_bins": sets["train"].window_bins,
         "label_bin": data_options.get("label_bin", "last"), "n_units": binned.n_units,
         "classes": [int(c) for c in binned.classes] if config.task == "object" else [0, 1],
+        **({"target": {"name": binned.layout.get("target"), "units": binned.target_units}}
+           if config.task == "aperture" else {}),
         "label_names": list(sets["train"].label_names),
         "windows": {k: len(v) for k, v in sets.items()},
         "layout": binned.layout,
@@ -149,6 +156,27 @@ def _baseline(prepared: Prepared) -> dict:
 
     return {"leave_one_out": leave_one_out(prepared.binned),
             "test_split": split_evaluation(prepared.binned, prepared.split)}
+
+
+def _continuous_baselines(prepared: Prepared) -> dict:
+    """The Wiener and Kalman filters on the same split (Wiener: the same windows; Kalman: every bin
+    of the same trials, scored on the test windows' label bins)."""
+    from host.train.continuous import fit_kalman, fit_wiener, regression_metrics
+
+    sets, binned = prepared.windows("aperture"), prepared.binned
+    wiener = fit_wiener(sets["train"], sets["train"].target, sets["validation"], sets["validation"].target)
+    test = sets["test"]
+    parts = prepared.split.as_dict()
+    rows = {k: np.concatenate([np.arange(binned.trial_offsets[t], binned.trial_offsets[t + 1]) for t in parts[k]])
+            for k in ("train", "test")}
+    offsets = {k: np.r_[0, np.cumsum(binned.n_bins[parts[k]])] for k in rows}
+    kalman = fit_kalman(binned.counts[rows["train"]], binned.target[rows["train"]], offsets["train"])
+    decoded = np.empty(len(binned.counts))
+    decoded[rows["test"]] = kalman.predict(binned.counts[rows["test"]], offsets["test"])
+    label_row = test.end_row + test.label_shift
+    return {"wiener": {**regression_metrics(test.target, wiener.predict(test)),
+                       "ridge": wiener.ridge},
+            "kalman": regression_metrics(test.target, decoded[label_row])}
 
 
 def _headline(m: dict) -> dict:
