@@ -86,3 +86,33 @@ class StagedDir:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def read_toml(path: Path, what: str, article: str, max_bytes: int, limit: str) -> dict:
+    """A small TOML file someone else may have written (an inventory, a layout), parsed, or a
+    one-line GrasptpuError: missing, a folder, unreadable, over `max_bytes` (`limit` in words), not
+    UTF-8 (TOML's encoding), not TOML, or nested deeper than the parser's stack. `what` names the
+    kind of file in the messages ("inventory", "layout"), `article` is its "a"/"an"."""
+    import tomllib
+
+    from host.errors import GrasptpuError
+
+    if path.is_dir():
+        raise GrasptpuError(f"{path}: a directory, not {article} {what} file")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise GrasptpuError(f"{path}: no such {what} file") from None
+    except OSError as exc:
+        raise GrasptpuError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if len(raw) > max_bytes:
+        raise GrasptpuError(f"{path}: larger than {limit}; not {article} {what} file")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise GrasptpuError(f"{path}: not valid TOML (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GrasptpuError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise GrasptpuError(f"{path}: not valid TOML (nested too deeply for {article} {what} file)") from None

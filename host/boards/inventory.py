@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from host.errors import GrasptpuError
+from host.files import read_toml
 
 DEFAULT_INVENTORIES = (Path("boards.toml"), Path(".boards/boards.toml"))
 
@@ -140,35 +140,9 @@ def board_from(path: Path, name: object, entry: object) -> Board:
     return Board(name=name, **entry)
 
 
-def _read(path: Path) -> str:
-    """The inventory's text (UTF-8, as TOML requires), or a one-line error: a file someone else may
-    have written can be missing, a folder, unreadable, huge or not text."""
-    if path.is_dir():
-        raise GrasptpuError(f"{path}: a directory, not an inventory file")
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_INVENTORY_BYTES + 1)
-    except FileNotFoundError:
-        raise GrasptpuError(f"{path}: no such inventory file") from None
-    except OSError as exc:
-        raise GrasptpuError(f"{path}: cannot read the inventory ({exc.strerror or exc})") from None
-    if len(data) > MAX_INVENTORY_BYTES:
-        raise GrasptpuError(f"{path}: larger than {MAX_INVENTORY_BYTES >> 20} MiB; not a board inventory")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise GrasptpuError(f"{path}: not valid TOML (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
-
-
 def load_inventory(path: Path | None = None) -> dict[str, Board]:
     path = inventory_path(path)
-    text = _read(path)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise GrasptpuError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
-    except RecursionError:
-        raise GrasptpuError(f"{path}: not valid TOML (nested too deeply for a board inventory)") from None
+    data = read_toml(path, "inventory", "an", MAX_INVENTORY_BYTES, f"{MAX_INVENTORY_BYTES >> 20} MiB")
     tables = data.get("boards")
     if not isinstance(tables, dict) or not tables:
         raise GrasptpuError(f"{path}: no [boards.NAME] tables")

@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from host.data import objects
 from host.data.cut import Segments
 from host.errors import GrasptpuError
+from host.files import read_toml
 
 CATALOGUES = ("dpz-objects",)  # the paper's grasp objects: id = 10 * turntable + position (host/data/objects.py)
 MIN_TRIALS_PER_CLASS = 3  # so that every kept class can appear in train, validation and test
@@ -192,23 +192,7 @@ def load_layout(path: Path | str | None) -> Layout:
     if path is None:
         return PAPER
     path = Path(path)
-    if path.is_dir():
-        raise GrasptpuError(f"{path}: a directory, not a layout file")
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_LAYOUT_BYTES + 1)
-    except FileNotFoundError:
-        raise GrasptpuError(f"{path}: no such layout file") from None
-    except OSError as exc:
-        raise GrasptpuError(f"{path}: cannot read the layout ({exc.strerror or exc})") from None
-    if len(raw) > MAX_LAYOUT_BYTES:
-        raise GrasptpuError(f"{path}: larger than {MAX_LAYOUT_BYTES // 1024} KiB; not a layout file")
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise GrasptpuError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
-    except RecursionError:
-        raise GrasptpuError(f"{path}: not valid TOML (nested too deeply for a layout)") from None
+    data = read_toml(path, "layout", "a", MAX_LAYOUT_BYTES, f"{MAX_LAYOUT_BYTES // 1024} KiB")
     return from_dict(data, path, path.stem)
 
 
