@@ -3,7 +3,7 @@
 The lock is a folder, ROOT/.deploy-lock (mkdir is atomic on the board), holding an owner token:
 host (with a digest of machine id, boot id and pid namespace), pid, time and a random id. A second
 deploy waits up to `--wait` seconds, then fails cleanly. A lock whose deploy is known to be dead
-(see `owner_state`) is removed and said; a lock from another machine is never judged from here:
+(see `owner_state`) is taken over in one board command and said; a lock from another machine is never judged from here:
 `grasptpu unlock` is the explicit way out.
 """
 
@@ -95,10 +95,12 @@ def owner_state(owner: str) -> str:
     return "running" if alive else "stale"
 
 
-def _remove_if_stale(conn, board: Board, step: str, owner: str) -> str | None:
-    """Remove the lock when its owner is a dead deploy of this machine, or when it has no owner
-    and is older than ORPHAN_AGE_S; the board re-checks the owner (or the age) in the same
-    command, so a lock someone else has just taken is never removed. Returns a note, or None."""
+def _take_over_if_stale(conn, board: Board, step: str, owner: str, token: str) -> str | None:
+    """Take the lock over when its owner is a dead deploy of this machine, or when it has no owner
+    and is older than ORPHAN_AGE_S. One board command checks the owner (or the age) again, renames
+    the old lock aside (rename is atomic: of two deploys taking over, one wins), creates ours and
+    writes `token`: no other deploy can take the board between the removal and our lock, and a
+    lock someone else has just taken is never removed. Returns a note when taken, else None."""
     q = shell
     lock = _lock_dir(board)
     if owner:
@@ -110,12 +112,15 @@ def _remove_if_stale(conn, board: Board, step: str, owner: str) -> str | None:
         test = (f"[ ! -s {q(lock + '/owner')} ] && "
                 f"[ $(( $(date +%s) - $(stat -c %Y {q(lock)}) )) -gt {ORPHAN_AGE_S} ]")
         note = f"removed a lock with no owner older than {ORPHAN_AGE_S} s (a deploy died while taking it)"
-    return note if _remove_lock_if(conn, board, step, test) else None
+    aside = f"{lock}.stale-{token.rsplit('id=', 1)[-1]}"
+    cmd = (f"{test} && mv -T {q(lock)} {q(aside)} && rm -rf {q(aside)} && mkdir {q(lock)} && "
+           f"{{ echo {q(token)} > {q(lock + '/owner')} && echo taken || rm -rf {q(lock)}; }}")  # full disk: no ownerless lock
+    return note if command(conn, board, step, cmd, check=False).stdout.strip() == "taken" else None
 
 
 def take(conn, board: Board, wait_s: float, step: str = "lock") -> tuple[str, str | None]:
     """Take the board's lock (mkdir is atomic); returns this deploy's token, written into it, and a
-    note when a stale lock (see `owner_state`) had to be removed first."""
+    note when a stale lock (see `owner_state`) had to be taken over."""
     token = _new_token()
     _HELD.add(token)  # before mkdir: a thread reading this owner must never judge it stale
     try:
@@ -128,7 +133,6 @@ def take(conn, board: Board, wait_s: float, step: str = "lock") -> tuple[str, st
 def _take(conn, board: Board, wait_s: float, step: str, token: str) -> str | None:
     q = shell
     lock = _lock_dir(board)
-    note = None
     run(conn, f"mkdir -p {q(board.root + '/releases')}", board, step)
     deadline = time.monotonic() + wait_s
     while True:
@@ -138,10 +142,9 @@ def _take(conn, board: Board, wait_s: float, step: str, token: str) -> str | Non
         if "exists" not in result.stderr:
             raise BoardError(board, step, (result.stderr.strip().splitlines() or ["cannot create the lock"])[-1])
         owner = _read_owner(conn, board, step)
-        removed = _remove_if_stale(conn, board, step, owner)
-        if removed:
-            note = removed
-            continue
+        taken = _take_over_if_stale(conn, board, step, owner, token)
+        if taken:
+            return taken
         if time.monotonic() >= deadline:
             raise BoardError(board, step, f"another deploy holds the board ({owner or 'owner unknown'}); "
                                           f"retry later (--wait), or `grasptpu unlock --board {board.name}` "
@@ -151,7 +154,7 @@ def _take(conn, board: Board, wait_s: float, step: str, token: str) -> str | Non
     if wrote.exited != 0:  # e.g. a full disk: give the lock back before failing
         command(conn, board, step, f"rm -rf {q(lock)}", check=False)
         raise BoardError(board, step, (wrote.stderr.strip().splitlines() or ["cannot write the lock"])[-1])
-    return note
+    return None
 
 
 def give_back(conn, board: Board, token: str) -> str | None:
