@@ -275,7 +275,8 @@ def train(recording: Path, task: str, name: str | None, train_share: float, mode
 
 @main.command()
 @click.argument("recording", type=click.Path(path_type=Path))
-@click.option("--task", type=click.Choice(["object", "grasp-phase"]), default="object")
+@click.option("--task", type=click.Choice(["object", "grasp-phase", "aperture"]), default="object",
+              help="The decoder to tune; classifiers are scored by validation accuracy, aperture by validation loss.")
 @click.option("--name", default=None, help="Output folder under --models-dir. Default: <session>-<task>-tuning.")
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models"))
 @click.option("--max-trials", type=click.IntRange(min=1), default=20, help="Tuner trial budget (models trained).")
@@ -296,14 +297,17 @@ def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_tri
 
 @main.command()
 @click.argument("recording", type=click.Path(path_type=Path))
-@click.option("--name", default=None, help="Output folder under --models-dir. Default: <session>-object-sweep.")
+@click.option("--task", type=click.Choice(["object", "aperture"]), default="object",
+              help="object: test accuracy per share (the paper's Table 5); aperture: test R2 and RMSE per share.")
+@click.option("--name", default=None, help="Output folder under --models-dir. Default: <session>-<task>-sweep.")
 @click.option("--shares", default="0.8,0.7,0.6,0.5,0.4,0.3,0.2", show_default=True,
               help="Train+validation shares to sweep, comma-separated.")
 @training_options
-def sweep(recording: Path, name: str | None, shares: str, models_dir: Path, preset: str, hp_pairs: tuple[str, ...],
-          hp_file: Path | None, bin_ms: float, label_bin: str, seed: int, reading: dict, **options) -> None:
-    """Object-classifier accuracy vs training share (the paper's Table 5 protocol): a table and a plot."""
-    from host.render import SWEEP_HEADER, sweep_row
+def sweep(recording: Path, task: str, name: str | None, shares: str, models_dir: Path, preset: str,
+          hp_pairs: tuple[str, ...], hp_file: Path | None, bin_ms: float, label_bin: str, seed: int, reading: dict,
+          **options) -> None:
+    """Test score vs training share (the paper's Table 5 protocol): a table and a plot."""
+    from host.render import sweep_header, sweep_row
     from host.train.sweep import run_sweep
 
     try:
@@ -312,8 +316,8 @@ def sweep(recording: Path, name: str | None, shares: str, models_dir: Path, pres
         raise GrasptpuError(f"--shares {shares!r}: expected comma-separated numbers such as 0.8,0.5,0.2") from None
     if not all(0.05 <= v <= 0.95 for v in values):
         raise GrasptpuError(f"--shares {shares!r}: each share must lie in [0.05, 0.95]")
-    config = _train_config(recording, "object", preset, hp_pairs, hp_file, seed, options)
-    click.echo(SWEEP_HEADER)
+    config = _train_config(recording, task, preset, hp_pairs, hp_file, seed, options)
+    click.echo(sweep_header(task))
     folder = run_sweep(recording, config, models_dir, name, values, {"bin_ms": bin_ms, "label_bin": label_bin, **reading},
                        on_row=lambda row: click.echo(sweep_row(row)))
     click.echo(f"written to {folder}")

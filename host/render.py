@@ -71,10 +71,12 @@ def tuned(t) -> str:
     """A `host.train.tune.Tuned`: the trial table, the best values and how to train with them."""
     import json
 
-    from host.train.tune import tsv
+    from host.train.tune import OBJECTIVES, tsv
 
+    objective = OBJECTIVES[t.task][0]
+    what = {"val_accuracy": "validation accuracy", "val_loss": "validation loss"}[objective]
     return "\n".join([tsv(t.rows),
-                      f"best (validation accuracy {t.rows[0]['val_accuracy']:.4f}): {json.dumps(t.best)}",
+                      f"best ({what} {t.rows[0][objective]:.4f}): {json.dumps(t.best)}",
                       f"written to {t.best_file}; train with: grasptpu train {t.recording} --task {t.task} "
                       f"--hp-file {t.best_file}"])
 
@@ -159,13 +161,17 @@ def quant_table(result: dict, title: str) -> str:
 
 
 def sweep_row(r: dict) -> str:
-    paper = "" if r["paper_accuracy"] is None else f"{r['paper_accuracy']:.1%} / {r['paper_relaxed']:.1%}"
     trials = f"{r['train_trials']}/{r['validation_trials']}/{r['test_trials']}"
-    return (f"{r['train_val_share']:5.0%}  {r['validation_share']:9.0%}  {trials:>21}  {r['test_windows']:12d}  "
-            f"{r['epochs']:6d}  {r['accuracy']:8.1%}  {r['relaxed_accuracy']:7.1%}   {paper}")
+    head = f"{r['train_val_share']:5.0%}  {r['validation_share']:9.0%}  {trials:>21}  {r['test_windows']:12d}  {r['epochs']:6d}"
+    if "r2" in r:
+        return f"{head}  {r['r2']:6.3f}  {r['pearson_r']:6.3f}  {r['rmse']:7.2f} {r['units']}"
+    paper = "" if r["paper_accuracy"] is None else f"{r['paper_accuracy']:.1%} / {r['paper_relaxed']:.1%}"
+    return f"{head}  {r['accuracy']:8.1%}  {r['relaxed_accuracy']:7.1%}   {paper}"
 
 
-SWEEP_HEADER = "share  val-share  train/val/test trials  test windows  epochs  accuracy  relaxed   paper acc/relaxed"
+def sweep_header(task: str) -> str:
+    head = "share  val-share  train/val/test trials  test windows  epochs"
+    return f"{head}      R2       r     RMSE" if task == "aperture" else f"{head}  accuracy  relaxed   paper acc/relaxed"
 
 
 def compile_summary(s: dict) -> str:

@@ -16,6 +16,7 @@ from host.train.config import TrainConfig
 from host.train.fit import class_weight_vector
 from host.render import trained
 from host.train.run import run_training
+from host.train.tune import BEST_FILE as BEST
 
 SMALL_HP = {"bilstm_layers": 1, "units": 16, "dropout": 0.2, "kernel_regularizer": "none",
             "recurrent_regularizer": "none", "learning_rate": 1e-2}
@@ -140,6 +141,37 @@ def test_sweep_follows_the_validation_rule(session, tmp_path):
     assert [r["validation_share"] for r in rows] == [0.2, 0.3]
     assert rows[1]["test_trials"] > rows[0]["test_trials"]
     assert (folder / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_sweep_scores_the_aperture_regressor_by_r2(session, tmp_path):
+    from host.train.sweep import run_sweep
+
+    config = TrainConfig(task="aperture", hyperparameters=SMALL_HP, epochs=1, verbose=0)
+    folder = run_sweep(session, config, tmp_path, None, shares=(0.8, 0.4))
+    assert folder.name == "ZRec50-aperture-sweep"
+    rows = json.loads((folder / "sweep.json").read_text())["rows"]
+    assert [r["train_val_share"] for r in rows] == [0.8, 0.4] and rows[1]["test_trials"] > rows[0]["test_trials"]
+    assert all(r["units"] == "mm" and np.isfinite(r["r2"]) and r["rmse"] > 0 and "accuracy" not in r for r in rows)
+    assert (folder / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_tune_the_aperture_regressor_by_validation_loss(session, tmp_path):
+    from click.testing import CliRunner
+
+    from host.cli import main
+
+    result = CliRunner().invoke(main, ["tune", str(session), "--task", "aperture", "--max-trials", "2",
+                                       "--epochs", "1", "--models-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "best (validation loss" in result.output
+    folder = tmp_path / "ZRec50-aperture-tuning"
+    best = json.loads((folder / BEST).read_text())
+    assert best["objective"].startswith("val_loss (minimum") and best["task"] == "aperture"
+    rows = [line.split("\t") for line in (folder / "results.tsv").read_text().strip().splitlines()]
+    assert rows[0][:2] == ["trial", "val_loss"] and len(rows) == 3
+    assert float(rows[1][1]) <= float(rows[2][1])  # lowest loss first
+    assert best["best_val_loss"] == pytest.approx(float(rows[1][1]), rel=1e-3)
 
 
 def test_cli_refuses_unknown_animal_and_bad_overrides(session, tmp_path):

@@ -4,7 +4,9 @@ The space is the paper's Table 2 (docs/method.md, "Hyperparameter search").
 
 The tuner drives the very `DecoderHyperModel` that `grasptpu train` fits (host.train.fit): same
 model builder, same feeds, early stopping and learning-rate schedule; each trial is scored by its
-best validation accuracy. Results land in models/<name>-tuning/: a table (results.tsv), the best
+best validation accuracy (classifiers) or its lowest validation loss, the mean squared error in the
+target's unit squared (the aperture regressor: on one validation set, the lowest error is the
+highest R2). Results land in models/<name>-tuning/: a table (results.tsv), the best
 values (best_hyperparameters.json, which `grasptpu train --hp-file` takes) and KerasTuner's own
 trial folder.
 """
@@ -22,6 +24,7 @@ from host.files import StagedDir, write_json, write_text
 from host.train.fit import DecoderHyperModel, TrainConfig
 
 BEST_FILE = "best_hyperparameters.json"
+OBJECTIVES = {"object": ("val_accuracy", "max"), "grasp-phase": ("val_accuracy", "max"), "aperture": ("val_loss", "min")}
 TUNE_STOP_PATIENCE = 5  # a trial is a screening run: stop sooner than a final training (10)
 
 
@@ -44,21 +47,24 @@ def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: in
 
     config = TrainConfig(task=task, hyperparameters={}, epochs=epochs, batch_size=batch_size,
                          stop_patience=stop_patience, seed=seed, verbose=verbose)
-    tuner = kt.BayesianOptimization(DecoderHyperModel(prepared, config), objective=kt.Objective("val_accuracy", "max"),
+    tuner = kt.BayesianOptimization(DecoderHyperModel(prepared, config), objective=kt.Objective(*OBJECTIVES[task]),
                                     max_trials=max_trials, seed=seed, directory=str(workdir),
                                     project_name="search", overwrite=True)
     tuner.search(epochs=epochs)
     return tuner
 
 
-def results_table(tuner) -> list[dict]:
-    """One row per finished trial: its hyperparameters and best validation accuracy, best first."""
+def results_table(tuner, task: str) -> list[dict]:
+    """One row per finished trial: its hyperparameters and its score on the task's objective (best
+    validation accuracy, or lowest validation loss), best first; failed trials (None) last."""
+    name, direction = OBJECTIVES[task]
+    sign = -1.0 if direction == "max" else 1.0
     rows = []
     for trial in tuner.oracle.trials.values():
         score = trial.score
-        rows.append({"trial": trial.trial_id, "val_accuracy": None if score is None else float(score),
+        rows.append({"trial": trial.trial_id, name: None if score is None else float(score),
                      **trial.hyperparameters.values})
-    return sorted(rows, key=lambda r: -1.0 if r["val_accuracy"] is None else -r["val_accuracy"])
+    return sorted(rows, key=lambda r: (r[name] is None, 0.0 if r[name] is None else sign * r[name]))
 
 
 def tsv(rows: list[dict]) -> str:
@@ -79,15 +85,17 @@ def run_tuning(recording: Path, task: str, models_dir: Path, name: str | None, m
     name = name or f"{prepared.binned.session}-{task}-tuning"
     with StagedDir(models_dir / name) as staged:
         tuner = search(prepared, task, max_trials, epochs, seed, staged.path / "keras_tuner")
-        rows = results_table(tuner)
-        if not rows or rows[0]["val_accuracy"] is None:
+        rows = results_table(tuner, task)
+        objective, direction = OBJECTIVES[task]
+        if not rows or rows[0][objective] is None:
             raise GrasptpuError("every tuning trial failed (see the log above); nothing was written")
         best = tuner.get_best_hyperparameters(1)[0].values
         write_text(staged.path / "results.tsv", tsv(rows) + "\n")
         write_json(staged.path / BEST_FILE, {
-            "task": task, "session": prepared.binned.session, "objective": "val_accuracy (validation split)",
+            "task": task, "session": prepared.binned.session,
+            "objective": f"{objective} ({direction}imum, validation split)",
             "max_trials": max_trials, "epochs": epochs, "seed": seed,
-            "best_val_accuracy": rows[0]["val_accuracy"], "hyperparameters": best,
+            f"best_{objective}": rows[0][objective], "hyperparameters": best,
         })
         shutil.rmtree(staged.path / "keras_tuner" / "search", ignore_errors=True)  # checkpoints: large, not needed
         folder = staged.commit()
