@@ -61,6 +61,12 @@ MAX_MESSAGE = 1000  # characters of an error line: enough for paths and a hint, 
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few kB; more is not a manifest
 
 
+def output_width(manifest: dict) -> int:
+    """Outputs per window of the manifest's model: one per label, or 1 for a regressor (aperture,
+    whose rest/grasp labels only sort its windows)."""
+    return 1 if manifest["task"] == "aperture" else len(manifest["labels"])
+
+
 def one_line(text, limit: int = MAX_MESSAGE) -> str:
     """`text` as one printable line of at most `limit` characters. Error messages quote values from
     files, boards and inventories written by others: a line break would split the "one line", and a

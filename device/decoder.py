@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from device.contract import COMPILED_MODEL, INT8_MODEL, DeviceError, as_array, check_counts, path_in, quantise
+from device.contract import (COMPILED_MODEL, INT8_MODEL, DeviceError, as_array, check_counts, output_width, path_in,
+                             quantise)
 from device.runtime import Runtime
 
 
@@ -40,10 +41,11 @@ class Decoder:
         self._in, self._out = inp["index"], out["index"]
         self.in_scale, self.in_zero = inp["quantization"]
         self.out_scale, self.out_zero = out["quantization"]
-        self.n_classes = int(out["shape"][-1])
-        if self.n_classes != len(self.labels):
-            raise DeviceError("{}: the model has {} outputs, the manifest {} labels; deploy the model again".format(
-                self.model_file, self.n_classes, len(self.labels)))
+        self.n_classes = int(out["shape"][-1])  # outputs per window: class scores, or 1 (a regressor's value)
+        expected_outputs = output_width(manifest)
+        if self.n_classes != expected_outputs:
+            raise DeviceError("{}: the model has {} outputs, the manifest's {} task {}; deploy the model again".format(
+                self.model_file, self.n_classes, self.task, expected_outputs))
         # the largest count the int8 input tells apart (int8 127); above it counts saturate
         self.max_count = (127 - self.in_zero) * self.in_scale
         self.clipped_counts = 0

@@ -85,9 +85,10 @@ def training_options(func):
     """Options of a training run (train, sweep): the hyperparameters' sources and TrainConfig's options."""
     options = [
         click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models")),
-        click.option("--preset", type=click.Choice(["auto", "one-layer", "two-layer"]), default="auto",
-                     help="One of the paper's two selected hyperparameter sets (1 or 2 BiLSTM layers); auto = the "
-                          "paper's choice for its sessions (MRec..: two-layer, ZRec..: one-layer), else one-layer."),
+        click.option("--preset", type=click.Choice(["auto", "one-layer", "two-layer", "one-layer-light"]), default="auto",
+                     help="One of the paper's two selected hyperparameter sets (1 or 2 BiLSTM layers), or one-layer-light "
+                          "(ours: dropout 0.2, no L1/L2, learning rate 0.01); auto = one-layer-light for the aperture task, "
+                          "else the paper's choice for its sessions (MRec..: two-layer, ZRec..: one-layer), else one-layer."),
         click.option("--hp", "hp_pairs", multiple=True, metavar="NAME=VALUE",
                      help="Override one hyperparameter, e.g. --hp units=64 --hp dropout=0.4."),
         click.option("--hp-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -240,7 +241,7 @@ def _train_config(recording: Path, task: str, preset: str, hp_pairs: tuple[str, 
         base = load_best(hp_file)
         click.echo(f"hyperparameters: {hp_file}" + (" (--preset ignored)" if preset != "auto" else ""))
     else:
-        chosen, why = preset_for(recording.name, preset)
+        chosen, why = preset_for(recording.name, preset, task)
         base = model_mod.preset(chosen)
         click.echo(f"hyperparameters: preset {chosen} ({why})")
     return TrainConfig(task=task, hyperparameters={**base, **_hp_overrides(hp_pairs)}, seed=seed, **options)
@@ -375,9 +376,14 @@ def quantize(model_dirs: tuple[Path, ...], representative_size: int | None, rep_
               help="Largest allowed int8 accuracy drop below Keras float, in points.")
 @click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=0.98,
               help="Smallest allowed share of test windows where int8 and float pick the same class.")
+@click.option("--max-r2-drop", type=click.FloatRange(min=0.0), default=0.01,
+              help="Aperture decoders: largest allowed int8 test R2 drop below Keras float.")
+@click.option("--max-rms-error", type=click.FloatRange(min=0.0), default=1.0,
+              help="Aperture decoders: largest allowed RMS difference of int8 from Keras float, in the target's unit (mm).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the comparison here.")
-def check_quant(model_dirs: tuple[Path, ...], max_drop: float, min_agreement: float, json_out: Path | None) -> None:
+def check_quant(model_dirs: tuple[Path, ...], max_drop: float, min_agreement: float, max_r2_drop: float,
+                max_rms_error: float, json_out: Path | None) -> None:
     """Regression gate: Keras float vs float TFLite vs int8 TFLite on the test windows; exit 1 on a regression."""
     from host.quantize import gate as quantcheck
     from host.render import quant_table
@@ -387,13 +393,15 @@ def check_quant(model_dirs: tuple[Path, ...], max_drop: float, min_agreement: fl
         result, title = quantcheck.check_folder(folder)
         results[str(folder)] = result
         click.echo(quant_table(result, title))
-        problems = quantcheck.gate(result, max_drop, min_agreement)
+        problems = quantcheck.gate(result, max_drop, min_agreement, max_r2_drop, max_rms_error)
         if not result["int8_matches_stored_outputs"]:
             problems.append("int8 outputs differ from those stored at quantize time (runtime changed?)")
         for p in problems:
             click.echo(f"  FAIL: {p}")
         if problems:
             failed.append(f"{folder}: {problems[0]}")
+        elif result["task"] == "aperture":
+            click.echo(f"  PASS: R2 drop <= {max_r2_drop:g}, RMS difference <= {max_rms_error:g} {result['units']}")
         else:
             click.echo(f"  PASS: drop <= {max_drop:g} points, agreement >= {min_agreement:.0%}")
     _finish(results, json_out, failed, "int8 regression: ")

@@ -143,6 +143,8 @@ def format_metrics(result: dict, task: str) -> str:
 
 def quant_table(result: dict, title: str) -> str:
     """One row per model; a person reads it at a glance."""
+    if result["task"] == "aperture":
+        return _regression_quant_table(result, title)
     second = "relaxed" if result["task"] == "object" else "F1"
     key = "relaxed_accuracy" if result["task"] == "object" else "f1"
     lines = [title, f"  {'model':<14} {'accuracy':>9} {second:>8} {'agree':>8} {'strict':>8} {'ties':>6} "
@@ -172,6 +174,19 @@ def sweep_row(r: dict) -> str:
 def sweep_header(task: str) -> str:
     head = "share  val-share  train/val/test trials  test windows  epochs"
     return f"{head}      R2       r     RMSE" if task == "aperture" else f"{head}  accuracy  relaxed   paper acc/relaxed"
+
+
+def _regression_quant_table(result: dict, title: str) -> str:
+    u = result["units"]
+    lines = [title, f"  {'model':<14} {'R2':>7} {'r':>7} {'RMSE':>8}   vs Keras float: {'max|err|':>9} {'RMS err':>8}"]
+    labels = {"keras": "Keras float", "float": "float TFLite", "int8": "int8 TFLite"}
+    for name in MODELS:
+        m = result[name]
+        lines.append(f"  {labels[name]:<14} {m['r2']:>7.4f} {m['pearson_r']:>7.4f} {m['rmse']:>5.2f} {u:<2}"
+                     f"                   {m['max_abs_error']:>6.3f} {u:<2} {m['rms_error']:>5.3f} {u}")
+    lines.append(f"  int8 R2 drop: {result['int8_r2_drop']:+.4f} ({result['windows']} test windows; "
+                 f"errors: |output - Keras output| in {u})")
+    return "\n".join(lines)
 
 
 def compile_summary(s: dict) -> str:

@@ -160,6 +160,12 @@ def busiest_window(windows: WindowSet) -> int:
 
 
 def calibration_indices(windows: WindowSet, size: int, seed: int) -> np.ndarray:
-    """A stratified sample of `windows` (see `stratified_sample`) plus the busiest window."""
+    """A stratified sample of `windows` (see `stratified_sample`) plus the busiest window, and for a
+    regression task the windows of the smallest and largest training target: the int8 output's
+    range is calibrated on what the model answers to these windows, so the training targets'
+    extremes take part in setting it."""
+    extra = [busiest_window(windows)]
+    if windows.target is not None and len(windows):
+        extra += [int(np.argmin(windows.target)), int(np.argmax(windows.target))]
     chosen = stratified_sample(windows.label, size, seed)
-    return np.unique(np.concatenate([chosen, [busiest_window(windows)]]))
+    return np.unique(np.concatenate([chosen, extra]))

@@ -6,7 +6,8 @@ which the Edge TPU compiler does not map (it would cut the graph there and run t
 CPU). So the export graph spells the LSTM out: the window is cut into its 12 bins with SPLIT and
 RESHAPE, and each cell step is FULLY_CONNECTED (input and recurrent kernels, shared across steps),
 ADD, SPLIT (four gates), LOGISTIC, TANH and MUL; the two directions are joined with
-CONCATENATION and the head is FULLY_CONNECTED + SOFTMAX. The input standardisation is folded into
+CONCATENATION and the head is FULLY_CONNECTED + SOFTMAX (a classifier) or one FULLY_CONNECTED
+output in the target's unit (the aperture regressor, its rescaling folded into the weights). The input standardisation is folded into
 the first layer's input kernel, so no op is spent on it. Batch 1 and static shapes, as the Edge
 TPU requires. `check_equivalent` proves the export computes what the trained model computes.
 """
@@ -16,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def _trained_parts(model) -> tuple[np.ndarray, np.ndarray, list, tuple[np.ndarray, np.ndarray]]:
-    """(mean, std) of the standardisation, per-layer (forward, backward) LSTM weights, head weights."""
+def _trained_parts(model) -> tuple[np.ndarray, np.ndarray, list, tuple[np.ndarray, np.ndarray, str]]:
+    """(mean, std) of the standardisation, per-layer (forward, backward) LSTM weights, head."""
     norm = model.get_layer("standardise")
     mean = np.asarray(norm.mean).reshape(-1)
     std = np.sqrt(np.asarray(norm.variance).reshape(-1))
@@ -34,8 +35,24 @@ def _trained_parts(model) -> tuple[np.ndarray, np.ndarray, list, tuple[np.ndarra
         i += 1
     if not layers:
         raise ValueError("the model has no bilstm_<i> layers: not a grasptpu BiLSTM decoder")
-    head = model.get_layer("softmax").get_weights()
-    return mean, std, layers, (np.asarray(head[0]), np.asarray(head[1]))
+    return mean, std, layers, _head(model)
+
+
+def _head(model) -> tuple[np.ndarray, np.ndarray, str]:
+    """(weights, bias, activation) of the output layer: the classifier's softmax Dense, or the
+    regressor's linear Dense with its Rescaling folded in (y = (x @ w + b) * sd + mean
+    == x @ (w * sd) + (b * sd + mean)), so the board's model ends on one FULLY_CONNECTED whose
+    int8 output is in the target's unit."""
+    names = {layer.name for layer in model.layers}
+    if "softmax" in names:
+        w, b = model.get_layer("softmax").get_weights()
+        return np.asarray(w), np.asarray(b), "softmax"
+    if {"linear", "target"} <= names:
+        w, b = model.get_layer("linear").get_weights()
+        rescale = model.get_layer("target")
+        sd, mean = float(rescale.scale), float(rescale.offset)
+        return (np.asarray(w) * sd).astype(np.float32), (np.asarray(b) * sd + mean).astype(np.float32), "linear"
+    raise ValueError("the model has neither a softmax nor a linear+target head: not a grasptpu BiLSTM decoder")
 
 
 def _fold_standardisation(weights: list, mean: np.ndarray, std: np.ndarray) -> list:
@@ -97,7 +114,7 @@ def export_model(model, window_bins: int, n_units: int):
     """The trained decoder rebuilt from listed ops, input ``(1, window_bins, n_units)`` float32."""
     import keras
 
-    mean, std, layers, (head_w, head_b) = _trained_parts(model)
+    mean, std, layers, (head_w, head_b, activation) = _trained_parts(model)
     inputs = keras.Input((window_bins, n_units), batch_size=1, name="window")
     steps = [keras.ops.reshape(s, (1, n_units)) for s in keras.ops.split(inputs, window_bins, axis=1)]
     cells = []
@@ -112,7 +129,7 @@ def export_model(model, window_bins: int, n_units: int):
             steps = [keras.layers.Concatenate()([f, b]) for f, b in zip(f_out, b_out)]
         else:
             features = keras.layers.Concatenate()([f_out[-1], b_out[0]])
-    head = keras.layers.Dense(head_w.shape[1], activation="softmax", name="softmax")
+    head = keras.layers.Dense(head_w.shape[1], activation=activation, name="softmax" if activation == "softmax" else "target")
     outputs = head(features)
     exported = keras.Model(inputs, outputs, name="bilstm_decoder_edgetpu")
     for cell in cells:
@@ -122,10 +139,11 @@ def export_model(model, window_bins: int, n_units: int):
 
 
 def check_equivalent(model, exported, windows: np.ndarray, atol: float = 1e-4) -> float:
-    """Max |difference| of the two models' probabilities over `windows`; raises above `atol`."""
+    """Max |difference| of the two models' outputs over `windows`, relative to the outputs' scale
+    (probabilities: 1; a regressor's target: its largest magnitude); raises above `atol`."""
     ref = model.predict(windows.astype(np.float32), verbose=0)
     got = np.concatenate([exported.predict(w[None].astype(np.float32), verbose=0) for w in windows])
-    diff = float(np.max(np.abs(ref - got)))
+    diff = float(np.max(np.abs(ref - got)) / max(1.0, float(np.max(np.abs(ref)))))
     if diff > atol:
         raise AssertionError(f"export differs from the trained model by {diff:.2e} (> {atol:g})")
     return diff

@@ -2,7 +2,10 @@
 
 The gate (`grasptpu check-quant`, run by `make quantize`) fails when the int8 model's accuracy
 on the test windows drops more than `max_drop` points below the Keras float model's, or when
-its argmax agrees with the float model's on fewer than `min_agreement` of the windows.
+its argmax agrees with the float model's on fewer than `min_agreement` of the windows. For the
+aperture regressor it fails when the int8 model's test R2 drops more than `max_r2_drop` below the
+Keras float model's, or when its outputs differ from Keras float by more than `max_rms_error`
+(root mean square, in the target's unit: mm for the synthetic hand aperture).
 
 The TFLite models take one window per invoke (batch 1, the Edge TPU's static shape), so the host
 runs them window by window; each batch of windows is quantised in one numpy step first.
@@ -23,6 +26,8 @@ from host.train.evaluate import predict
 
 MAX_DROP_POINTS = 1.0
 MIN_AGREEMENT = 0.98
+MAX_R2_DROP = 0.01
+MAX_RMS_ERROR = 1.0  # int8 vs Keras float, in the target's unit (mm): a hand controller's resolution
 MODELS = ("keras", "float", "int8")
 
 
@@ -119,8 +124,35 @@ def compare(outputs: dict, labels: np.ndarray, task: str, classes: list[int]) ->
     return result
 
 
-def gate(result: dict, max_drop: float = MAX_DROP_POINTS, min_agreement: float = MIN_AGREEMENT) -> list[str]:
+def compare_regression(outputs: dict, target: np.ndarray, units: str) -> dict:
+    """R2, Pearson r and RMSE of each model against the test targets, and each model's difference
+    from the Keras float outputs (max, mean and root mean square, in the target's unit)."""
+    from host.train.continuous import regression_metrics
+
+    ref = outputs["keras"][:, 0]
+    result = {"windows": int(len(target)), "task": "aperture", "units": units}
+    for name in MODELS:
+        pred = outputs[name][:, 0]
+        err = np.abs(pred - ref)
+        result[name] = {**regression_metrics(target, pred), "max_abs_error": float(err.max(initial=0.0)),
+                        "mean_abs_error": float(err.mean()) if err.size else 0.0,
+                        "rms_error": float(np.sqrt((err.astype(np.float64) ** 2).mean())) if err.size else 0.0}
+    result["int8_r2_drop"] = result["keras"]["r2"] - result["int8"]["r2"]
+    return result
+
+
+def compare_test_set(outputs: dict, test: TestSet, manifest: dict) -> dict:
+    """The comparison that fits the model's task: classes (accuracy, agreement) or a target (R2, mm)."""
+    if manifest["task"] == "aperture":
+        return compare_regression(outputs, test.arrays["target"], manifest["data"]["target"]["units"])
+    return compare(outputs, test.label, manifest["task"], manifest["data"]["classes"])
+
+
+def gate(result: dict, max_drop: float = MAX_DROP_POINTS, min_agreement: float = MIN_AGREEMENT,
+         max_r2_drop: float = MAX_R2_DROP, max_rms_error: float = MAX_RMS_ERROR) -> list[str]:
     """Why the int8 model fails the regression check (empty: it passes)."""
+    if result["task"] == "aperture":
+        return _gate_regression(result, max_r2_drop, max_rms_error)
     problems = []
     drop = result["int8_accuracy_drop_points"]
     if drop > max_drop:
@@ -131,6 +163,16 @@ def gate(result: dict, max_drop: float = MAX_DROP_POINTS, min_agreement: float =
     return problems
 
 
+def _gate_regression(result: dict, max_r2_drop: float, max_rms_error: float) -> list[str]:
+    problems = []
+    drop = result["int8_r2_drop"]
+    if not drop <= max_r2_drop:  # NaN fails too
+        problems.append(f"int8 R2 is {drop:.4f} below float (allowed {max_r2_drop:g})")
+    rms = result["int8"]["rms_error"]
+    if not rms <= max_rms_error:
+        problems.append(f"int8 outputs differ from float by {rms:.3f} {result['units']} RMS "
+                        f"(allowed {max_rms_error:g} {result['units']})")
+    return problems
 
 
 def check_folder(folder: Path) -> tuple[dict, str]:
@@ -144,7 +186,7 @@ def check_folder(folder: Path) -> tuple[dict, str]:
     test = TestSet.load(str(folder), manifest)
     model = load_keras(folder, manifest)
     outputs = host_outputs(model, folder / FLOAT_MODEL, folder / INT8_MODEL, test)
-    result = compare(outputs, test.label, manifest["task"], data["classes"])
+    result = compare_test_set(outputs, test, manifest)
     result["int8_matches_stored_outputs"] = bool(np.array_equal(outputs["int8_raw"], test.arrays["int8_output"]))
     title = (f"{manifest['name']}: {manifest['task']} on {data['session']}, test split "
              f"({result['windows']} windows, {test.n_trials} trials)")

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from device.contract import (CALIBRATION, COMPILE_LOG, COMPILED_MODEL, FLOAT_MODEL,
-                             INPUT_QUANTISATION, INT8_MODEL, KERAS_MODEL, TEST_SET, TEST_WINDOW_ARRAYS, TestSet,
-                             save_test_set)
+from device.contract import (CALIBRATION, COMPILE_LOG, COMPILED_MODEL, FLOAT_MODEL, INPUT_QUANTISATION, INT8_MODEL,
+                             KERAS_MODEL, TEST_SET, TEST_TARGET_ARRAY, TEST_WINDOW_ARRAYS, TestSet, save_test_set)
 from host.data.windows import stratified_sample
 from host.errors import GrasptpuError
 from host.modelfolder import Rewrite, check_files, load_calibration, load_keras, read_manifest
@@ -53,15 +52,12 @@ def load_model_dir(folder: Path) -> ModelData:
     """The trained model and the windows stored with it, each file checked against the manifest."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    if manifest["task"] == "aperture":
-        raise GrasptpuError(f"{folder}: an aperture (regression) decoder: this grasptpu version trains and scores "
-                            "it on the host but does not quantise it for a board yet")
     if "calibration" not in manifest:
         raise GrasptpuError(f"{folder}: no calibration windows in the manifest: trained by an older grasptpu "
                             "(or not a trained model folder); run `grasptpu train` again")
     check_files(folder, manifest, (KERAS_MODEL, TEST_SET, CALIBRATION), "grasptpu train")
     test = TestSet.load(str(folder), manifest)
-    test_arrays = {k: test.arrays[k] for k in TEST_WINDOW_ARRAYS}
+    test_arrays = {k: test.arrays[k] for k in TEST_WINDOW_ARRAYS + (TEST_TARGET_ARRAY,) if k in test.arrays}
     calibration, labels = load_calibration(folder, manifest)
     model = load_keras(folder, manifest)
     return ModelData(folder, manifest, model, test_arrays, calibration, labels)
@@ -120,7 +116,7 @@ def quantize(folder: Path, representative_size: int | None = None, seed: int = 0
 
     test = TestSet(md.test_arrays, wb, units, len(data["label_names"]))
     outputs = gate.host_outputs(md.model, float_flat, int8_flat, test)
-    comparison = gate.compare(outputs, test.label, task, data["classes"])
+    comparison = gate.compare_test_set(outputs, test, md.manifest)
 
     with Rewrite(md.folder) as staged:
         (staged.path / FLOAT_MODEL).write_bytes(float_flat)
@@ -141,9 +137,7 @@ def quantize(folder: Path, representative_size: int | None = None, seed: int = 0
         }
         manifest["labels"] = label_map(md.manifest)
         manifest["test_set"] = {"file": TEST_SET, "windows": len(test), "trials": test.n_trials,
-                                "split": "test", "outputs": {"keras_probs": "Keras float model, probabilities",
-                                                             "float_probs": "float TFLite, probabilities",
-                                                             "int8_output": "int8 TFLite, raw int8 outputs"}}
+                                "split": "test", "outputs": _outputs_described(task, data)}
         manifest["quantization"] = comparison
         manifest["edgetpu_check"] = check.summary()
         manifest["quantize_environment"] = environment()
@@ -151,3 +145,10 @@ def quantize(folder: Path, representative_size: int | None = None, seed: int = 0
         staged.commit()
     manifest["quantize_seconds"] = time.perf_counter() - t0
     return manifest
+
+
+def _outputs_described(task: str, data: dict) -> dict:
+    """What the three stored output arrays hold (the contract's names, whatever the task)."""
+    what = ("the target in {}".format(data["target"]["units"]) if task == "aperture" else "probabilities")
+    return {"keras_probs": f"Keras float model, {what}", "float_probs": f"float TFLite, {what}",
+            "int8_output": "int8 TFLite, raw int8 outputs"}

@@ -33,10 +33,11 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     train_windows: int
+    epoch_windows: int  # windows one epoch trains on (a fresh random 1/epoch_sample of train_windows)
 
     @property
     def windows_per_second(self) -> float:
-        return self.train_windows * self.epochs_run / max(self.seconds, 1e-9)
+        return self.epoch_windows * self.epochs_run / max(self.seconds, 1e-9)
 
 
 def keras_verbosity(verbose: int | None = None) -> int:
@@ -50,10 +51,17 @@ def class_weight_vector(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.divide(len(labels), n_classes * counts, out=np.zeros(n_classes), where=counts > 0)
 
 
+def epoch_windows(n: int, sample: int) -> int:
+    """Windows drawn per epoch when each epoch takes a fresh random 1/`sample` of `n`."""
+    return -(-n // max(sample, 1))
+
+
 def make_feed(counts, windows: WindowSet, batch_size: int, shuffle: bool, seed: int,
-              weights: np.ndarray | None = None):
+              weights: np.ndarray | None = None, sample: int = 1):
     """A tf.data pipeline over a WindowSet: batches gathered in-graph from `counts`, the session's
     counts as one tensor that every feed of the session shares (one copy, however many feeds).
+    With `shuffle` and `sample` > 1, each epoch draws a fresh random 1/`sample` of the windows (the
+    shuffle is redrawn every epoch and cut short), so over epochs every window is seen.
 
     Only the compact counts (uint8) and one int64 row index per window live in memory; each
     batch's windows are gathered and cast to float32 inside TensorFlow, in parallel with the
@@ -67,7 +75,7 @@ def make_feed(counts, windows: WindowSet, batch_size: int, shuffle: bool, seed: 
     labels = windows.label.astype(np.int32) if windows.target is None else windows.target.astype(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((rows, labels))
     if shuffle:
-        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).take(epoch_windows(len(rows), sample))
     ds = ds.batch(batch_size)
     class_weight = None if weights is None else tf.constant(weights, tf.float32)
 
@@ -129,7 +137,7 @@ class DecoderHyperModel(kt.HyperModel):
         regression = self.target_scale is not None
         weights = class_weight_vector(train.label, self.n_classes) if c.class_weights and not regression else None
         counts = tf.constant(np.asarray(train.counts))  # the session's counts, shared by both feeds
-        train_feed = make_feed(counts, train, c.batch_size, True, c.seed, weights)
+        train_feed = make_feed(counts, train, c.batch_size, True, c.seed, weights, c.epoch_sample)
         val_feed = make_feed(counts, self.sets["validation"], 1024, False, c.seed)
         # a classifier stops on validation accuracy (gains under stop_min_delta are noise); a
         # regressor on validation loss, relative to the target's variance in the same proportion
@@ -156,7 +164,8 @@ def train(prepared: Prepared, config: TrainConfig) -> TrainResult:
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     best = int(hypermodel.early_stopping.best_epoch) + 1  # the epoch whose weights were restored
-    return TrainResult(model, history, seconds, len(history["val_loss"]), best, len(hypermodel.sets["train"]))
+    n = len(hypermodel.sets["train"])
+    return TrainResult(model, history, seconds, len(history["val_loss"]), best, n, epoch_windows(n, config.epoch_sample))
 
 
 def config_dict(config: TrainConfig) -> dict:

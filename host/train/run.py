@@ -78,6 +78,9 @@ def calibration_arrays(windows: WindowSet, size: int, seed: int) -> tuple[dict[s
     info = {"file": CALIBRATION, "source": "training split, stratified by label, plus the busiest window",
             "windows": int(len(idx)), "seed": seed,
             "per_label": {windows.label_names[k]: int(v) for k, v in enumerate(per_label)}}
+    if windows.target is not None:
+        info["source"] += " and the windows of the smallest and largest training target"
+        info["training_target_range"] = [float(windows.target.min()), float(windows.target.max())]
     return {CALIBRATION_ARRAY: windows.batch(idx).astype(np.uint8), "label": windows.label[idx].astype(np.int64)}, info
 
 
@@ -118,7 +121,8 @@ def run_training(recording: Path, config: TrainConfig, models_dir: Path, name: s
             "format": SUPPORTED_FORMAT, "name": name, "task": config.task,
             "data": _data_record(prepared, config, data_options), "config": config_dict(config),
             "training": {"seconds": result.seconds, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                         "train_windows": result.train_windows, "windows_per_second": result.windows_per_second},
+                         "train_windows": result.train_windows, "epoch_windows": result.epoch_windows,
+                         "windows_per_second": result.windows_per_second},
             "metrics": {"test": _headline(test_metrics)},
             "test_set": {"file": TEST_SET, "windows": len(sets["test"]), "split": "test"},
             "calibration": calibration_info,
