@@ -12,7 +12,7 @@ RECORDING = $(DATA)/$(SESSION).neo.mat
 STAMP = $(VENV)/.installed
 
 MODELS ?= models
-MODEL_DIRS = $(MODELS)/$(SESSION)-object $(MODELS)/$(SESSION)-grasp-phase
+MODEL_DIRS = $(MODELS)/$(SESSION)-object $(MODELS)/$(SESSION)-grasp-phase $(MODELS)/$(SESSION)-aperture
 BOARD ?= board1
 INVENTORY ?= .boards/boards.toml
 SIMULATED = $(filter .boards/boards.toml,$(INVENTORY))
@@ -41,15 +41,16 @@ data-all: $(STAMP)  ## write all six synthetic sessions
 prepare: $(RECORDING)  ## load, bin (cached), split and window the default session; print the summary
 	$(GRASPTPU) prepare $(RECORDING)
 
-train: $(RECORDING)  ## train the object classifier and the grasp-phase detector on the default session
+train: $(RECORDING)  ## train the object classifier, the grasp-phase detector and the aperture regressor on the default session
 	$(GRASPTPU) train $(RECORDING) --task object --models-dir $(MODELS)
 	$(GRASPTPU) train $(RECORDING) --task grasp-phase --models-dir $(MODELS)
+	$(GRASPTPU) train $(RECORDING) --task aperture --models-dir $(MODELS)
 
-quantize: $(STAMP)  ## int8 + float TFLite of both models, then the float-vs-int8 gate (fails on a regression)
+quantize: $(STAMP)  ## int8 + float TFLite of the three models, then the float-vs-int8 gate (fails on a regression)
 	$(GRASPTPU) quantize $(MODEL_DIRS)
 	$(GRASPTPU) check-quant $(MODEL_DIRS)
 
-compile: $(STAMP)  ## edgetpu_compiler on both int8 models; without the compiler: says so, keeps the check as evidence
+compile: $(STAMP)  ## edgetpu_compiler on the three int8 models; without the compiler: says so, keeps the check as evidence
 	@$(GRASPTPU) compile $(MODEL_DIRS); rc=$$?; \
 	if [ $$rc -eq 3 ]; then echo "make compile: no edgetpu_compiler here; Edge TPU check of the int8 models:"; \
 	  $(GRASPTPU) edgetpu-check $(MODEL_DIRS); else exit $$rc; fi
@@ -58,7 +59,7 @@ sshd:  ## install Debian's OpenSSH server (the simulated boards' sshd) if it is 
 	@test -x /usr/sbin/sshd || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server; }
 
-deploy: $(STAMP) $(if $(SIMULATED),board-up)  ## push both models, device/ and firmware_tests/ to $(BOARD) (default: the simulated board)
+deploy: $(STAMP) $(if $(SIMULATED),board-up)  ## push the three models, device/ and firmware_tests/ to $(BOARD) (default: the simulated board)
 	$(GRASPTPU) deploy $(MODEL_DIRS) --board $(BOARD) --inventory $(INVENTORY)
 
 bench-board: $(STAMP)  ## device.bench + device.stream on $(BOARD) over SSH, beside the host's figures (exit 1 on a miss)
@@ -84,7 +85,7 @@ bench-data: $(STAMP)  ## data-stage benchmark on the largest session vs neo.io b
 bench-nwb: $(STAMP)  ## cold prepare of an NWB session (400 units x 700 trials) vs pynwb's read() alone
 	$(PY) tools/bench_data.py --session MRec41 --format nwb --units 400 --trials 700 --out $(DATA)/bench
 
-bench-train: $(STAMP)  ## train both decoders on all six sessions: times and the accuracy table (long)
+bench-train: $(STAMP)  ## train the three decoders on all six sessions: times, accuracy and aperture R2 vs Wiener/Kalman/int8 (long)
 	$(PY) tools/bench_train.py --data $(DATA) --models $(MODELS)/bench
 
 bench-quant: $(STAMP)  ## quantise the bench-train models: sizes, float vs int8 accuracy, 1-thread latency

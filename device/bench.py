@@ -7,6 +7,8 @@
 3. Accuracy and relaxed accuracy on every test window of the manifest; agreement with the host's
    int8 outputs (bit-exact rows, and argmax) and with the host's float outputs (argmax, ties of
    the int8 softmax counted as agreeing, as on the host; and the largest probability difference).
+   An aperture regressor: R2, Pearson r and RMSE (in the target's unit) against the test targets;
+   agreement with the host's int8 outputs in int8 steps and with its float outputs in the unit.
 Prints a short table; `--json PATH` (or `-` for stdout) writes every figure.
 """
 
@@ -71,12 +73,44 @@ def agreement(probs: np.ndarray, ref_pred: np.ndarray) -> tuple[float, float, fl
     return float(among.mean()), float(strict.mean()), float(tied.mean())
 
 
-def accuracy(decoder: Decoder, test: TestSet) -> dict:
-    """Accuracy on the test windows and agreement with the host's int8 and float outputs."""
+def raw_outputs(decoder: Decoder, test: TestSet) -> tuple:
+    """(raw int8 outputs of every test window, seconds), 1024 windows at a time (bounded memory)."""
     t0 = time.perf_counter()
     raw = np.concatenate([decoder.predict_raw(test.batch(slice(lo, lo + 1024)))
                           for lo in range(0, len(test), 1024)]) if len(test) else np.empty((0, decoder.n_classes), np.int8)
-    seconds = time.perf_counter() - t0
+    return raw, time.perf_counter() - t0
+
+
+def regression_scores(target: np.ndarray, pred: np.ndarray) -> dict:
+    """R2, Pearson r and RMSE (in the target's unit), as the host computes them."""
+    y, p = np.asarray(target, np.float64), np.asarray(pred, np.float64)
+    if len(y) < 2:
+        return {"r2": float("nan"), "pearson_r": float("nan"), "rmse": float("nan")}
+    resid, total = float(((y - p) ** 2).sum()), float(((y - y.mean()) ** 2).sum())
+    r = float(np.corrcoef(y, p)[0, 1]) if y.std() > 0 and p.std() > 0 else float("nan")
+    return {"r2": 1.0 - resid / total if total > 0 else float("nan"), "pearson_r": r,
+            "rmse": float(np.sqrt(resid / len(y)))}
+
+
+def regression_accuracy(decoder: Decoder, test: TestSet, units: str) -> dict:
+    """R2 and RMSE of the board's output against the test targets; agreement with the host's int8
+    outputs (bit-exact share, largest difference in int8 steps) and float outputs (in the unit)."""
+    raw, seconds = raw_outputs(decoder, test)
+    pred = decoder.dequantise(raw)[:, 0]
+    host_int8 = test.arrays["int8_output"]
+    steps = np.abs(raw.astype(np.int64) - host_int8.astype(np.int64))
+    float_err = np.abs(pred.astype(np.float64) - test.arrays["float_probs"][:, 0])
+    return dict(regression_scores(test.arrays["target"], pred), units=units, windows=int(len(test)), seconds=seconds,
+                host_int8_bit_exact=float((steps == 0).mean()) if len(test) else 1.0,
+                host_int8_max_step_diff=int(steps.max(initial=0)),
+                host_int8_mean_step_diff=float(steps.mean()) if len(test) else 0.0,
+                host_float_rms_error=float(np.sqrt((float_err ** 2).mean())) if len(test) else 0.0,
+                host_float_max_abs_error=float(float_err.max(initial=0.0)))
+
+
+def accuracy(decoder: Decoder, test: TestSet) -> dict:
+    """Accuracy on the test windows and agreement with the host's int8 and float outputs."""
+    raw, seconds = raw_outputs(decoder, test)
     pred = raw.argmax(axis=1)
     label = test.label
     host_int8 = test.arrays["int8_output"]
@@ -113,7 +147,8 @@ def run(folder: str, invokes: int = MIN_INVOKES, threads: int = 1, allow_edgetpu
         "machine": {"python": platform.python_version(), "machine": platform.machine(), "node": platform.node(),
                     "numpy": np.__version__, "cpus": os.cpu_count()},
         "latency": time_invokes(decoder, test, invokes),
-        "accuracy": accuracy(decoder, test),
+        "accuracy": (regression_accuracy(decoder, test, manifest["data"]["target"]["units"])
+                     if manifest["task"] == "aperture" else accuracy(decoder, test)),
         "host": manifest.get("quantization", {}),
         "input_saturated": saturated(decoder),
     }
@@ -126,15 +161,31 @@ def saturated(decoder: Decoder) -> dict:
             "max_count": float(decoder.max_count)}
 
 
+def _regression_lines(r: dict) -> list:
+    acc, host = r["accuracy"], r.get("host") or {}
+    u = acc["units"]
+    lines = ["  R2 {:.4f}, r {:.4f}, RMSE {:.2f} {} | vs host int8: bit-exact {:.2%}, largest difference {} steps "
+             "(mean {:.3f}) | vs host float: RMS {:.3f} {}, max {:.3f} {}".format(
+                 acc["r2"], acc["pearson_r"], acc["rmse"], u, acc["host_int8_bit_exact"], acc["host_int8_max_step_diff"],
+                 acc["host_int8_mean_step_diff"], acc["host_float_rms_error"], u, acc["host_float_max_abs_error"], u)]
+    if "keras" in host:
+        lines.append("  host (same windows): R2 Keras float {:.4f}, float TFLite {:.4f}, int8 TFLite {:.4f}".format(
+            host["keras"]["r2"], host["float"]["r2"], host["int8"]["r2"]))
+    return lines
+
+
 def format_result(r: dict) -> str:
     lat, acc = r["latency"], r["accuracy"]
+    head = "{}: {} on {} | runtime {} ({}), model {}, {} thread(s)".format(
+        r["model"], r["task"], r["data"], r["runtime"], r["detail"], r["model_file"], r["threads"])
+    timing = "  latency over {} invokes: p50 {:.3f} ms, p90 {:.3f} ms, p99 {:.3f} ms, max {:.3f} ms, {:.0f} invokes/s".format(
+        lat["n"], lat["p50_ms"], lat["p90_ms"], lat["p99_ms"], lat["max_ms"], lat["invokes_per_s"])
+    if r["task"] == "aperture":
+        return "\n".join([head, timing] + _regression_lines(r) + _tail_lines(r))
     second = ("relaxed {:.1%}".format(acc["relaxed_accuracy"]) if "relaxed_accuracy" in acc
               else "F1 {:.3f}".format(acc["f1"]))
     lines = [
-        "{}: {} on {} | runtime {} ({}), model {}, {} thread(s)".format(
-            r["model"], r["task"], r["data"], r["runtime"], r["detail"], r["model_file"], r["threads"]),
-        "  latency over {} invokes: p50 {:.3f} ms, p90 {:.3f} ms, p99 {:.3f} ms, max {:.3f} ms, {:.0f} invokes/s".format(
-            lat["n"], lat["p50_ms"], lat["p90_ms"], lat["p99_ms"], lat["max_ms"], lat["invokes_per_s"]),
+        head, timing,
         "  accuracy {:.2%}, {} | vs host int8: bit-exact {:.2%}, argmax {:.2%} | vs host float: agree {:.2%} "
         "(strict {:.2%}), max |prob diff| {:.4f}".format(
             acc["accuracy"], second, acc["host_int8_bit_exact"], acc["host_int8_argmax_agreement"],
@@ -144,13 +195,18 @@ def format_result(r: dict) -> str:
     if "keras" in host:
         lines.append("  host (same windows): Keras float {:.2%}, float TFLite {:.2%}, int8 TFLite {:.2%}".format(
             host["keras"]["accuracy"], host["float"]["accuracy"], host["int8"]["accuracy"]))
+    return "\n".join(lines + _tail_lines(r))
+
+
+def _tail_lines(r: dict) -> list:
+    lines = []
     sat = r.get("input_saturated") or {}
     if sat.get("counts"):
         lines.append("  input: {} counts in {} windows above the calibrated range (> {:.1f} spikes/bin) saturated "
                      "the int8 input".format(sat["counts"], sat["windows"], sat["max_count"]))
     for why in r["skipped"]:
         lines.append("  not used: " + why)
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv=None) -> int:

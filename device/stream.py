@@ -1,4 +1,4 @@
-"""`python -m device.stream DETECTOR_DIR CLASSIFIER_DIR`: the decoder a prosthesis controller would run.
+"""`python -m device.stream DETECTOR_DIR CLASSIFIER_DIR [APERTURE_DIR]`: the decoder a prosthesis controller would run.
 
 Test trials are replayed one 40 ms bin at a time (`--realtime` paces them on the wall clock; by
 default as fast as possible, timing each bin's work). Each bin goes into a 12-bin ring buffer;
@@ -9,13 +9,20 @@ classifier runs on the same window and its class is the decision. Per bin: the d
 onset to the first correct object decision, and false grasps (a switch to grasp whose bin lies
 outside [Hold, Rew)). The paper only simulated this offline; here it runs on the board's runtime.
 
-Both folders must come from the same session and split (their test trials are checked equal).
+With an aperture regressor, it runs on every bin's window too (once the ring is full) and its
+output, in the target's unit (mm), is reported per bin, raw and through an optional smoother a
+hand controller would want: a one-pole exponential low-pass (`--smooth-ms TAU`, its time
+constant), whose lag for slow movements is (1 - a) / a bins with a = 1 - exp(-bin / TAU): the
+report states it in ms. Both are scored (R2, RMSE) against the test targets of the same bins.
+
+All folders must come from the same session and split (their test trials are checked equal).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import math
 import sys
 import time
 
@@ -23,7 +30,7 @@ import numpy as np
 
 from device import runtime as rt
 from device.contract import COMPILED_MODEL, DeviceError, TestSet, check_counts, load_manifest, verify
-from device.bench import saturated
+from device.bench import regression_scores, saturated
 from device.decoder import Decoder
 from device.output import emit
 
@@ -60,14 +67,43 @@ class RingBuffer:
         return self.buf[start:start + self.bins]
 
 
+SMOOTH_MS = 80.0  # measured on a synthetic session: R2 0.673 raw, 0.691 at 40 ms, 0.706 at 80 ms, 0.710 at 160 ms
+
+
+class Smoother:
+    """One-pole exponential low-pass of a stream of values: y += a * (x - y), a = 1 - exp(-bin / tau);
+    tau 0 passes the values through. `lag_ms` is its delay for slow movements ((1 - a) / a bins)."""
+
+    def __init__(self, tau_ms: float, bin_ms: float) -> None:
+        self.alpha = 1.0 if tau_ms <= 0 else 1.0 - math.exp(-bin_ms / tau_ms)
+        self.tau_ms, self.lag_ms = tau_ms, bin_ms * (1.0 - self.alpha) / self.alpha
+        self.value = None
+
+    def reset(self) -> None:
+        self.value = None
+
+    def __call__(self, x: float) -> float:
+        self.value = x if self.value is None else self.value + self.alpha * (x - self.value)
+        return self.value
+
+    def describe(self) -> dict:
+        kind = "none" if self.alpha == 1.0 else "one-pole exponential low-pass"
+        return {"kind": kind, "tau_ms": self.tau_ms, "alpha": self.alpha, "lag_ms": self.lag_ms}
+
+
 def replay_trial(rows: np.ndarray, detector: Decoder, classifier: Decoder, debounce: int,
-                 bin_s: float, realtime: bool) -> dict:
-    """Run one trial bin by bin; per-bin states, decisions and latencies."""
+                 bin_s: float, realtime: bool, aperture=None, smoother=None) -> dict:
+    """Run one trial bin by bin; per-bin states, decisions, aperture outputs and latencies."""
     n = len(rows)
     ring = RingBuffer(detector.window_shape[0], rows.shape[1])
     state = np.zeros(n, np.int8)          # 0 rest, 1 grasp (after debounce)
     decision = np.full(n, -1, np.int64)   # object class index while in grasp, else -1
     latency = np.zeros(n, np.float64)
+    out = {"state": state, "decision": decision, "latency_s": latency}
+    if aperture is not None:  # NaN until the ring holds a whole window
+        out.update(aperture=np.full(n, np.nan), aperture_smoothed=np.full(n, np.nan),
+                   aperture_latency_s=np.full(n, np.nan))
+        smoother.reset()
     grasp, streak = 0, 0
     clock = time.perf_counter
     t0 = clock()
@@ -87,9 +123,16 @@ def replay_trial(rows: np.ndarray, detector: Decoder, classifier: Decoder, debou
                 grasp, streak = says, 0
             if grasp:
                 decision[t] = int(classifier.invoke(classifier.quantise(ring.window())).argmax())
+            if aperture is not None:
+                a0 = clock()
+                raw = aperture.invoke(aperture.quantise(ring.window()))
+                value = (float(raw[0]) - aperture.out_zero) * aperture.out_scale
+                out["aperture"][t] = value
+                out["aperture_smoothed"][t] = smoother(value)
+                out["aperture_latency_s"][t] = clock() - a0
         state[t] = grasp
         latency[t] = clock() - (arrival if realtime else start)
-    return {"state": state, "decision": decision, "latency_s": latency}
+    return out
 
 
 def trial_figures(run: dict, hold: int, reward: int, true_class: int, bin_s: float) -> dict:
@@ -111,52 +154,73 @@ def class_of_objects(manifest: dict) -> dict:
     return {int(entry["object_id"]): int(entry["index"]) for entry in manifest["labels"]}
 
 
-def load_pair(detector_dir: str, classifier_dir: str, allow_edgetpu: bool, threads: int):
+def load_decoders(folders: list, allow_edgetpu: bool, threads: int) -> list:
+    """(Decoder, manifest, runtime) per (folder, task), checked to be of that task, from one session
+    and one split (the same test trials) with the same bins and units."""
     decoders = []
-    for folder, task in ((detector_dir, "grasp-phase"), (classifier_dir, "object")):
+    for folder, task in folders:
         manifest = load_manifest(folder)
         if manifest["task"] != task:
-            raise DeviceError("{}: a {} model, expected the {} model here".format(folder, manifest["task"], task))
+            raise DeviceError("{}: {} {} model, expected the {} model here".format(
+                folder, "an" if manifest["task"][0] in "aeiou" else "a", manifest["task"], task))
         verify(folder, manifest)
         runtime = rt.select(COMPILED_MODEL in manifest["artifacts"], allow_edgetpu)
         decoders.append((Decoder(folder, manifest, runtime, threads), manifest, runtime))
-    (det, det_m, runtime), (cls, cls_m, cls_runtime) = decoders
-    for key in ("session", "bin_ms", "window_bins", "n_units"):
-        if det_m["data"].get(key) != cls_m["data"].get(key):
-            raise DeviceError("the two models differ in {} ({} vs {}); train both on one recording with the same "
-                              "settings".format(key, det_m["data"].get(key), cls_m["data"].get(key)))
-    test = TestSet.load(detector_dir, det_m)
-    other = TestSet.load(classifier_dir, cls_m)
-    if det_m["data"]["session"] != cls_m["data"]["session"] or \
-            not np.array_equal(test.arrays["trial_index"], other.arrays["trial_index"]):
-        raise DeviceError("the two models come from different sessions or splits; train both on one recording")
-    return det, cls, det_m, cls_m, (runtime, cls_runtime), test
+    first_m = decoders[0][1]
+    test = TestSet.load(folders[0][0], first_m)
+    for (folder, _), (_, m, _) in zip(folders[1:], decoders[1:]):
+        for key in ("session", "bin_ms", "window_bins", "n_units"):
+            if first_m["data"].get(key) != m["data"].get(key):
+                raise DeviceError("the models differ in {} ({} vs {}); train all on one recording with the same "
+                                  "settings".format(key, first_m["data"].get(key), m["data"].get(key)))
+        if not np.array_equal(test.arrays["trial_index"], TestSet.load(folder, m).arrays["trial_index"]):
+            raise DeviceError("the models come from different sessions or splits; train all on one recording")
+    return decoders, test
+
+
+def target_per_bin(folder: str, manifest: dict) -> np.ndarray:
+    """The aperture test set's target at each row of the test trials (NaN where no window ends)."""
+    test = TestSet.load(folder, manifest)
+    per_row = np.full(len(test.counts), np.nan)
+    per_row[test.end_row] = test.arrays["target"]
+    return per_row
 
 
 def run(detector_dir: str, classifier_dir: str, debounce: int = 2, realtime: bool = False,
-        max_trials: int = 0, allow_edgetpu: bool = True, threads: int = 1) -> dict:
+        max_trials: int = 0, allow_edgetpu: bool = True, threads: int = 1, aperture_dir: str = None,
+        smooth_ms: float = SMOOTH_MS) -> dict:
     """Replay every test trial (or the first `max_trials`) and summarise."""
-    det, cls, det_m, cls_m, (runtime, cls_runtime), test = load_pair(detector_dir, classifier_dir, allow_edgetpu, threads)
+    folders = [(detector_dir, "grasp-phase"), (classifier_dir, "object")] + (
+        [(aperture_dir, "aperture")] if aperture_dir else [])
+    decoders, test = load_decoders(folders, allow_edgetpu, threads)
+    (det, det_m, runtime), (cls, cls_m, cls_runtime) = decoders[:2]
+    ape, ape_m, ape_runtime = decoders[2] if aperture_dir else (None, None, None)
     bin_s = det_m["data"]["bin_ms"] / 1000.0
+    smoother = Smoother(smooth_ms, det_m["data"]["bin_ms"]) if ape else None
     classes = class_of_objects(cls_m)
     n_trials = test.n_trials if max_trials <= 0 else min(max_trials, test.n_trials)
-    for decoder in (det, cls):  # warm up: the first invoke sets up kernels (measured ~100 ms), never on the clock
+    for decoder in [d for d, _, _ in decoders]:  # warm up: the first invoke sets up kernels (~100 ms), never on the clock
         blank = np.zeros((1,) + decoder.window_shape, np.int8)
         for _ in range(5):
             decoder.invoke(blank)
-    per_trial, latencies = [], []
+    per_trial, latencies, runs = [], [], []
     for k in range(n_trials):
         obj = int(test.arrays["object_id"][k])
         if obj not in classes:
             raise DeviceError("test trial object {} is not in the classifier's label map".format(obj))
         gc.disable()  # a real-time loop: no collector pauses inside a trial (re-enabled between trials)
         try:
-            result = replay_trial(test.trial_rows(k), det, cls, debounce, bin_s, realtime)
+            result = replay_trial(test.trial_rows(k), det, cls, debounce, bin_s, realtime, ape, smoother)
         finally:
             gc.enable()
         latencies.append(result["latency_s"])
         per_trial.append(trial_figures(result, int(test.arrays["hold_bin"][k]), int(test.arrays["reward_bin"][k]),
                                        classes[obj], bin_s))
+        if ape:
+            runs.append(result)
+            per_trial[-1]["aperture"] = [None if v != v else round(float(v), 3) for v in result["aperture"]]
+            per_trial[-1]["aperture_smoothed"] = [None if v != v else round(float(v), 3)
+                                                  for v in result["aperture_smoothed"]]
     lat = np.concatenate(latencies) if latencies else np.zeros(1)
     firsts = [t["first_correct_s"] for t in per_trial if t["first_correct_s"] is not None]
     return {
@@ -178,8 +242,31 @@ def run(detector_dir: str, classifier_dir: str, debounce: int = 2, realtime: boo
             "hold_decisions_correct": float(np.mean([t["hold_decisions_correct"] for t in per_trial])) if per_trial else 0.0,
         },
         "per_trial": per_trial,
-        "input_saturated": {"detector": saturated(det), "classifier": saturated(cls)},
+        "input_saturated": dict({"detector": saturated(det), "classifier": saturated(cls)},
+                                **({"aperture": saturated(ape)} if ape else {})),
+        **({"aperture": aperture_figures(runs, target_per_bin(aperture_dir, ape_m), test, ape_m, ape_runtime, smoother)}
+           if ape else {}),
     }
+
+
+def aperture_figures(runs: list, target_rows: np.ndarray, test: TestSet, manifest: dict, runtime, smoother) -> dict:
+    """The aperture decoder in the stream: outputs per bin, scored against the test targets of the
+    same bins (raw and smoothed), and its own share of each bin's latency."""
+    offsets = test.arrays["trial_offsets"]
+    target = np.concatenate([target_rows[offsets[k]:offsets[k] + len(r["aperture"])] for k, r in enumerate(runs)]
+                            ) if runs else np.zeros(0)
+    raw = np.concatenate([r["aperture"] for r in runs]) if runs else np.zeros(0)
+    smooth = np.concatenate([r["aperture_smoothed"] for r in runs]) if runs else np.zeros(0)
+    lat = np.concatenate([r["aperture_latency_s"] for r in runs]) if runs else np.zeros(0)
+    scored = np.isfinite(target) & np.isfinite(raw)
+    timed = lat[np.isfinite(lat)]
+    return {"model": manifest["name"], "units": manifest["data"]["target"]["units"], **runtime.describe(),
+            "bins": int(len(raw)), "outputs": int(np.isfinite(raw).sum()), "scored_bins": int(scored.sum()),
+            "raw": regression_scores(target[scored], raw[scored]),
+            "smoothed": regression_scores(target[scored], smooth[scored]),
+            "smoother": smoother.describe(),
+            "latency": {"p50_ms": float(np.percentile(timed, 50) * 1e3) if len(timed) else None,
+                        "p99_ms": float(np.percentile(timed, 99) * 1e3) if len(timed) else None}}
 
 
 def format_result(r: dict) -> str:
@@ -187,9 +274,27 @@ def format_result(r: dict) -> str:
     first = "never" if tr["first_correct_s_median"] is None else "{:.0f} ms (p90 {:.0f} ms)".format(
         tr["first_correct_s_median"] * 1e3, tr["first_correct_s_p90"] * 1e3)
     cls = r["classifier_runtime"]
-    return "\n".join([
-        "stream {} + {} on {} | detector on {} ({}), classifier on {} ({}), {}, debounce {} bins".format(
-            r["detector"], r["classifier"], r["data"], r["runtime"], r["detail"], cls["runtime"], cls["detail"],
+    return "\n".join(_lines(r, lat, tr, first, cls) + _aperture_lines(r.get("aperture")))
+
+
+def _aperture_lines(a) -> list:
+    if not a:
+        return []
+    u, sm = a["units"], a["smoother"]
+    smoothing = ("no smoother" if sm["kind"] == "none" else
+                 "smoothed ({}, time constant {:.0f} ms, lag {:.0f} ms): R2 {:.4f}, RMSE {:.2f} {}".format(
+                     sm["kind"], sm["tau_ms"], sm["lag_ms"], a["smoothed"]["r2"], a["smoothed"]["rmse"], u))
+    return ["  aperture {} on {} ({}): one output per bin once the ring is full ({} of {} bins); its part of the "
+            "bin: p50 {:.3f} ms, p99 {:.3f} ms".format(a["model"], a["runtime"], a["detail"], a["outputs"], a["bins"],
+                                                       a["latency"]["p50_ms"] or 0.0, a["latency"]["p99_ms"] or 0.0),
+            "  aperture vs the test targets of the same bins ({} bins): raw R2 {:.4f}, RMSE {:.2f} {}; {}".format(
+                a["scored_bins"], a["raw"]["r2"], a["raw"]["rmse"], u, smoothing)]
+
+
+def _lines(r: dict, lat: dict, tr: dict, first: str, cls: dict) -> list:
+    return ([
+        "stream {} on {} | detector on {} ({}), classifier on {} ({}), {}, debounce {} bins".format(
+            " + ".join([r["detector"], r["classifier"]] + ([r["aperture"]["model"]] if r.get("aperture") else [])), r["data"], r["runtime"], r["detail"], cls["runtime"], cls["detail"],
             "real-time pacing" if r["realtime"] else "as fast as possible", r["debounce_bins"]),
         "  per-bin decision latency: p50 {:.3f} ms, p99 {:.3f} ms, max {:.3f} ms; {} deadline misses of {:.0f} ms; "
         "headroom {:.0f}x at p99, {:.0f}x at max".format(lat["p50_ms"], lat["p99_ms"], lat["max_ms"], lat["deadline_misses"],
@@ -205,6 +310,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m device.stream", description=__doc__.splitlines()[0])
     parser.add_argument("detector_dir", help="quantised grasp-phase model folder")
     parser.add_argument("classifier_dir", help="quantised object model folder (same session)")
+    parser.add_argument("aperture_dir", nargs="?", default=None,
+                        help="quantised aperture model folder (same session; optional): decoded every bin")
+    parser.add_argument("--smooth-ms", type=float, default=SMOOTH_MS,
+                        help="aperture smoother: one-pole exponential low-pass with this time constant, ms "
+                             "(0 = none; default {:g} ms, a lag of about 62 ms at 40 ms bins)".format(SMOOTH_MS))
     parser.add_argument("--debounce", type=int, default=2, help="consecutive bins before the state switches")
     parser.add_argument("--realtime", action="store_true", help="pace bins on the wall clock (40 ms each)")
     parser.add_argument("--trials", type=int, default=0, help="replay only the first N test trials (0 = all)")
@@ -214,9 +324,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.debounce < 1 or args.threads < 1:
         parser.error("--debounce and --threads must be >= 1")
+    if not (0.0 <= args.smooth_ms <= 10000.0):  # NaN fails too
+        parser.error("--smooth-ms must lie in [0, 10000]")
     try:
         result = run(args.detector_dir, args.classifier_dir, args.debounce, args.realtime, args.trials,
-                     not args.cpu, args.threads)
+                     not args.cpu, args.threads, args.aperture_dir, args.smooth_ms)
     except DeviceError as exc:
         print("device.stream: error: {}".format(exc), file=sys.stderr)
         return 2

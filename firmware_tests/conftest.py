@@ -22,6 +22,14 @@ def model_dirs() -> list:
                   if os.path.isfile(os.path.join(MODELS, n, "manifest.json")))
 
 
+@pytest.fixture(scope="session")
+def deployed_by_task() -> dict:
+    """Task -> folder of the deployed models (the last one per task, in name order)."""
+    from device.contract import load_manifest
+
+    return {load_manifest(d)["task"]: d for d in model_dirs()}
+
+
 def pytest_generate_tests(metafunc):
     if "model_dir" in metafunc.fixturenames:
         dirs = model_dirs()

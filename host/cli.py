@@ -562,7 +562,7 @@ def bench_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | 
     A board passes on what carries across runtimes: accuracy and argmax agreement with the host's
     int8 model, and p99 latency within the board's own threshold."""
     from device.stream import format_result as format_stream
-    from host.boards.bench import bench_board, judge
+    from host.boards.bench import MAX_BOARD_R2_DROP, bench_board, judge
     from host.render import device_side_by_side, software_line
     from host.boards.inventory import load_inventory, pick
 
@@ -578,7 +578,8 @@ def bench_cmd(board_names: tuple[str, ...], all_boards: bool, inventory: Path | 
         threshold = max_p99_ms if max_p99_ms is not None else board.max_p99_ms
         why = "--max-p99-ms" if max_p99_ms is not None else (board.latency_note or "the inventory's default")
         click.echo(f"board {board.name}: gate: accuracy within {max_drop:g} points of the host int8, argmax agreement "
-                   f">= {min_agreement:.0%}, p99 <= {threshold:g} ms ({why})")
+                   f">= {min_agreement:.0%}, aperture R2 within {MAX_BOARD_R2_DROP:g} of the host int8, "
+                   f"p99 <= {threshold:g} ms ({why})")
         result["thresholds"] = {"max_drop": max_drop, "min_agreement": min_agreement, "max_p99_ms": threshold,
                                 "max_miss_rate": max_miss_rate}
         problems = judge(result, threshold, max_drop, min_agreement, max_miss_rate)

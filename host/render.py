@@ -236,6 +236,8 @@ def edgetpu_report(report: Report, per_op: bool = False) -> str:
 def device_side_by_side(device: dict, where: str = "this machine") -> str:
     """Host Keras / float TFLite / int8 TFLite beside the device runner, one row each."""
     host, acc, lat = device.get("host") or {}, device["accuracy"], device["latency"]
+    if device["task"] == "aperture":
+        return _regression_side_by_side(device, where)
     obj = device["task"] == "object"
     second = "relaxed" if obj else "F1"
     lines = [f"{device['model']}: {device['task']}, {device['data']}",
@@ -256,6 +258,27 @@ def device_side_by_side(device: dict, where: str = "this machine") -> str:
     if sat.get("counts"):
         lines.append(f"  input: {sat['counts']} counts in {sat['windows']} windows above the calibrated range "
                      f"(> {sat['max_count']:.1f} spikes/bin) saturated the int8 input")
+    lines += [f"  not used: {why}" for why in device["skipped"]]
+    return "\n".join(lines)
+
+
+def _regression_side_by_side(device: dict, where: str) -> str:
+    """The aperture decoder: R2 / r / RMSE of the host's three models and of the device, one row each."""
+    host, acc, lat = device.get("host") or {}, device["accuracy"], device["latency"]
+    u = acc["units"]
+    lines = [f"{device['model']}: {device['task']}, {device['data']}",
+             f"  {'decoder':<44} {'R2':>8} {'r':>8} {'RMSE ' + u:>9} {'p50 ms':>8} {'p99 ms':>8}"]
+    for key, label in (("keras", "host: Keras float"), ("float", "host: float TFLite"), ("int8", "host: int8 TFLite")):
+        if key in host:
+            m = host[key]
+            lines.append(f"  {label:<44} {m['r2']:>8.4f} {m['pearson_r']:>8.4f} {m['rmse']:>9.2f} {'':>8} {'':>8}")
+    label = f"device on {where}: {device['runtime']}{' + Edge TPU' if device['edgetpu'] else ''}"
+    lines.append(f"  {label:<44} {acc['r2']:>8.4f} {acc['pearson_r']:>8.4f} {acc['rmse']:>9.2f} "
+                 f"{lat['p50_ms']:>8.3f} {lat['p99_ms']:>8.3f}")
+    lines.append(f"  device vs host int8: {acc['host_int8_bit_exact']:.2%} of windows bit-exact, largest difference "
+                 f"{acc['host_int8_max_step_diff']} int8 steps; vs host float: RMS {acc['host_float_rms_error']:.3f} {u}; "
+                 f"{lat['n']} timed invokes, {device['threads']} thread(s); model file {device['model_file']} "
+                 f"({device['detail']})")
     lines += [f"  not used: {why}" for why in device["skipped"]]
     return "\n".join(lines)
 

@@ -127,6 +127,24 @@ def quantised(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def aperture_model(quantised):
+    """The aperture regressor of the `quantised` session (same recording, seed and split), trained
+    a few epochs and quantised, once per run."""
+    from click.testing import CliRunner
+
+    from host.cli import main
+    from host.train.config import TrainConfig
+    from host.train.run import run_training
+
+    data, detector, _, _ = quantised
+    config = TrainConfig(task="aperture", hyperparameters=TINY_HP, epochs=3, seed=0, verbose=0)
+    folder = run_training(data, config, detector.parent).folder
+    result = CliRunner().invoke(main, ["quantize", str(folder), "--representative-size", "300"])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.fixture(scope="session")
 def board_envs(tmp_path_factory):
     """Where the simulated boards' Python environments live (the Coral-faithful Python 3.7 one and
     the host-Python fallback), each built once per run when first needed.

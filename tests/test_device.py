@@ -21,7 +21,7 @@ from device import runtime as rt
 from device.contract import TEST_SET, DeviceError, load_manifest, save_test_set, sha256_of, verify
 from device.contract import TestSet as BoardTestSet  # aliased: pytest would try to collect a Test* class
 from device.decoder import Decoder
-from device.stream import RingBuffer, load_pair, trial_figures
+from device.stream import RingBuffer, Smoother, load_decoders, trial_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,7 +106,8 @@ def test_stream_refuses_models_swapped_or_from_another_split(quantised, tmp_path
 
     # The same session, but the classifier's test set holds another trial: a different split.
     det, cls = copy_of(detector, tmp_path), copy_of(classifier, tmp_path)
-    load_pair(str(det), str(cls), allow_edgetpu=False, threads=1)  # the untouched copies are a pair
+    pair = [(str(det), "grasp-phase"), (str(cls), "object")]
+    load_decoders(pair, allow_edgetpu=False, threads=1)  # the untouched copies are a pair
     with np.load(cls / TEST_SET, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     trial_index = arrays["trial_index"].copy()
@@ -120,13 +121,13 @@ def test_stream_refuses_models_swapped_or_from_another_split(quantised, tmp_path
     assert load_manifest(str(cls))["data"] == load_manifest(str(classifier))["data"]
     assert load_manifest(str(det))["data"]["session"] == manifest["data"]["session"]
     with pytest.raises(DeviceError, match="different sessions or splits"):
-        load_pair(str(det), str(cls), allow_edgetpu=False, threads=1)
+        load_decoders(pair, allow_edgetpu=False, threads=1)
     proc = run_module("device.stream", str(det), str(cls))
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout
     # one error line, the last (the TFLite runtime may log an INFO line first, when the decoders load)
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1] == ("device.stream: error: the two models come from different sessions or splits; "
-                         "train both on one recording"), proc.stderr
+    assert lines[-1] == ("device.stream: error: the models come from different sessions or splits; "
+                         "train all on one recording"), proc.stderr
     assert [line for line in lines if "error" in line.lower()] == lines[-1:], proc.stderr
 
 
@@ -260,3 +261,54 @@ def test_device_runtime_reports_the_coral_faithful_software_quietly(coral_python
     about = json.loads(proc.stdout)
     assert about["python"].startswith("3.7.") and (about["runtime"], about["runtime_version"]) == ("tflite_runtime", "2.7.0")
     assert about["edgetpu"] is False and any("libedgetpu.so.1" in why for why in about["skipped"])
+
+
+def test_smoother_is_a_one_pole_low_pass_with_the_stated_lag():
+    sm = Smoother(80.0, 40.0)
+    a = 1 - np.exp(-0.5)
+    assert sm.alpha == pytest.approx(a) and sm.lag_ms == pytest.approx(40 * (1 - a) / a)
+    values = [sm(0.0)] + [sm(1.0) for _ in range(5)]  # a unit step after the first bin
+    assert values == pytest.approx([0.0] + [1 - (1 - a) ** k for k in range(1, 6)])
+    sm.reset()
+    assert sm(7.0) == 7.0  # a new trial starts from its first value, not the last trial's
+    off = Smoother(0.0, 40.0)
+    assert off.lag_ms == 0 and [off(x) for x in (1.0, 5.0)] == [1.0, 5.0] and off.describe()["kind"] == "none"
+
+
+def test_the_aperture_regressor_on_the_device_bench_and_the_stream(quantised, aperture_model, tmp_path):
+    """device.bench scores it like the host (same runtime: bit-exact); device.stream decodes it every
+    bin once the ring is full, and its raw value at a bin is the host's int8 output for the window
+    ending there."""
+    from device import bench, stream
+
+    _, detector, classifier, _ = quantised
+    r = bench.run(str(aperture_model), invokes=50, allow_edgetpu=False)
+    host = load_manifest(str(aperture_model))["quantization"]["int8"]
+    assert r["accuracy"]["host_int8_bit_exact"] == 1.0 and r["accuracy"]["r2"] == pytest.approx(host["r2"], abs=1e-6)
+    assert "R2" in bench.format_result(r) and r["accuracy"]["units"] == "mm"
+
+    s = stream.run(str(detector), str(classifier), max_trials=3, allow_edgetpu=False, aperture_dir=str(aperture_model))
+    test = BoardTestSet.load(str(aperture_model), load_manifest(str(aperture_model)))
+    decoder = Decoder(str(aperture_model), load_manifest(str(aperture_model)), rt.select(False, False))
+    host_mm = decoder.dequantise(test.arrays["int8_output"])[:, 0]
+    offsets = test.arrays["trial_offsets"]
+    for k, trial in enumerate(s["per_trial"]):
+        values = np.array([np.nan if v is None else v for v in trial["aperture"]])
+        assert len(values) == offsets[k + 1] - offsets[k]  # one value per bin
+        assert np.isnan(values[:11]).all() and np.isfinite(values[11:]).all()
+        mine = test.arrays["window_trial"] == k
+        rows = test.end_row[mine] - offsets[k]
+        assert values[rows] == pytest.approx(host_mm[mine], abs=1e-3)
+    a = s["aperture"]
+    assert a["scored_bins"] == a["outputs"] == sum(len(t["aperture"]) - 11 for t in s["per_trial"])
+    assert a["smoother"]["lag_ms"] == pytest.approx(61.6, abs=0.1) and a["latency"]["p99_ms"] > 0
+    assert "aperture" in stream.format_result(s) and "lag 62 ms" in stream.format_result(s)
+    proc = run_module("device.stream", str(detector), str(classifier), str(aperture_model), "--trials", "1",
+                      "--smooth-ms", "nan")
+    assert proc.returncode == 2 and "--smooth-ms must lie in" in proc.stderr
+
+
+def test_the_stream_refuses_an_aperture_model_in_the_wrong_place(quantised, aperture_model):
+    _, detector, classifier, _ = quantised
+    proc = run_module("device.stream", str(detector), str(aperture_model), str(classifier))
+    assert proc.returncode == 2 and "an aperture model, expected the object model here" in proc.stderr

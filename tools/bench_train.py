@@ -1,11 +1,13 @@
-"""Training benchmark: wall time, epochs and windows/s per model, and the six-session table.
+"""Training benchmark: wall time, epochs and windows/s per model, and the six-session tables.
 
 For each session (default: all six synthetic sessions; written first if missing), train the
-object classifier and the grasp-phase detector with the default settings (the paper's preset for
-the animal, early stopping), then print BiLSTM vs naive Bayes accuracy and relaxed accuracy and
-the detector's accuracy and F1, all on each session's test split. Timings are read from each
-model's manifest (training only, excluding data preparation and evaluation).
-Usage: python tools/bench_train.py [--sessions ZRec50,MRec40] [--data data] [--models models/bench]
+object classifier, the grasp-phase detector and the aperture regressor with the default settings
+(early stopping), then print BiLSTM vs naive Bayes accuracy and relaxed accuracy, the detector's
+accuracy and F1, and the aperture regressor's R2 beside the Wiener and Kalman filters fitted on the
+same split in the same run (and its int8 model's R2, after `grasptpu quantize`), all on each
+session's test split. Timings are read from each model's manifest (training only, excluding data
+preparation and evaluation).
+Usage: python tools/bench_train.py [--sessions ZRec50,MRec40] [--tasks aperture] [--data data] [--models models/bench]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import click
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 ALL = "MRec40,MRec41,MRec42,ZRec32,ZRec35,ZRec50"
+TASKS = ("object", "grasp-phase", "aperture")
 
 
 def _run(args: list[str]) -> None:
@@ -38,17 +41,20 @@ def _load(folder: Path) -> tuple[dict, dict]:
 @click.option("--sessions", default=ALL, show_default=True, help="Comma-separated session names.")
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 @click.option("--models", type=click.Path(path_type=Path), default=Path("models/bench"), show_default=True)
-def main(sessions: str, data: Path, models: Path) -> None:
-    """Train both decoders per session and print the timing and accuracy tables."""
+@click.option("--tasks", default=",".join(TASKS), show_default=True, help="Comma-separated decoders to train.")
+def main(sessions: str, data: Path, models: Path, tasks: str) -> None:
+    """Train the decoders per session and print the timing and accuracy tables."""
     names = [s.strip() for s in sessions.split(",") if s.strip()]
-    print(f"training benchmark: sessions {', '.join(names)}; {os.cpu_count()} CPU cores; models in {models}")
-    timing, table = [], []
+    chosen = [t for t in TASKS if t in tasks.split(",")]
+    print(f"training benchmark: sessions {', '.join(names)}; decoders {', '.join(chosen)}; {os.cpu_count()} CPU cores; "
+          f"models in {models}")
+    timing, table, aperture = [], [], []
     for name in names:
         recording = (data / f"{name}.neo.mat").resolve()
         if not recording.exists():
             _run(["synth", "--session", name, "--out", str(data)])
         row = {"session": name}
-        for task in ("object", "grasp-phase"):
+        for task in chosen:
             t0 = time.perf_counter()
             _run(["train", str(recording), "--task", task, "--models-dir", str(models.resolve())])
             wall = time.perf_counter() - t0
@@ -57,7 +63,9 @@ def main(sessions: str, data: Path, models: Path) -> None:
             timing.append((name, task, tr["seconds"], wall, tr["epochs_run"], tr["best_epoch"],
                            tr["train_windows"], tr["windows_per_second"]))
             test = metrics["test"]
-            if task == "object":
+            if task == "aperture":
+                aperture.append(_aperture_row(name, models / f"{name}-{task}", test, metrics["baseline"], tr["seconds"]))
+            elif task == "object":
                 nb = metrics["baseline"]
                 row.update(acc=test["accuracy"], relaxed=test["relaxed_accuracy"],
                            nb_acc=nb["test_split"]["accuracy"], nb_relaxed=nb["test_split"]["relaxed_accuracy"],
@@ -65,8 +73,9 @@ def main(sessions: str, data: Path, models: Path) -> None:
             else:
                 row.update(det_acc=test["accuracy"], det_f1=test["f1"], det_macro_f1=test["macro_f1"])
             print(f"  {name} {task}: {tr['seconds']:.1f} s training, {tr['epochs_run']} epochs", flush=True)
-        table.append(row)
-    print("\ntraining time (2-core CPU; targets: object < 60 s, grasp-phase < 180 s)")
+        if len(row) > 1:
+            table.append(row)
+    print("\ntraining time (2-core CPU; targets: object < 60 s, grasp-phase < 180 s, aperture < 60 s)")
     print(f"  {'session':<8} {'task':<12} {'train s':>8} {'wall s':>7} {'epochs':>6} {'best':>5} {'windows':>8} {'windows/s':>10}")
     for n, t, s, w, e, b, win, wps in timing:
         print(f"  {n:<8} {t:<12} {s:8.1f} {w:7.1f} {e:6d} {b:5d} {win:8d} {wps:10.0f}")
@@ -74,9 +83,29 @@ def main(sessions: str, data: Path, models: Path) -> None:
     print(f"  {'session':<8} {'classes':>7} {'BiLSTM acc':>10} {'relaxed':>8} {'NB acc':>7} {'relaxed':>8} {'NB LOO':>7}"
           f" {'detector acc':>12} {'F1 grasp':>8} {'F1 mean':>8}")
     for r in table:
-        print(f"  {r['session']:<8} {r['classes']:7d} {r['acc']:10.1%} {r['relaxed']:8.1%} {r['nb_acc']:7.1%}"
-              f" {r['nb_relaxed']:8.1%} {r['nb_loo']:7.1%} {r['det_acc']:12.2%} {r['det_f1']:8.3f} {r['det_macro_f1']:8.3f}")
-    (models / "bench-train.json").write_text(json.dumps({"timing": timing, "table": table}, indent=1))
+        if {"acc", "det_acc"} <= set(r):
+            print(f"  {r['session']:<8} {r['classes']:7d} {r['acc']:10.1%} {r['relaxed']:8.1%} {r['nb_acc']:7.1%}"
+                  f" {r['nb_relaxed']:8.1%} {r['nb_loo']:7.1%} {r['det_acc']:12.2%} {r['det_f1']:8.3f} {r['det_macro_f1']:8.3f}")
+    if aperture:
+        print("\naperture regressor, test split: R2 (BiLSTM float, its int8 model, and the baselines fitted in this run)")
+        print(f"  {'session':<8} {'BiLSTM':>7} {'int8':>7} {'Wiener':>7} {'Kalman':>7} {'vs Wiener':>9} {'RMSE mm':>8}"
+              f" {'int8 RMS diff mm':>16} {'train s':>8}  beats both")
+        for a in aperture:
+            print(f"  {a['session']:<8} {a['r2']:7.3f} {a['int8_r2']:7.3f} {a['wiener_r2']:7.3f} {a['kalman_r2']:7.3f}"
+                  f" {a['r2'] - a['wiener_r2']:+9.3f} {a['rmse']:8.2f} {a['int8_rms_diff']:16.3f} {a['seconds']:8.1f}"
+                  f"  {'yes' if a['r2'] > max(a['wiener_r2'], a['kalman_r2']) else 'NO'}")
+    (models / "bench-train.json").write_text(json.dumps({"timing": timing, "table": table, "aperture": aperture},
+                                                        indent=1))
+
+
+def _aperture_row(session: str, folder: Path, test: dict, baseline: dict, seconds: float) -> dict:
+    """One session's aperture figures: the BiLSTM and its baselines (metrics.json), then the int8
+    model's, quantised here (`grasptpu quantize` also runs the float-vs-int8 comparison)."""
+    _run(["quantize", str(folder)])
+    q = json.loads((folder / "manifest.json").read_text())["quantization"]
+    return {"session": session, "r2": test["r2"], "rmse": test["rmse"], "wiener_r2": baseline["wiener"]["r2"],
+            "kalman_r2": baseline["kalman"]["r2"], "int8_r2": q["int8"]["r2"], "int8_rms_diff": q["int8"]["rms_error"],
+            "seconds": seconds}
 
 
 if __name__ == "__main__":

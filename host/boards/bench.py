@@ -1,7 +1,8 @@
 """Benchmark and test the deployed decoders on boards over SSH, and judge the results.
 
 `grasptpu bench --board NAME` runs `python -m device.bench` (and with `--stream`,
-`python -m device.stream`) inside the board's `current` release, reads the JSON it prints and
+`python -m device.stream`, with the aperture decoder too when one is deployed) inside the
+board's `current` release, reads the JSON it prints and
 shows it beside the host's Keras, float and int8 figures (the manifest travelled with the model,
 so both describe the same test windows).
 
@@ -48,8 +49,9 @@ def bench_board(board: Board, invokes: int = 2000, stream: bool = False, models:
             by_task = {r["task"]: name for name, r in results.items()}
             if {"grasp-phase", "object"} - set(by_task):
                 raise BoardError(board, "device.stream", "needs a grasp-phase and an object model in the release")
-            out["stream"] = run_json(conn, runner(board, active, "device.stream", f"models/{by_task['grasp-phase']}",
-                                                  f"models/{by_task['object']}", "--json", "-"), board, "device.stream")
+            decoders = [f"models/{by_task[t]}" for t in ("grasp-phase", "object", "aperture") if t in by_task]
+            out["stream"] = run_json(conn, runner(board, active, "device.stream", *decoders, "--json", "-"),
+                                     board, "device.stream")
     finally:
         close(conn)
     return out
@@ -60,15 +62,14 @@ def board_software(conn, board: Board) -> dict:
     return run_json(conn, runner(board, current(board), "device.runtime", "--json", "-"), board, "device.runtime")
 
 
-
-
-
-
 def judge(result: dict, max_p99_ms: float, max_drop: float = 0.5, min_agreement: float = 0.99,
           max_miss_rate: float = 1e-4) -> list[str]:
     """Why the board's figures miss a threshold (empty: they pass)."""
     problems = []
     for name, r in result["models"].items():
+        if r["task"] == "aperture":
+            problems += _judge_regression(name, r, max_p99_ms)
+            continue
         host = (r.get("host") or {}).get("int8", {})
         drop = 100.0 * (host.get("accuracy", r["accuracy"]["accuracy"]) - r["accuracy"]["accuracy"])
         if drop > max_drop:
@@ -85,6 +86,23 @@ def judge(result: dict, max_p99_ms: float, max_drop: float = 0.5, min_agreement:
         if misses > max_miss_rate * max(bins, 1):
             problems.append(f"stream: {misses} of {bins} bins missed the {stream['bin_ms']:.0f} ms deadline "
                             f"(allowed {max_miss_rate:g} of the bins)")
+    return problems
+
+
+MAX_BOARD_R2_DROP = 0.005  # board vs host int8 on the same windows: runtimes round a few outputs by a step
+
+
+def _judge_regression(name: str, r: dict, max_p99_ms: float) -> list[str]:
+    """An aperture decoder on a board: its R2 within MAX_BOARD_R2_DROP of the host's int8 model on
+    the same test windows (bit-exactness is reported, not required), and the same latency bound."""
+    problems = []
+    host_r2 = ((r.get("host") or {}).get("int8") or {}).get("r2")
+    board_r2 = r["accuracy"]["r2"]
+    if host_r2 is not None and not board_r2 >= host_r2 - MAX_BOARD_R2_DROP:  # NaN fails too
+        problems.append(f"{name}: R2 {board_r2:.4f} on the board, {host_r2:.4f} on the host's int8 model "
+                        f"(allowed drop {MAX_BOARD_R2_DROP:g})")
+    if r["latency"]["p99_ms"] > max_p99_ms:
+        problems.append(f"{name}: p99 latency {r['latency']['p99_ms']:.3f} ms over {max_p99_ms:g} ms")
     return problems
 
 
