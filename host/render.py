@@ -116,7 +116,15 @@ def prepared_summary(p: Prepared) -> str:
         g, o = p.grasp_phase[name], p.object[name]
         gc = g.label_counts()
         lines.append(f"  {name:>10}: grasp-phase windows {len(g):7d} (rest {gc['rest']}, grasp {gc['grasp']}),"
-                     f" object windows {len(o):6d} over {int((np.bincount(o.label, minlength=len(b.classes)) > 0).sum())} classes")
+                     f" object windows {len(o):6d} over {int((np.bincount(o.label, minlength=len(b.classes)) > 0).sum())} classes"
+                     + ("" if p.aperture is None else f", aperture windows {len(p.aperture[name]):7d}"))
+    if p.aperture is not None:
+        lines.append(f"  target {b.layout.get('target')!r} in {b.target_units or 'no unit'}: binned like the counts")
+    elif b.target_problem:
+        lines.append(f"  target: not decodable ({b.target_problem})")
+    note = p.target_note()
+    if note:
+        lines.append(f"  {note}")
     return "\n".join(lines)
 
 

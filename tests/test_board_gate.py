@@ -35,6 +35,18 @@ def test_an_accuracy_drop_and_the_boards_own_latency_threshold():
     assert "p99 latency 12.000 ms over 2 ms" in judge(result(p99_ms=12.0), max_p99_ms=2.0)[0]
 
 
+def test_an_aperture_decoder_is_judged_by_r2_against_the_host_int8():
+    def regressor(r2: float, host_r2: float = 0.90, p99_ms: float = 1.0) -> dict:
+        return {"models": {"ap": {"task": "aperture", "accuracy": {"r2": r2, "host_int8_bit_exact": 0.8},
+                                  "latency": {"p99_ms": p99_ms}, "host": {"int8": {"r2": host_r2}}}}}
+
+    assert judge(regressor(0.897), max_p99_ms=2.0) == []  # within 0.005; bit-exactness not required
+    problems = judge(regressor(0.89), max_p99_ms=2.0)
+    assert len(problems) == 1 and "R2 0.8900 on the board, 0.9000 on the host's int8 model" in problems[0]
+    assert judge(regressor(float("nan")), max_p99_ms=2.0)  # NaN is a failure, not a pass
+    assert "p99 latency 3.000 ms over 2 ms" in judge(regressor(0.9, p99_ms=3.0), max_p99_ms=2.0)[0]
+
+
 ABOUT = {"python": "3.7.3", "numpy": "1.16.2", "machine": "aarch64", "runtime": "tflite_runtime",
          "runtime_version": "2.5.0.post1", "detail": "CPU (tflite_runtime 2.5.0.post1)"}
 

@@ -9,7 +9,6 @@ import pytest
 
 from host.data.recording import Recording, Signal
 from host.data.targets import bin_signal
-from host.errors import DataError
 
 
 def reference(values: np.ndarray, first_sample_ms: int, rate_hz: int, n_bins: int, bin_ms: int = 40) -> np.ndarray:
@@ -47,16 +46,78 @@ def test_trials_stack_in_the_order_given():
     np.testing.assert_allclose(got, [1001.5, 1005.5, 1009.5, 1.5, 5.5])
 
 
-@pytest.mark.parametrize("damage,says", [
-    (lambda v: v[:30], "no finite sample in bin 8 of 25"),              # shorter than its trial (7.5 bins)
-    (lambda v: np.where((np.arange(len(v)) >= 40) & (np.arange(len(v)) < 48), np.nan, v), "bin 10 of 25"),
+@pytest.mark.parametrize("damage,gap", [
+    (lambda v: v[:30], 8),                                                            # shorter than its trial
+    (lambda v: np.where((np.arange(len(v)) >= 40) & (np.arange(len(v)) < 48), np.nan, v), 10),  # a NaN stretch
 ])
-def test_a_signal_that_does_not_cover_its_trial_is_one_line(damage, says):
-    values = damage(np.arange(110.0))
-    sig = one_trial(values, 7.0, 0, 100)
-    with pytest.raises(DataError) as info:
-        bin_signal(sig, np.array([0]), np.array([7.0]), np.array([25]), 40.0, path="rec.mat")
-    assert says in str(info.value) and "trial 0" in str(info.value) and "\n" not in str(info.value)
+def test_bins_the_signal_does_not_cover_are_nan_and_the_trial_incomplete(damage, gap):
+    from host.data.targets import complete_trials, first_gap
+
+    sig = one_trial(damage(np.arange(110.0)), 7.0, 0, 100)
+    got = bin_signal(sig, np.array([0]), np.array([7.0]), np.array([25]), 40.0)
+    assert np.isnan(got[gap]) and np.isfinite(got[:gap]).all()
+    assert first_gap(got, np.array([0, 25]), 0) == gap
+    whole = bin_signal(one_trial(np.arange(110.0), 7.0, 0, 100), np.array([0]), np.array([7.0]), np.array([25]), 40.0)
+    both = np.r_[whole, got]
+    np.testing.assert_array_equal(complete_trials(both, np.array([0, 25, 50])), [True, False])
+
+
+def _damaged_session(tmp_path, damage) -> "Path":
+    """A 60-trial synthetic session whose aperture is damaged by `damage(signal)`, written as MAT."""
+    from host.data import matfile, synth
+
+    rec = synth.generate(n_units=6, n_trials=60, seed=4)
+    damage(rec.signals["aperture"])
+    path = tmp_path / "damaged.neo.mat"
+    matfile.save_recording(rec, path)
+    return path
+
+
+def test_trials_with_a_gap_in_the_target_are_skipped_by_the_aperture_task_only_and_counted(tmp_path):
+    from host.data.prepare import prepare
+    from host.render import prepared_summary
+
+    def nan_stretch(sig):  # trials 3 and 7: NaN for 200 ms
+        for k in (3, 7):
+            a = sig.offsets[k]
+            sig.values[a + 50:a + 70] = np.nan
+
+    prepared = prepare(_damaged_session(tmp_path, nan_stretch), use_cache=False)
+    kept = prepared.binned.trial_index.tolist()
+    skipped = prepared.binned.trial_index[prepared.target_skipped].tolist()
+    assert set(skipped) == {3, 7} & set(kept) and skipped
+    ape = prepared.windows("aperture")
+    assert all(np.isfinite(w.target).all() for w in ape.values())
+    aperture_trials = set().union(*(set(prepared.binned.trial_index[np.unique(w.trial)].tolist()) for w in ape.values()))
+    grasp_trials = set().union(*(set(prepared.binned.trial_index[np.unique(w.trial)].tolist())
+                                 for w in prepared.windows("grasp-phase").values()))
+    assert aperture_trials == grasp_trials - set(skipped)  # the classifiers keep those trials
+    summary = prepared_summary(prepared)
+    line = next(x for x in summary.splitlines() if "skipped by the aperture decoder only" in x)
+    assert f"{len(skipped)} of {len(kept)} trials" in line and f"first: trial {min(skipped)}, bin " in line
+
+
+def test_a_target_whose_unit_changes_between_trials_is_one_line_for_the_aperture_task_only(tmp_path):
+    from host.data.prepare import prepare
+    from host.errors import GrasptpuError
+
+    from host.data import matfile, synth
+    rec = synth.generate(n_units=6, n_trials=60, seed=4)
+    path = tmp_path / "mixed.neo.mat"
+    matfile.save_recording(rec, path)
+    # trial 5's signal in cm, as a file assembled from two exports would have it
+    import scipy.io
+    mat = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=False)
+    seg = mat["block"][0, 0].segments[0, 5][0, 0]
+    seg.analogsignals[0, 0][0, 0].signal_units = np.array(["cm"])
+    scipy.io.savemat(path, mat, do_compression=False, oned_as="column", long_field_names=True)
+    prepared = prepare(path, use_cache=False)
+    assert len(prepared.windows("object")["train"]) > 0  # the classifiers do not need the target
+    with pytest.raises(GrasptpuError) as info:
+        prepared.windows("aperture")
+    message = str(info.value)
+    assert "changes its unit or sampling rate at the file's trial 5" in message and "mm" in message and "cm" in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize("fmt", ["mat", "neo", "nwb"])

@@ -67,7 +67,7 @@ def judge(result: dict, max_p99_ms: float, max_drop: float = 0.5, min_agreement:
     """Why the board's figures miss a threshold (empty: they pass)."""
     problems = []
     for name, r in result["models"].items():
-        if r["task"] == "aperture":
+        if r.get("task") == "aperture":
             problems += _judge_regression(name, r, max_p99_ms)
             continue
         host = (r.get("host") or {}).get("int8", {})

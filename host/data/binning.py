@@ -57,6 +57,7 @@ class BinnedSession:
     unit_index: np.ndarray | None = None
     target: np.ndarray | None = None  # the layout's target signal, one float32 mean per count row
     target_units: str = ""
+    target_problem: str = ""  # why the layout's target cannot be decoded (then `target` is None)
 
     @property
     def n_units(self) -> int:

@@ -79,7 +79,7 @@ def store(cache_dir: Path, key: str, binned: BinnedSession) -> None:
         for name in ARRAYS + (("target",) if binned.target is not None else ()):
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(binned, name)))
         meta = {k: getattr(binned, k) for k in ("session", "bin_ms", "drops", "dropped_objects", "merged", "source",
-                                                "class_names", "layout", "target_units")}
+                                                "class_names", "layout", "target_units", "target_problem")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
             os.rename(tmp, root / key)

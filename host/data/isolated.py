@@ -64,7 +64,8 @@ def pack(rec: Recording, out: Path) -> None:
              event_times_s=np.concatenate(rec.event_times_s) if rec.event_times_s else np.empty(0),
              event_offsets=np.r_[0, np.cumsum([len(x) for x in rec.event_labels])].astype(np.int64),
              annotation_keys=np.array(list(rec.trial_annotations), dtype=str).reshape(-1),
-             signal_meta=np.array([[s.name, s.units, repr(s.rate_hz)] for s in rec.signals.values()], dtype=str).reshape(-1, 3),
+             signal_meta=np.array([[s.name, s.units, repr(s.rate_hz), s.problem] for s in rec.signals.values()],
+                                  dtype=str).reshape(-1, 4),
              **{f"signal_{i}_{part}": getattr(s, part) for i, s in enumerate(rec.signals.values())
                 for part in ("values", "offsets", "t_start_s")},
              **{f"annotation_{i}": v for i, v in enumerate(rec.trial_annotations.values())},
@@ -81,8 +82,8 @@ def unpack(out: Path, path: Path) -> Recording:
                          trial_annotations={str(k): npz[f"annotation_{i}"]
                                             for i, k in enumerate(npz["annotation_keys"].tolist())},
                          signals={name: Signal(name, units, float(rate), npz[f"signal_{i}_values"],
-                                               npz[f"signal_{i}_offsets"], npz[f"signal_{i}_t_start_s"])
-                                  for i, (name, units, rate) in enumerate(npz["signal_meta"].tolist())},
+                                               npz[f"signal_{i}_offsets"], npz[f"signal_{i}_t_start_s"], problem)
+                                  for i, (name, units, rate, problem) in enumerate(npz["signal_meta"].tolist())},
                          **{k: npz[k] for k in FIELDS})
 
 

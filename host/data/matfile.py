@@ -28,7 +28,6 @@ from typing import BinaryIO, Callable
 import numpy as np
 
 from host.data.recording import Recording, Signal
-from host.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -563,18 +562,24 @@ def _signals(seg: dict) -> list[tuple[str, str, float, float, np.ndarray]]:
 _RATE_UNITS = {"Hz": 1.0, "kHz": 1e3, "MHz": 1e6}
 
 
-def signal_columns(per_trial: list[list[tuple[str, str, float, float, np.ndarray]]], path: object) -> dict:
+def signal_columns(per_trial: list[list[tuple[str, str, float, float, np.ndarray]]]) -> dict:
     """Per-trial signal lists -> name -> Signal (a trial without one: no samples)."""
     names = list(dict.fromkeys(s[0] for trial in per_trial for s in trial))
     out = {}
     for name in names:
         found = [next((s for s in trial if s[0] == name), None) for trial in per_trial]
-        rates = {s[2] for s in found if s is not None}
-        units = {s[1] for s in found if s is not None}
-        if len(rates) > 1 or len(units) > 1:
-            raise DataError(path, f"signal {name!r} changes its sampling rate or unit between trials "
-                                  f"({sorted(rates)} Hz, {sorted(units)})", hint="resample it to one rate and unit")
-        out[name] = Signal.from_trials(name, units.pop(), rates.pop(), [s[4] if s else np.empty(0) for s in found],
+        present = [(k, s) for k, s in enumerate(found) if s is not None]
+        first = present[0][1]
+        changed = next((k for k, s in present if (s[1], s[2]) != (first[1], first[2])), None)
+        if changed is not None:  # unusable as a target; the rest of the file still reads
+            other = found[changed]
+            problem = (f"signal {name!r} changes its unit or sampling rate at the file's trial {changed} "
+                       f"({first[1]} at {first[2]:g} Hz before, {other[1]} at {other[2]:g} Hz there); "
+                       "convert it to one unit and resample it to one rate")
+            out[name] = Signal(name, "", float("nan"), np.empty(0), np.zeros(len(found) + 1, np.int64),
+                               np.full(len(found), np.nan), problem)
+            continue
+        out[name] = Signal.from_trials(name, first[1], first[2], [s[4] if s else np.empty(0) for s in found],
                                        np.array([s[3] if s else np.nan for s in found]))
     return out
 
@@ -616,7 +621,7 @@ def _assemble(path: Path, block: dict, segments: list[dict], cells: list[TrainCe
         t_start_s=[c.t_start_s for c in cells],
         t_stop_s=[c.t_stop_s for c in cells],
         trial_annotations=trial_columns([_annotations(seg) for seg in segments]),
-        signals=signal_columns([_signals(seg) for seg in segments], path),
+        signals=signal_columns([_signals(seg) for seg in segments]),
         event_labels=[lt[0] for lt in labels_times],
         event_times_s=[lt[1] for lt in labels_times],
         spike_times_s=spikes,

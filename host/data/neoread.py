@@ -66,7 +66,7 @@ def recording_from_block(block, path: Path) -> Recording:
         t_start_s=[np.array([float(st.t_start.rescale("s")) for st in sts] or [np.nan]) for sts in trains],
         t_stop_s=[np.array([float(st.t_stop.rescale("s")) for st in sts] or [np.nan]) for sts in trains],
         trial_annotations=trial_columns([_annotations(seg) for seg in segments]),
-        signals=signal_columns([_signals(seg) for seg in segments], path),
+        signals=signal_columns([_signals(seg) for seg in segments]),
         event_labels=[e[0] for e in events],
         event_times_s=[e[1] for e in events],
         spike_times_s=np.concatenate(spikes) if spikes else np.empty(0),

@@ -17,7 +17,7 @@ from host.data.binning import MAX_TRIAL_BINS, BinnedSession, bin_session, check_
 from host.data.cut import cut_segments
 from host.data.layout import PAPER, Layout
 from host.data.load import check_file, load_recording, select_trials
-from host.data.targets import bin_signal
+from host.data.targets import bin_signal, complete_trials, first_gap
 from host.data.split import DEFAULT_TRAIN_VAL_SHARE, Split, split_trials
 from host.data.windows import WINDOW_BINS, WindowSet, aperture_windows, grasp_phase_windows, object_windows
 from host.errors import GrasptpuError
@@ -38,17 +38,33 @@ class Prepared:
     cache_hit: bool
     seconds: dict[str, float] = field(default_factory=dict)
     aperture: dict[str, WindowSet] | None = None
+    target_trials: dict[str, np.ndarray] | None = None  # per split: its trials whose target covers every bin
+    target_skipped: np.ndarray | None = None  # kept-trial positions skipped by the aperture task (incomplete target)
 
     def windows(self, task: str) -> dict[str, WindowSet]:
         """The train / validation / test windows of one task ("object", "grasp-phase" or "aperture")."""
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if task == "aperture" and self.aperture is None:
+            where = self.binned.source.get("path", self.binned.session)
+            if self.binned.target_problem:
+                raise GrasptpuError(f"{where}: {self.binned.target_problem}")
             target = self.binned.layout.get("target")
-            raise GrasptpuError(f"{self.binned.source.get('path', self.binned.session)}: no target signal "
-                                f"{target!r} to decode (the layout's `target`); `grasptpu inspect` lists the "
-                                "file's signals")
+            raise GrasptpuError(f"{where}: no target signal {target!r} to decode (the layout's `target`); "
+                                "`grasptpu inspect` lists the file's signals")
         return {"object": self.object, "grasp-phase": self.grasp_phase, "aperture": self.aperture}[task]
+
+    def target_note(self) -> str | None:
+        """One line on the trials the aperture task skips (an incomplete target), or None."""
+        skipped = self.target_skipped
+        if skipped is None or not len(skipped):
+            return None
+        b = self.binned
+        k = int(skipped[0])
+        return (f"target {b.layout.get('target')!r}: {len(skipped)} of {len(b.trial_index)} trials have a bin without a "
+                f"finite sample (NaN there, or the signal ends before the trial): skipped by the aperture decoder "
+                f"only (first: trial {int(b.trial_index[k])}, bin {first_gap(b.target, b.trial_offsets, k)}); "
+                "fix the signal to keep them")
 
 
 def assert_disjoint(sets: dict[str, WindowSet]) -> None:
@@ -91,9 +107,12 @@ def binned_session(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, cache_dir: 
     binned.layout = layout.as_dict()
     if layout.target is not None and layout.target in rec.signals:
         sig = rec.signals[layout.target]
-        binned.target = bin_signal(sig, trials.index, rec.t_start_s[trials.index], np.diff(binned.trial_offsets),
-                                   bin_ms, path)
-        binned.target_units = sig.units
+        if sig.problem:  # unusable as a target (e.g. its unit changes between trials): only the aperture task fails
+            binned.target_problem = sig.problem
+        else:
+            binned.target = bin_signal(sig, trials.index, rec.t_start_s[trials.index], np.diff(binned.trial_offsets),
+                                       bin_ms)
+            binned.target_units = sig.units
     binned = drop_slow_units(binned, layout.min_rate_hz)
     seconds["bin"] = time.perf_counter() - t2
     if key is not None:
@@ -114,7 +133,15 @@ def prepare(path: Path | str, bin_ms: float = DEFAULT_BIN_MS, window_bins: int =
     parts = split.as_dict()
     grasp = {k: grasp_phase_windows(binned, v, window_bins, label_bin) for k, v in parts.items()}
     obj = {k: object_windows(binned, v, window_bins, label_bin) for k, v in parts.items()}
-    aperture = None if binned.target is None else {
-        k: aperture_windows(binned, v, window_bins, label_bin) for k, v in parts.items()}
+    aperture = target_trials = skipped = None
+    if binned.target is not None:
+        complete = complete_trials(binned.target, binned.trial_offsets)
+        skipped = np.flatnonzero(~complete)
+        target_trials = {k: v[complete[v]] for k, v in parts.items()}
+        if all(len(v) for v in target_trials.values()):
+            aperture = {k: aperture_windows(binned, v, window_bins, label_bin) for k, v in target_trials.items()}
+        else:
+            binned.target_problem = (f"no split keeps a trial whose target {binned.layout.get('target')!r} covers every "
+                                     f"bin ({len(skipped)} of {len(complete)} trials have a gap): fix the signal")
     seconds["windows"] = time.perf_counter() - t0
-    return Prepared(binned, split, grasp, obj, hit, seconds, aperture)
+    return Prepared(binned, split, grasp, obj, hit, seconds, aperture, target_trials, skipped)

@@ -57,6 +57,7 @@ class Signal:
         values: all samples, trial-major.
         offsets: first sample of each trial in `values`, plus the total (n_trials + 1).
         t_start_s: time of each trial's first sample, seconds (the recording's clock).
+        problem: why the signal cannot be a target (e.g. its unit changes between trials), else "".
     """
 
     name: str
@@ -65,6 +66,7 @@ class Signal:
     values: np.ndarray
     offsets: np.ndarray
     t_start_s: np.ndarray
+    problem: str = ""  # why it cannot serve as a target (then it holds no samples); "" when usable
 
     def trial(self, k: int) -> np.ndarray:
         return self.values[self.offsets[k]:self.offsets[k + 1]]
@@ -166,7 +168,7 @@ class Recording:
                   spike_times_s=spike_times_s, train_offsets=offsets, trial_annotations=columns,
                   annotations=annotations or {}, signals=signals or {})
         for key, sig in rec.signals.items():
-            if len(sig.offsets) != len(start) + 1 or not sig.rate_hz > 0:
+            if len(sig.offsets) != len(start) + 1 or not (sig.rate_hz > 0 or sig.problem):
                 raise DataError(path, f"signal {key!r} has {len(sig.offsets) - 1} trials for {len(start)} "
                                       f"(or a sampling rate of {sig.rate_hz} Hz)")
         rec.check_times(path)

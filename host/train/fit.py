@@ -22,6 +22,7 @@ import numpy as np
 
 from host.data.prepare import Prepared, assert_disjoint
 from host.data.windows import WindowSet
+from host.errors import GrasptpuError
 from host.train.config import TrainConfig
 
 
@@ -111,7 +112,8 @@ class DecoderHyperModel(kt.HyperModel):
         self.sets = prepared.windows(config.task)
         assert_disjoint(self.sets)
         if len(self.sets["train"]) == 0 or len(self.sets["validation"]) == 0:
-            raise ValueError(f"no {config.task} windows to train or validate on")
+            raise GrasptpuError(f"no {config.task} windows to train or validate on: the trials are shorter than a "
+                                f"window ({self.sets['train'].window_bins} bins) or the split left none")
         keras.utils.set_random_seed(config.seed)
         self.n_classes = len(self.sets["train"].label_names)
         self.mean, self.var = input_statistics(self.sets["train"], seed=config.seed)

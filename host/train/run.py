@@ -170,7 +170,7 @@ def _continuous_baselines(prepared: Prepared) -> dict:
     sets, binned = prepared.windows("aperture"), prepared.binned
     wiener = fit_wiener(sets["train"], sets["train"].target, sets["validation"], sets["validation"].target)
     test = sets["test"]
-    parts = prepared.split.as_dict()
+    parts = prepared.target_trials  # the split's trials whose target covers every bin
     rows = {k: np.concatenate([np.arange(binned.trial_offsets[t], binned.trial_offsets[t + 1]) for t in parts[k]])
             for k in ("train", "test")}
     offsets = {k: np.r_[0, np.cumsum(binned.n_bins[parts[k]])] for k in rows}
