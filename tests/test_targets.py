@@ -62,7 +62,7 @@ def test_bins_the_signal_does_not_cover_are_nan_and_the_trial_incomplete(damage,
     np.testing.assert_array_equal(complete_trials(both, np.array([0, 25, 50])), [True, False])
 
 
-def _damaged_session(tmp_path, damage) -> "Path":
+def _damaged_session(tmp_path, damage):
     """A 60-trial synthetic session whose aperture is damaged by `damage(signal)`, written as MAT."""
     from host.data import matfile, synth
 
