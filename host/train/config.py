@@ -27,13 +27,16 @@ class TrainConfig:
     hyperparameters: dict
     epochs: int = _option(100, "Maximum epochs (early stopping usually ends sooner).", min=1)
     batch_size: int = _option(256, "Windows per training batch.", min=1)
-    stop_patience: int = _option(10, "Epochs without better validation accuracy before stopping.", min=1)
+    stop_patience: int | None = _option(None, "Epochs without a better validation score before stopping. Default: 10 "
+                                              "for the classifiers (accuracy), 5 for the aperture regressor (loss).",
+                                        min=1)
     stop_min_delta: float = 1e-3  # a gain under 0.1 point of validation accuracy is noise, not progress
     epoch_sample: int | None = _option(None, "Train each epoch on a fresh random 1/K of the training windows (neighbours "
                                              "share 11 of 12 bins, so a share holds nearly all they carry). "
                                              "Default: 3 for the aperture regressor, 1 (all windows) for the classifiers.",
                                        min=1)
-    lr_patience: int = _option(5, "Epochs without lower validation loss before halving the learning rate.", min=1)
+    lr_patience: int | None = _option(None, "Epochs without lower validation loss before halving the learning rate. "
+                                            "Default: 5 for the classifiers, 3 for the aperture regressor.", min=1)
     class_weights: bool = _option(False, "Weight classes by inverse frequency (rest:grasp is ~10:1).")
     calibration_windows: int = _option(1000, "Training windows stored with the model to calibrate its int8 ranges "
                                              "(stratified by label, plus the busiest window).", min=1)
@@ -41,14 +44,17 @@ class TrainConfig:
     verbose: int | None = None   # Keras verbosity; None = progress bar on a terminal, a line per epoch otherwise
 
     def __post_init__(self) -> None:
-        if self.epoch_sample is None:  # resolved here, so the manifest records the value used
-            self.epoch_sample = TASK_EPOCH_SAMPLE.get(self.task, 1)
+        for name, value in {**DEFAULTS, **TASK_DEFAULTS.get(self.task, {})}.items():
+            if getattr(self, name) is None:  # resolved here, so the manifest records the value used
+                setattr(self, name, value)
 
 
+DEFAULTS = {"epoch_sample": 1, "stop_patience": 10, "lr_patience": 5}
 # The aperture regressor learns every window (~3x the classifiers' windows); a random third per
-# epoch reached the same test R2 in a third of the time (ZRec50: 0.916 in 36 s vs 0.914 in 55 s;
-# docs/method.md, "Training the aperture regressor").
-TASK_EPOCH_SAMPLE = {"aperture": 3}
+# epoch reached the same test R2 in a third of the time (ZRec50: 0.916 in 36 s vs 0.914 in 55 s),
+# and its validation loss levels off within a few epochs, so it waits less before stopping
+# (docs/method.md, "Training the aperture regressor").
+TASK_DEFAULTS = {"aperture": {"epoch_sample": 3, "stop_patience": 5, "lr_patience": 3}}
 
 
 PAPER_SESSION_PRESETS = {"M": "two-layer", "Z": "one-layer"}  # the paper's choice per monkey (MRec.., ZRec..)
