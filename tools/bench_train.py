@@ -79,13 +79,14 @@ def main(sessions: str, data: Path, models: Path, tasks: str) -> None:
     print(f"  {'session':<8} {'task':<12} {'train s':>8} {'wall s':>7} {'epochs':>6} {'best':>5} {'windows':>8} {'windows/s':>10}")
     for n, t, s, w, e, b, win, wps in timing:
         print(f"  {n:<8} {t:<12} {s:8.1f} {w:7.1f} {e:6d} {b:5d} {win:8d} {wps:10.0f}")
-    print("\ntest-split accuracy per session (object: windows for the BiLSTM, trials for naive Bayes)")
-    print(f"  {'session':<8} {'classes':>7} {'BiLSTM acc':>10} {'relaxed':>8} {'NB acc':>7} {'relaxed':>8} {'NB LOO':>7}"
-          f" {'detector acc':>12} {'F1 grasp':>8} {'F1 mean':>8}")
-    for r in table:
-        if {"acc", "det_acc"} <= set(r):
-            print(f"  {r['session']:<8} {r['classes']:7d} {r['acc']:10.1%} {r['relaxed']:8.1%} {r['nb_acc']:7.1%}"
-                  f" {r['nb_relaxed']:8.1%} {r['nb_loo']:7.1%} {r['det_acc']:12.2%} {r['det_f1']:8.3f} {r['det_macro_f1']:8.3f}")
+    classified = [r for r in table if {"acc", "det_acc"} <= set(r)]
+    if classified:
+        print("\ntest-split accuracy per session (object: windows for the BiLSTM, trials for naive Bayes)")
+        print(f"  {'session':<8} {'classes':>7} {'BiLSTM acc':>10} {'relaxed':>8} {'NB acc':>7} {'relaxed':>8} {'NB LOO':>7}"
+              f" {'detector acc':>12} {'F1 grasp':>8} {'F1 mean':>8}")
+    for r in classified:
+        print(f"  {r['session']:<8} {r['classes']:7d} {r['acc']:10.1%} {r['relaxed']:8.1%} {r['nb_acc']:7.1%}"
+              f" {r['nb_relaxed']:8.1%} {r['nb_loo']:7.1%} {r['det_acc']:12.2%} {r['det_f1']:8.3f} {r['det_macro_f1']:8.3f}")
     if aperture:
         print("\naperture regressor, test split: R2 (BiLSTM float, its int8 model, and the baselines fitted in this run)")
         print(f"  {'session':<8} {'BiLSTM':>7} {'int8':>7} {'Wiener':>7} {'Kalman':>7} {'vs Wiener':>9} {'RMSE mm':>8}"
