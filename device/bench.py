@@ -82,14 +82,16 @@ def raw_outputs(decoder: Decoder, test: TestSet) -> tuple:
 
 
 def regression_scores(target: np.ndarray, pred: np.ndarray) -> dict:
-    """R2, Pearson r and RMSE (in the target's unit), as the host computes them."""
+    """R2 (1 - residual / total sum of squares), Pearson r and RMSE (in the target's unit); NaN
+    where undefined (R2 without spread in the target, r under two values, RMSE of nothing). The one
+    implementation: the host scores its models with it too (host.train.continuous)."""
     y, p = np.asarray(target, np.float64), np.asarray(pred, np.float64)
-    if len(y) < 2:
-        return {"r2": float("nan"), "pearson_r": float("nan"), "rmse": float("nan")}
-    resid, total = float(((y - p) ** 2).sum()), float(((y - y.mean()) ** 2).sum())
-    r = float(np.corrcoef(y, p)[0, 1]) if y.std() > 0 and p.std() > 0 else float("nan")
+    n = len(y)
+    resid = float(((y - p) ** 2).sum())
+    total = float(((y - y.mean()) ** 2).sum()) if n else 0.0
+    r = float(np.corrcoef(y, p)[0, 1]) if n > 1 and y.std() > 0 and p.std() > 0 else float("nan")
     return {"r2": 1.0 - resid / total if total > 0 else float("nan"), "pearson_r": r,
-            "rmse": float(np.sqrt(resid / len(y)))}
+            "rmse": float(np.sqrt(resid / n)) if n else float("nan")}
 
 
 def regression_accuracy(decoder: Decoder, test: TestSet, units: str) -> dict:

@@ -86,3 +86,8 @@ class Decoder:
 
     def dequantise(self, raw: np.ndarray) -> np.ndarray:
         return ((raw.astype(np.float32) - self.out_zero) * self.out_scale).astype(np.float32)
+
+    def value(self, window: np.ndarray) -> float:
+        """A regressor's output for one ``(bins, units)`` window, in the target's unit: one invoke and
+        the dequantise rule on its single int8 output, in plain floats (the stream's per-bin path)."""
+        return (float(self.invoke(self.quantise(window))[0]) - self.out_zero) * self.out_scale

@@ -128,8 +128,7 @@ def replay_trial(rows: np.ndarray, detector: Decoder, classifier: Decoder, debou
                 decision[t] = int(classifier.invoke(classifier.quantise(ring.window())).argmax())
             if aperture is not None:
                 a0 = clock()
-                raw = aperture.invoke(aperture.quantise(ring.window()))
-                value = (float(raw[0]) - aperture.out_zero) * aperture.out_scale
+                value = aperture.value(ring.window())
                 out["aperture"][t] = value
                 out["aperture_smoothed"][t] = smoother(value)
                 out["aperture_latency_s"][t] = clock() - a0
@@ -157,9 +156,9 @@ def class_of_objects(manifest: dict) -> dict:
     return {int(entry["object_id"]): int(entry["index"]) for entry in manifest["labels"]}
 
 
-def load_decoders(folders: list, allow_edgetpu: bool, threads: int) -> list:
-    """(Decoder, manifest, runtime) per (folder, task), checked to be of that task, from one session
-    and one split (the same test trials) with the same bins and units."""
+def load_decoders(folders: list, allow_edgetpu: bool, threads: int) -> tuple:
+    """([(Decoder, manifest, runtime)], [TestSet]), one of each per (folder, task), checked to be of
+    that task, from one session and one split (the same test trials) with the same bins and units."""
     decoders = []
     for folder, task in folders:
         manifest = load_manifest(folder)
@@ -170,20 +169,19 @@ def load_decoders(folders: list, allow_edgetpu: bool, threads: int) -> list:
         runtime = rt.select(COMPILED_MODEL in manifest["artifacts"], allow_edgetpu)
         decoders.append((Decoder(folder, manifest, runtime, threads), manifest, runtime))
     first_m = decoders[0][1]
-    test = TestSet.load(folders[0][0], first_m)
-    for (folder, _), (_, m, _) in zip(folders[1:], decoders[1:]):
+    tests = [TestSet.load(folder, m) for (folder, _), (_, m, _) in zip(folders, decoders)]
+    for (_, m, _), test in zip(decoders[1:], tests[1:]):
         for key in ("session", "bin_ms", "window_bins", "n_units"):
             if first_m["data"].get(key) != m["data"].get(key):
                 raise DeviceError("the models differ in {} ({} vs {}); train all on one recording with the same "
                                   "settings".format(key, first_m["data"].get(key), m["data"].get(key)))
-        if not np.array_equal(test.arrays["trial_index"], TestSet.load(folder, m).arrays["trial_index"]):
+        if not np.array_equal(tests[0].arrays["trial_index"], test.arrays["trial_index"]):
             raise DeviceError("the models come from different sessions or splits; train all on one recording")
-    return decoders, test
+    return decoders, tests
 
 
-def target_per_bin(folder: str, manifest: dict) -> np.ndarray:
-    """The aperture test set's target at each row of the test trials (NaN where no window ends)."""
-    test = TestSet.load(folder, manifest)
+def target_per_bin(test: TestSet) -> np.ndarray:
+    """An aperture test set's target at each row of the test trials (NaN where no window ends)."""
     per_row = np.full(len(test.counts), np.nan)
     per_row[test.end_row] = test.arrays["target"]
     return per_row
@@ -195,7 +193,8 @@ def run(detector_dir: str, classifier_dir: str, debounce: int = 2, realtime: boo
     """Replay every test trial (or the first `max_trials`) and summarise."""
     folders = [(detector_dir, "grasp-phase"), (classifier_dir, "object")] + (
         [(aperture_dir, "aperture")] if aperture_dir else [])
-    decoders, test = load_decoders(folders, allow_edgetpu, threads)
+    decoders, tests = load_decoders(folders, allow_edgetpu, threads)
+    test = tests[0]
     (det, det_m, runtime), (cls, cls_m, cls_runtime) = decoders[:2]
     ape, ape_m, ape_runtime = decoders[2] if aperture_dir else (None, None, None)
     bin_s = det_m["data"]["bin_ms"] / 1000.0
@@ -221,9 +220,8 @@ def run(detector_dir: str, classifier_dir: str, debounce: int = 2, realtime: boo
                                        classes[obj], bin_s))
         if ape:
             runs.append(result)
-            per_trial[-1]["aperture"] = [None if v != v else round(float(v), 3) for v in result["aperture"]]
-            per_trial[-1]["aperture_smoothed"] = [None if v != v else round(float(v), 3)
-                                                  for v in result["aperture_smoothed"]]
+            for key in ("aperture", "aperture_smoothed"):  # JSON: null before the ring is full
+                per_trial[-1][key] = [None if v != v else round(float(v), 3) for v in result[key]]
     lat = np.concatenate(latencies) if latencies else np.zeros(1)
     firsts = [t["first_correct_s"] for t in per_trial if t["first_correct_s"] is not None]
     return {
@@ -247,7 +245,7 @@ def run(detector_dir: str, classifier_dir: str, debounce: int = 2, realtime: boo
         "per_trial": per_trial,
         "input_saturated": dict({"detector": saturated(det), "classifier": saturated(cls)},
                                 **({"aperture": saturated(ape)} if ape else {})),
-        **({"aperture": aperture_figures(runs, target_per_bin(aperture_dir, ape_m), test, ape_m, ape_runtime, smoother)}
+        **({"aperture": aperture_figures(runs, target_per_bin(tests[2]), test, ape_m, ape_runtime, smoother)}
            if ape else {}),
     }
 
@@ -297,7 +295,8 @@ def _aperture_lines(a) -> list:
 def _lines(r: dict, lat: dict, tr: dict, first: str, cls: dict) -> list:
     return ([
         "stream {} on {} | detector on {} ({}), classifier on {} ({}), {}, debounce {} bins".format(
-            " + ".join([r["detector"], r["classifier"]] + ([r["aperture"]["model"]] if r.get("aperture") else [])), r["data"], r["runtime"], r["detail"], cls["runtime"], cls["detail"],
+            " + ".join([r["detector"], r["classifier"]] + ([r["aperture"]["model"]] if r.get("aperture") else [])),
+            r["data"], r["runtime"], r["detail"], cls["runtime"], cls["detail"],
             "real-time pacing" if r["realtime"] else "as fast as possible", r["debounce_bins"]),
         "  per-bin decision latency: p50 {:.3f} ms, p99 {:.3f} ms, max {:.3f} ms; {} deadline misses of {:.0f} ms; "
         "headroom {:.0f}x at p99, {:.0f}x at max".format(lat["p50_ms"], lat["p99_ms"], lat["max_ms"], lat["deadline_misses"],

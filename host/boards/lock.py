@@ -3,8 +3,8 @@
 The lock is a folder, ROOT/.deploy-lock (mkdir is atomic on the board), holding an owner token:
 host (with a digest of machine id, boot id and pid namespace), pid, time and a random id. A second
 deploy waits up to `--wait` seconds, then fails cleanly. A lock whose deploy is known to be dead
-(see `owner_state`) is taken over in one board command and said; a lock from another machine is never judged from here:
-`grasptpu unlock` is the explicit way out.
+(see `owner_state`) is taken over in one board command and said; a lock from another machine is
+never judged from here: `grasptpu unlock` is the explicit way out.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def _take_over_if_stale(conn, board: Board, step: str, owner: str, token: str) -
         note = f"removed a lock with no owner older than {ORPHAN_AGE_S} s (a deploy died while taking it)"
     aside = f"{lock}.stale-{token.rsplit('id=', 1)[-1]}"
     cmd = (f"{test} && mv -T {q(lock)} {q(aside)} && rm -rf {q(aside)} && mkdir {q(lock)} && "
-           f"{{ echo {q(token)} > {q(lock + '/owner')} && echo taken || rm -rf {q(lock)}; }}")  # full disk: no ownerless lock
+           f"{{ echo {q(token)} > {q(lock + '/owner')} && echo taken || rm -rf {q(lock)}; }}")  # full disk: no lock left
     return note if command(conn, board, step, cmd, check=False).stdout.strip() == "taken" else None
 
 

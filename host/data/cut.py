@@ -91,9 +91,7 @@ def _cut_signal(sig: Signal, pieces: list[tuple[int, np.ndarray, np.ndarray]]) -
     """A signal's samples inside each cut trial [start, stop), from its segment's samples (a signal
     that cannot be a target keeps its problem and no samples)."""
     if sig.problem:
-        n = sum(len(starts) for _, starts, _ in pieces)
-        return Signal(sig.name, sig.units, sig.rate_hz, np.empty(0), np.zeros(n + 1, np.int64), np.full(n, np.nan),
-                      sig.problem)
+        return Signal.unusable(sig.name, sum(len(starts) for _, starts, _ in pieces), sig.problem)
     trials, firsts = [], []
     for s, starts, stops in pieces:
         values = sig.trial(s)

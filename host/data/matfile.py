@@ -576,8 +576,7 @@ def signal_columns(per_trial: list[list[tuple[str, str, float, float, np.ndarray
             problem = (f"signal {name!r} changes its unit or sampling rate at the file's trial {changed} "
                        f"({first[1]} at {first[2]:g} Hz before, {other[1]} at {other[2]:g} Hz there); "
                        "convert it to one unit and resample it to one rate")
-            out[name] = Signal(name, "", float("nan"), np.empty(0), np.zeros(len(found) + 1, np.int64),
-                               np.full(len(found), np.nan), problem)
+            out[name] = Signal.unusable(name, len(found), problem)
             continue
         out[name] = Signal.from_trials(name, first[1], first[2], [s[4] if s else np.empty(0) for s in found],
                                        np.array([s[3] if s else np.nan for s in found]))

@@ -73,6 +73,12 @@ class Signal:
 
 
     @classmethod
+    def unusable(cls, name: str, n_trials: int, problem: str) -> "Signal":
+        """A signal that cannot be a target (`problem` says why): no samples in any of `n_trials`."""
+        return cls(name, "", float("nan"), np.empty(0), np.zeros(n_trials + 1, np.int64), np.full(n_trials, np.nan),
+                   problem)
+
+    @classmethod
     def from_trials(cls, name: str, units: str, rate_hz: float, trials: list[np.ndarray],
                     t_start_s: np.ndarray) -> "Signal":
         """Join per-trial sample arrays (a trial without the signal: an empty array, t_start NaN)."""
@@ -133,6 +139,12 @@ class Recording:
     def spike_counts(self) -> np.ndarray:
         """Spikes per (trial, unit), shape ``(n_trials, n_units)``."""
         return np.diff(self.train_offsets).reshape(self.n_trials, self.n_units)
+
+    @classmethod
+    def unusable(cls, name: str, n_trials: int, problem: str) -> "Signal":
+        """A signal that cannot be a target (`problem` says why): no samples in any of `n_trials`."""
+        return cls(name, "", float("nan"), np.empty(0), np.zeros(n_trials + 1, np.int64), np.full(n_trials, np.nan),
+                   problem)
 
     @classmethod
     def from_trials(cls, *, path: Path, name: str, n_units: int, unit_counts: Sequence[int],

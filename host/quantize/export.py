@@ -7,8 +7,8 @@ CPU). So the export graph spells the LSTM out: the window is cut into its 12 bin
 RESHAPE, and each cell step is FULLY_CONNECTED (input and recurrent kernels, shared across steps),
 ADD, SPLIT (four gates), LOGISTIC, TANH and MUL; the two directions are joined with
 CONCATENATION and the head is FULLY_CONNECTED + SOFTMAX (a classifier) or one FULLY_CONNECTED
-output in the target's unit (the aperture regressor, its rescaling folded into the weights). The input standardisation is folded into
-the first layer's input kernel, so no op is spent on it. Batch 1 and static shapes, as the Edge
+output in the target's unit (the aperture regressor, its rescaling folded into the weights). The
+input standardisation is folded into the first layer's input kernel, so no op is spent on it. Batch 1 and static shapes, as the Edge
 TPU requires. `check_equivalent` proves the export computes what the trained model computes.
 """
 
@@ -129,7 +129,8 @@ def export_model(model, window_bins: int, n_units: int):
             steps = [keras.layers.Concatenate()([f, b]) for f, b in zip(f_out, b_out)]
         else:
             features = keras.layers.Concatenate()([f_out[-1], b_out[0]])
-    head = keras.layers.Dense(head_w.shape[1], activation=activation, name="softmax" if activation == "softmax" else "target")
+    head = keras.layers.Dense(head_w.shape[1], activation=activation,
+                              name="softmax" if activation == "softmax" else "target")
     outputs = head(features)
     exported = keras.Model(inputs, outputs, name="bilstm_decoder_edgetpu")
     for cell in cells:

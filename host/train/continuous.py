@@ -19,17 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from device.bench import regression_scores
+
 RIDGE_GRID = (1e0, 1e1, 1e2, 1e3, 1e4, 1e5)
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
-    """R2 (1 - residual / total sum of squares), Pearson r and RMSE (in the target's unit)."""
-    y, pred = np.asarray(y, np.float64), np.asarray(pred, np.float64)
-    resid = float(((y - pred) ** 2).sum())
-    total = float(((y - y.mean()) ** 2).sum())
-    r = float(np.corrcoef(y, pred)[0, 1]) if len(y) > 1 and y.std() > 0 and pred.std() > 0 else float("nan")
-    return {"r2": 1.0 - resid / total if total > 0 else float("nan"), "pearson_r": r,
-            "rmse": float(np.sqrt(resid / max(len(y), 1))), "n": int(len(y))}
+    """R2, Pearson r and RMSE (in the target's unit) as the board computes them
+    (`device.bench.regression_scores`), and the number of values scored."""
+    return {**regression_scores(y, pred), "n": int(len(y))}
 
 
 # --------------------------------------------------------------------------- Wiener filter

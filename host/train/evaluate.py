@@ -54,16 +54,15 @@ def regression_scores(windows, pred: np.ndarray, units: str) -> dict:
 TRACE_TRIALS = 4
 
 
-def write_aperture_report(model, windows, result: dict, title: str, folder: Path) -> Path:
+def write_aperture_report(model, windows, result: dict, title: str, folder: Path, bin_ms: float) -> Path:
     """Predicted against true target for the first TRACE_TRIALS test trials, beside the figures."""
     from host.train import report
 
     traces = []
-    for trial in np.unique(windows.trial)[:TRACE_TRIALS]:
+    for trial in np.unique(windows.trial)[:TRACE_TRIALS]:  # a few trials: a loop over panels, not windows
         idx = np.flatnonzero(windows.trial == trial)
-        pred = np.concatenate([model.predict_on_batch(windows.batch(idx).astype(np.float32))[:, 0]])
-        traces.append((windows.target[idx], pred))
-    return report.plot_aperture_report(result, traces, title, folder / "report.png")
+        traces.append((windows.target[idx], model.predict_on_batch(windows.batch(idx).astype(np.float32))[:, 0]))
+    return report.plot_aperture_report(result, traces, title, folder / "report.png", bin_ms)
 
 
 def write_report(result: dict, task: str, title: str, folder: Path) -> Path:

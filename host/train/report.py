@@ -82,20 +82,22 @@ def plot_object_report(metrics: dict, title: str, path: Path) -> Path:
     return _save(fig, Path(path))
 
 
-def plot_aperture_report(metrics: dict, traces: list[tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> Path:
+def plot_aperture_report(metrics: dict, traces: list[tuple[np.ndarray, np.ndarray]], title: str, path: Path,
+                         bin_ms: float) -> Path:
     """Predicted against true target for a few test trials (one panel each) and the figures.
 
     Args:
       metrics: the dict of host.train.evaluate.regression_scores.
-      traces: per shown trial, (true, predicted) per window in time order (one per 40 ms bin).
+      traces: per shown trial, (true, predicted) per window in time order (one per bin).
       title: names the model, session and split.
       path: the PNG to write (replaced atomically).
+      bin_ms: the bin width, which spaces the windows in time.
     """
     fig = _figure(figsize=(10.0, 2.0 + 1.6 * len(traces)))
     grid = fig.add_gridspec(len(traces), 1, left=0.08, right=0.98, top=0.88, bottom=0.08, hspace=0.35)
     for i, (true, pred) in enumerate(traces):
         ax = fig.add_subplot(grid[i, 0])
-        t = np.arange(len(true)) * 0.04
+        t = np.arange(len(true)) * (bin_ms / 1000.0)
         ax.plot(t, true, color="black", lw=1.2, label="true")
         ax.plot(t, pred, color="tab:orange", lw=1.0, label="BiLSTM")
         ax.set_ylabel(metrics["units"])

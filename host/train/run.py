@@ -51,10 +51,8 @@ def test_set_arrays(test: WindowSet, binned: BinnedSession) -> dict[str, np.ndar
     by bin; the board rebuilds the windows as zero-copy views.
     """
     trials = np.unique(test.trial)
-    starts, stops = binned.trial_offsets[trials], binned.trial_offsets[trials + 1]
-    lengths = stops - starts
-    rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) if len(trials) else np.empty(0, int)
-    new_offsets = np.r_[0, np.cumsum(lengths)]
+    starts = binned.trial_offsets[trials]
+    rows, new_offsets = trial_rows(binned.trial_offsets, trials)
     pos = np.searchsorted(trials, test.trial)
     end_row = new_offsets[pos] + (test.end_row - starts[pos])
     return {
@@ -69,6 +67,14 @@ def test_set_arrays(test: WindowSet, binned: BinnedSession) -> dict[str, np.ndar
         "window_trial": pos.astype(np.int64),
         **({} if test.target is None else {"target": test.target.astype(np.float32)}),
     }
+
+
+def trial_rows(trial_offsets: np.ndarray, trials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the count rows of `trials`, stacked in the order given; their offsets in that stack)."""
+    starts = trial_offsets[trials]
+    lengths = trial_offsets[np.asarray(trials) + 1] - starts
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    return np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1]), offsets
 
 
 def calibration_arrays(windows: WindowSet, size: int, seed: int) -> tuple[dict[str, np.ndarray], dict]:
@@ -112,7 +118,7 @@ def run_training(recording: Path, config: TrainConfig, models_dir: Path, name: s
         write_json(folder / METRICS, {"test": test_metrics, "baseline": baseline})
         title = f"{name}: {config.task} on {binned.session}, test split"
         if config.task == "aperture":
-            write_aperture_report(result.model, sets["test"], test_metrics, title, folder)
+            write_aperture_report(result.model, sets["test"], test_metrics, title, folder, binned.bin_ms)
         else:
             write_report(test_metrics, config.task, title, folder)
         save_test_set(str(folder / TEST_SET), test_set_arrays(sets["test"], binned))
@@ -171,12 +177,11 @@ def _continuous_baselines(prepared: Prepared) -> dict:
     wiener = fit_wiener(sets["train"], sets["train"].target, sets["validation"], sets["validation"].target)
     test = sets["test"]
     parts = prepared.target_trials  # the split's trials whose target covers every bin
-    rows = {k: np.concatenate([np.arange(binned.trial_offsets[t], binned.trial_offsets[t + 1]) for t in parts[k]])
-            for k in ("train", "test")}
-    offsets = {k: np.r_[0, np.cumsum(binned.n_bins[parts[k]])] for k in rows}
-    kalman = fit_kalman(binned.counts[rows["train"]], binned.target[rows["train"]], offsets["train"])
+    (train_rows, train_offsets), (test_rows, test_offsets) = (trial_rows(binned.trial_offsets, parts[k])
+                                                              for k in ("train", "test"))
+    kalman = fit_kalman(binned.counts[train_rows], binned.target[train_rows], train_offsets)
     decoded = np.empty(len(binned.counts))
-    decoded[rows["test"]] = kalman.predict(binned.counts[rows["test"]], offsets["test"])
+    decoded[test_rows] = kalman.predict(binned.counts[test_rows], test_offsets)
     label_row = test.end_row + test.label_shift
     return {"wiener": {**regression_metrics(test.target, wiener.predict(test)),
                        "ridge": wiener.ridge},

@@ -3,8 +3,9 @@ the same protocol for the aperture regressor.
 
 For each train+validation share (80 % down to 20 % of each object's trials; the rest is the test
 set), split with the same seed, train the decoder and score it on that share's test trials
-(accuracy and relaxed accuracy; or R2, Pearson r and RMSE). At 30 % and 20 % the validation share of train+validation rises to 30 % and 40 %
-(the paper's rule, `host.data.split.validation_share`) so every class keeps a validation trial.
+(accuracy and relaxed accuracy; or R2, Pearson r and RMSE). At 30 % and 20 % the validation share
+of train+validation rises to 30 % and 40 % (the paper's rule, `host.data.split.validation_share`)
+so every class keeps a validation trial.
 """
 
 from __future__ import annotations
