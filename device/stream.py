@@ -94,20 +94,65 @@ class Smoother:
         return {"kind": kind, "tau_ms": self.tau_ms, "alpha": self.alpha, "lag_ms": self.lag_ms}
 
 
-def replay_trial(rows: np.ndarray, detector: Decoder, classifier: Decoder, debounce: int,
-                 bin_s: float, realtime: bool, aperture=None, smoother=None) -> dict:
-    """Run one trial bin by bin; per-bin states, decisions, aperture outputs and latencies."""
+class BinDecoder:
+    """The per-bin decision logic, shared by the offline replay (`replay_trial`) and the live
+    decoder (device.live), so both decide identically on the same bins.
+
+    Each `step(row)` pushes one bin; once the ring holds a whole window the detector runs, the
+    debounce switches the state, the classifier runs while in grasp and the aperture regressor
+    (if any) on every window. `reset()` forgets every bin: a window must never span a gap in the
+    input or a trial boundary. Times of each decoder's part of the last bin are kept for reporting.
+    """
+
+    def __init__(self, detector: Decoder, classifier: Decoder, debounce: int, aperture=None, smoother=None) -> None:
+        self.detector, self.classifier, self.aperture, self.smoother = detector, classifier, aperture, smoother
+        self.debounce = debounce
+        self.ring = RingBuffer(detector.window_shape[0], detector.window_shape[1])
+        self.reset()
+
+    def reset(self) -> None:
+        self.ring.pos, self.ring.filled = -1, 0
+        self.grasp, self.streak = 0, 0
+        if self.smoother is not None:
+            self.smoother.reset()
+
+    def step(self, row: np.ndarray) -> tuple:
+        """(state, object class index or -1, class scores (int8) or None, aperture, smoothed, seconds per
+        decoder (detector, classifier, aperture; NaN for a decoder that did not run)) after one bin."""
+        clock, nan = time.perf_counter, float("nan")
+        self.ring.push(row)
+        decision, scores, value, smoothed, times = -1, None, nan, nan, [nan, nan, nan]
+        if self.ring.full:
+            t0 = clock()
+            says = int(self.detector.invoke(self.detector.quantise(self.ring.window())).argmax())
+            self.streak = self.streak + 1 if says != self.grasp else 0
+            if self.streak >= self.debounce:
+                self.grasp, self.streak = says, 0
+            t1 = clock()
+            times[0] = t1 - t0
+            if self.grasp:
+                scores = self.classifier.invoke(self.classifier.quantise(self.ring.window()))
+                decision = int(scores.argmax())
+                times[1] = clock() - t1
+            if self.aperture is not None:
+                a0 = clock()
+                value = self.aperture.value(self.ring.window())
+                smoothed = self.smoother(value)
+                times[2] = clock() - a0
+        return self.grasp, decision, scores, value, smoothed, times
+
+
+def replay_trial(rows: np.ndarray, bins: BinDecoder, bin_s: float, realtime: bool) -> dict:
+    """Run one trial bin by bin from a fresh state; per-bin states, decisions, aperture outputs and latencies."""
     n = len(rows)
-    ring = RingBuffer(detector.window_shape[0], rows.shape[1])
+    bins.reset()
     state = np.zeros(n, np.int8)          # 0 rest, 1 grasp (after debounce)
     decision = np.full(n, -1, np.int64)   # object class index while in grasp, else -1
     latency = np.zeros(n, np.float64)
     out = {"state": state, "decision": decision, "latency_s": latency}
-    if aperture is not None:  # NaN until the ring holds a whole window
+    if bins.aperture is not None:  # NaN until the ring holds a whole window
         out.update(aperture=np.full(n, np.nan), aperture_smoothed=np.full(n, np.nan),
                    aperture_latency_s=np.full(n, np.nan))
-        smoother.reset()
-    grasp, streak = 0, 0
     clock = time.perf_counter
     t0 = clock()
     for t in range(n):  # one bin at a time, as the recording would arrive
@@ -117,22 +162,9 @@ def replay_trial(rows: np.ndarray, detector: Decoder, classifier: Decoder, debou
             if wait > 0:
                 time.sleep(wait)
         start = clock()
-        ring.push(rows[t])
-        if ring.full:
-            q = detector.quantise(ring.window())
-            says = int(detector.invoke(q).argmax())
-            streak = streak + 1 if says != grasp else 0
-            if streak >= debounce:
-                grasp, streak = says, 0
-            if grasp:
-                decision[t] = int(classifier.invoke(classifier.quantise(ring.window())).argmax())
-            if aperture is not None:
-                a0 = clock()
-                value = aperture.value(ring.window())
-                out["aperture"][t] = value
-                out["aperture_smoothed"][t] = smoother(value)
-                out["aperture_latency_s"][t] = clock() - a0
-        state[t] = grasp
+        state[t], decision[t], _, value, smoothed, times = bins.step(rows[t])
+        if bins.aperture is not None:
+            out["aperture"][t], out["aperture_smoothed"][t], out["aperture_latency_s"][t] = value, smoothed, times[2]
         latency[t] = clock() - (arrival if realtime else start)
     return out
 
@@ -189,8 +221,9 @@ def target_per_bin(test: TestSet) -> np.ndarray:
 
 def run(detector_dir: str, classifier_dir: str, debounce: int = 2, realtime: bool = False,
         max_trials: int = 0, allow_edgetpu: bool = True, threads: int = 1, aperture_dir: str = None,
-        smooth_ms: float = SMOOTH_MS) -> dict:
-    """Replay every test trial (or the first `max_trials`) and summarise."""
+        smooth_ms: float = SMOOTH_MS, per_bin: bool = False) -> dict:
+    """Replay every test trial (or the first `max_trials`) and summarise; `per_bin` adds each
+    trial's per-bin state and decision (what device.live is compared with)."""
     folders = [(detector_dir, "grasp-phase"), (classifier_dir, "object")] + (
         [(aperture_dir, "aperture")] if aperture_dir else [])
     decoders, tests = load_decoders(folders, allow_edgetpu, threads)
@@ -205,6 +238,7 @@ def run(detector_dir: str, classifier_dir: str, debounce: int = 2, realtime: boo
         blank = np.zeros((1,) + decoder.window_shape, np.int8)
         for _ in range(5):
             decoder.invoke(blank)
+    bins = BinDecoder(det, cls, debounce, ape, smoother)
     per_trial, latencies, runs = [], [], []
     for k in range(n_trials):
         obj = int(test.arrays["object_id"][k])
@@ -212,12 +246,14 @@ def run(detector_dir: str, classifier_dir: str, debounce: int = 2, realtime: boo
             raise DeviceError("test trial object {} is not in the classifier's label map".format(obj))
         gc.disable()  # a real-time loop: no collector pauses inside a trial (re-enabled between trials)
         try:
-            result = replay_trial(test.trial_rows(k), det, cls, debounce, bin_s, realtime, ape, smoother)
+            result = replay_trial(test.trial_rows(k), bins, bin_s, realtime)
         finally:
             gc.enable()
         latencies.append(result["latency_s"])
         per_trial.append(trial_figures(result, int(test.arrays["hold_bin"][k]), int(test.arrays["reward_bin"][k]),
                                        classes[obj], bin_s))
+        if per_bin:
+            per_trial[-1].update(state=result["state"].tolist(), decision=result["decision"].tolist())
         if ape:
             runs.append(result)
             for key in ("aperture", "aperture_smoothed"):  # JSON: null before the ring is full
@@ -323,6 +359,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cpu", action="store_true", help="never use the Edge TPU")
     parser.add_argument("--json", default=None, help="write every figure to this file ('-' = stdout)")
+    parser.add_argument("--per-bin", action="store_true",
+                        help="add each trial's per-bin state and decision to the JSON (to compare with device.live)")
     args = parser.parse_args(argv)
     if args.debounce < 1 or args.threads < 1:
         parser.error("--debounce and --threads must be >= 1")
@@ -330,7 +368,7 @@ def main(argv=None) -> int:
         parser.error("--smooth-ms must lie in [0, 10000]")
     try:
         result = run(args.detector_dir, args.classifier_dir, args.debounce, args.realtime, args.trials,
-                     not args.cpu, args.threads, args.aperture_dir, args.smooth_ms)
+                     not args.cpu, args.threads, args.aperture_dir, args.smooth_ms, args.per_bin)
     except DeviceError as exc:
         print("device.stream: error: {}".format(exc), file=sys.stderr)
         return 2

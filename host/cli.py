@@ -610,5 +610,88 @@ def firmware_test_cmd(board_names: tuple[str, ...], all_boards: bool, inventory:
         sys.exit(1)
 
 
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--stream", required=True, help="LSL stream name to publish (device.live --stream takes the same).")
+@click.option("--trials", "count", type=click.IntRange(min=0), default=0, help="Publish this many trials (0 = all).")
+@click.option("--first-trial", type=click.IntRange(min=0), default=0, help="Start at this trial of the source.")
+@click.option("--which", type=click.Choice(["test", "all"]), default="test",
+              help="For a recording: its test split (as `grasptpu train` holds it out, same --seed) or every trial.")
+@click.option("--gap-bins", type=click.IntRange(min=0), default=1,
+              help="Silent bins between trials (test trials are not adjacent in the recording: the decoder restarts).")
+@click.option("--wait-s", type=click.FloatRange(min=0.1), default=30.0, help="Wait this long for a subscriber.")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write what was sent (stamp, trial, bin per sample) to this .npz.")
+@data_options
+def replay(source: Path, stream: str, count: int, first_trial: int, which: str, gap_bins: int, wait_s: float,
+           log_path: Path | None, bin_ms: float, label_bin: str, seed: int, reading: dict) -> None:
+    """Publish SOURCE's trials as a real-time LSL stream of binned counts: the acquisition system's stand-in.
+
+    SOURCE is a model folder (its test trials: the bins the board's offline replay uses) or a
+    recording (binned here; --which test|all). One float32 sample per bin, channels labelled
+    unit<N> in the model's order, stamped when pushed; it starts once a subscriber is connected.
+    """
+    from host.live.streams import model_trials, recording_trials, replay as run_replay
+
+    trials = model_trials(source) if source.is_dir() else recording_trials(source, which, reading, bin_ms, seed)
+    result = run_replay(trials.pick(first_trial, count), stream, log_path, gap_bins, wait_s, echo=click.echo)
+    click.echo(f"replay: sent {result['bins']} bins of {result['trials']} trials on {stream}"
+               + (" (interrupted)" if result["interrupted"] else "") + (f"; log {log_path}" if log_path else ""))
+
+
+@main.command()
+@click.argument("stream")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write (.npz).")
+@click.option("--resolve-s", type=click.FloatRange(min=0.1), default=30.0, help="Wait this long for the stream.")
+@click.option("--idle-stop", type=click.FloatRange(min=0.1), default=3.0,
+              help="Stop this many seconds after the last sample (Ctrl-C also stops and writes).")
+@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path), default=None, hidden=True)
+def record(stream: str, out: Path, resolve_s: float, idle_stop: float, ready_file: Path | None) -> None:
+    """Subscribe to an LSL stream (the board's decisions) and write every sample with its stamp and receive time."""
+    from host.live.streams import record as run_record
+
+    run_record(stream, out, resolve_s, idle_stop, ready=(lambda: ready_file.touch()) if ready_file else None,
+               echo=click.echo)
+
+
+@main.command()
+@_model_dirs
+@board_options
+@click.option("--local", is_flag=True, help="Run device.live here (this machine's Python and TFLite runtime), no board.")
+@click.option("--trials", type=click.IntRange(min=1), default=20, help="Test trials to replay in real time (40 ms a bin).")
+@click.option("--stream", default="grasptpu-live", help="Name of the replayed LSL stream (the decisions: NAME-decoded).")
+@click.option("--gap-bins", type=click.IntRange(min=1), default=1, help="Silent bins between trials.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the session's files. Default: reports/live-<board or local>.")
+def live(model_dirs: tuple[Path, ...], board_names: tuple[str, ...], all_boards: bool, inventory: Path | None,
+         trust_new_host: bool, local: bool, trials: int, stream: str, gap_bins: int, out_dir: Path | None) -> None:
+    """Replay test trials over LSL into device.live on a board, record its decisions, compare with the offline replay.
+
+    Prints end-to-end latency per bin, missed bins and bin-for-bin agreement with device.stream on
+    the same board; exit 1 if a bin was missed or a decision differs.
+    """
+    from host.live.session import BoardRunner, LocalRunner, by_task, format_summary, run_session
+
+    folders = by_task(list(model_dirs))
+    if local:
+        runner = LocalRunner(folders)
+    else:
+        from host.boards.inventory import load_inventory, pick
+
+        boards = pick(load_inventory(inventory), board_names, all_boards)
+        if len(boards) != 1:
+            raise GrasptpuError("grasptpu live runs on one board at a time; name it with --board")
+        runner = BoardRunner(boards[0], trust_new_host, folders)
+    try:
+        summary = run_session(folders, runner, out_dir or Path("reports") / f"live-{runner.name}", trials, stream,
+                              gap_bins, echo=click.echo)
+    finally:
+        runner.close()
+    click.echo(format_summary(summary))
+    ag = summary["agreement"]
+    if summary["missed_bins"] or ag["identical"] != ag["bins"]:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

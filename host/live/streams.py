@@ -1,0 +1,200 @@
+"""The acquisition system's stand-in and the prosthesis side's recorder, over Lab Streaming Layer.
+
+`replay` publishes trials' binned counts as a real-time LSL stream (one float32 sample per bin,
+one channel per unit labelled `unit<N>` in the model's unit order, nominal rate 1000 / bin_ms),
+paced on the wall clock, each sample stamped with `local_clock()` at the moment it is pushed.
+Test trials are not adjacent in a recording, so the replay leaves `gap_bins` of silence between
+trials: the decoder sees the hole in the stamps, counts it and starts a fresh window, exactly as
+the offline replay starts each trial afresh.
+
+`record` subscribes to the board's decision outlet and keeps every sample with its stamp (the
+input bin's stamp, passed through by device.live) and its local receive time, so on the machine
+that runs the replay, receive time minus stamp is the end-to-end latency of that bin.
+
+Both write their log atomically at the end (also when stopped by a signal), never half a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from device import lsl
+from device.contract import DeviceError, TestSet, load_manifest
+from device.live import channel_labels
+from host.errors import GrasptpuError
+from host.files import atomic_path
+
+REPLAY_TYPE = "SpikeCounts"
+
+
+def load_pylsl():
+    """pylsl, or a GrasptpuError saying what is missing (device.lsl's diagnosis, one mechanism)."""
+    try:
+        return lsl.load()
+    except DeviceError as exc:
+        raise GrasptpuError(str(exc)) from None
+
+
+@dataclasses.dataclass
+class Trials:
+    """Binned trials to publish: counts (rows x units, uint8), trial k's rows offsets[k]:offsets[k+1]."""
+
+    session: str
+    bin_ms: float
+    counts: np.ndarray
+    offsets: np.ndarray
+    labels: list
+    what: str
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.offsets) - 1
+
+    def pick(self, first: int, count: int) -> "Trials":
+        """Trials first .. first + count - 1 (count 0: to the end)."""
+        last = self.n_trials if count <= 0 else min(self.n_trials, first + count)
+        if not 0 <= first < last:
+            raise GrasptpuError(f"no trials from {first} (the source has {self.n_trials}); lower --first-trial")
+        rows = slice(int(self.offsets[first]), int(self.offsets[last]))
+        return dataclasses.replace(self, counts=self.counts[rows], offsets=self.offsets[first:last + 1] - self.offsets[first],
+                                   what=f"{self.what}, trials {first}..{last - 1}")
+
+
+def model_trials(folder: Path) -> Trials:
+    """A model folder's test trials: exactly the bins the board's offline replay (device.stream) uses."""
+    manifest = load_manifest(str(folder))
+    test = TestSet.load(str(folder), manifest)
+    data = manifest["data"]
+    index = data.get("unit_index")
+    labels = [f"unit{int(u)}" for u in index] if index is not None else []
+    return Trials(data["session"], float(data["bin_ms"]), test.counts, np.asarray(test.arrays["trial_offsets"]), labels,
+                  f"test split of {data['session']} from {folder}")
+
+
+def recording_trials(path: Path, which: str, reading: dict, bin_ms: float = 40.0, seed: int = 0) -> Trials:
+    """A recording's trials (`which`: "test" = the test split `grasptpu train` holds out with this seed, or "all")."""
+    from host.data.prepare import prepare
+
+    prepared = prepare(path, bin_ms=bin_ms, seed=seed, **reading)
+    b = prepared.binned
+    keep = prepared.split.test if which == "test" else np.arange(len(b.trial_offsets) - 1)
+    keep = np.sort(keep)
+    lengths = np.diff(b.trial_offsets)[keep]
+    rows = np.concatenate([np.arange(b.trial_offsets[k], b.trial_offsets[k + 1]) for k in keep])
+    labels = [f"unit{int(u)}" for u in b.unit_index] if b.unit_index is not None else []
+    return Trials(b.session, b.bin_ms, b.counts[rows], np.r_[0, np.cumsum(lengths)], labels,
+                  f"{which} trials of {b.session} from {path}")
+
+
+def _stop_on_signals() -> list:
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.append(True))
+    return stop
+
+
+def _one_stream_named(pylsl, name: str, timeout: float, what: str):
+    """The single stream called `name`; none within `timeout` or two of them is a one-line error."""
+    found = pylsl.resolve_byprop("name", name, 1, timeout)
+    if not found:
+        raise GrasptpuError(f"no LSL stream named {name} within {timeout:g} s; start {what} first, or check the name")
+    found += pylsl.resolve_byprop("name", name, 2, 0.5)
+    if len({i.uid() for i in found}) > 1:
+        raise GrasptpuError(f"two LSL streams are named {name}; stop one or give each publisher its own name")
+    return found[0]
+
+
+def replay(trials: Trials, stream: str, log_path: Path | None = None, gap_bins: int = 1, wait_s: float = 30.0,
+           echo=print) -> dict:
+    """Publish `trials` at the bin rate once a consumer is connected; the log of what was sent."""
+    pylsl = load_pylsl()
+    if _exists(pylsl, stream):
+        raise GrasptpuError(f"an LSL stream named {stream} is already published; stop it or pick another --stream")
+    units = trials.counts.shape[1]
+    info = pylsl.StreamInfo(stream, REPLAY_TYPE, units, 1000.0 / trials.bin_ms, "float32", f"grasptpu-replay:{stream}")
+    channels = info.desc().append_child("channels")
+    for label in trials.labels:
+        channels.append_child("channel").append_child_value("label", label).append_child_value("unit", "count")
+    info.desc().append_child("grasptpu").append_child_value("session", trials.session)
+    outlet = pylsl.StreamOutlet(info, 1)
+    if not outlet.wait_for_consumers(wait_s):
+        raise GrasptpuError(f"nobody subscribed to {stream} within {wait_s:g} s; start device.live (or another "
+                            "consumer) first")
+    echo(f"replay: {stream} has a consumer; publishing {trials.what}: {trials.n_trials} trials, "
+         f"{len(trials.counts)} bins at {trials.bin_ms:g} ms")
+    sent = _pace(pylsl, outlet, trials, gap_bins, _stop_on_signals())
+    time.sleep(0.2)  # let liblsl hand the last samples over before the outlet goes
+    del outlet
+    log = {"timestamp": sent[0], "trial": sent[1], "bin": sent[2]}
+    if log_path:
+        with atomic_path(log_path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **log)
+    return {"stream": stream, "what": trials.what, "bins": len(sent[0]), "trials": int(len(np.unique(sent[1]))),
+            "interrupted": len(sent[0]) < len(trials.counts), "log": str(log_path) if log_path else None}
+
+
+def _exists(pylsl, stream: str) -> bool:
+    return bool(pylsl.resolve_byprop("name", stream, 1, 0.5))
+
+
+def _pace(pylsl, outlet, trials: Trials, gap_bins: int, stop: list) -> tuple:
+    """Push every bin on schedule (bin i at start + i * bin, gaps skipping `gap_bins` slots); (stamps, trial, bin)."""
+    n = len(trials.counts)
+    lengths = np.diff(trials.offsets)
+    trial_of = np.repeat(np.arange(trials.n_trials), lengths)
+    bin_of = np.arange(n) - np.repeat(trials.offsets[:-1], lengths)
+    slot = np.arange(n) + gap_bins * trial_of  # each trial after the first starts gap_bins slots later
+    rows = trials.counts.astype(np.float32)
+    stamps = np.full(n, np.nan)
+    bin_s = trials.bin_ms / 1000.0
+    start = time.perf_counter() + 0.1
+    for i in range(n):  # real time: one bin per slot, as an acquisition system would send them
+        if stop:
+            break
+        wait = start + slot[i] * bin_s - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        stamps[i] = pylsl.local_clock()
+        outlet.push_sample(rows[i], stamps[i])
+    done = int(np.isfinite(stamps).sum())
+    return stamps[:done], trial_of[:done].astype(np.int32), bin_of[:done].astype(np.int32)
+
+
+def record(stream: str, out: Path, resolve_s: float = 30.0, idle_stop: float = 3.0, ready=None, echo=print) -> dict:
+    """Keep every sample of `stream` (stamp, receive time, values) until `idle_stop` s without one after the
+    first, or a signal; write them to `out` (.npz). `ready()` is called once subscribed."""
+    pylsl = load_pylsl()
+    info = _one_stream_named(pylsl, stream, resolve_s, "device.live")
+    inlet = pylsl.StreamInlet(info, max_buflen=60, recover=True)
+    full = inlet.info(timeout=10.0)
+    inlet.open_stream(timeout=10.0)
+    channels = channel_labels(full)
+    if ready:
+        ready()
+    stop = _stop_on_signals()
+    stamps, received, values = [], [], []
+    last = time.perf_counter()
+    while not stop:
+        sample, ts = inlet.pull_sample(timeout=0.1)
+        if sample is None:
+            if stamps and time.perf_counter() - last > idle_stop:
+                break
+            continue
+        received.append(pylsl.local_clock())
+        stamps.append(ts)
+        values.append(sample)
+        last = time.perf_counter()
+    arrays = {"timestamp": np.asarray(stamps, np.float64), "received": np.asarray(received, np.float64),
+              "values": np.asarray(values, np.float64).reshape(len(values), full.channel_count()),
+              "channels": np.asarray(channels)}
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    echo(f"record: {len(stamps)} samples of {stream} ({full.channel_count()} channels) -> {out}")
+    return {"stream": stream, "samples": len(stamps), "out": str(out)}
