@@ -16,7 +16,7 @@ MODEL_DIRS = $(MODELS)/$(SESSION)-object $(MODELS)/$(SESSION)-grasp-phase $(MODE
 BOARD ?= board1
 INVENTORY ?= .boards/boards.toml
 SIMULATED = $(filter .boards/boards.toml,$(INVENTORY))
-.PHONY: help install deps-check sshd demo data data-all prepare train quantize compile deploy bench-board firmware-test test test-fast bench bench-data bench-nwb bench-train bench-quant board-up board-down check-sessions clean
+.PHONY: help install deps-check sshd demo data data-all prepare train quantize compile deploy bench-board firmware-test test test-fast bench bench-data bench-nwb bench-train bench-quant board-up board-down check-sessions clean chromium live report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,18 +63,29 @@ deploy: $(STAMP) $(if $(SIMULATED),board-up)  ## push the three models, device/ 
 	$(GRASPTPU) deploy $(MODEL_DIRS) --board $(BOARD) --inventory $(INVENTORY)
 
 bench-board: $(STAMP)  ## device.bench + device.stream on $(BOARD) over SSH, beside the host's figures (exit 1 on a miss)
-	$(GRASPTPU) bench --board $(BOARD) --inventory $(INVENTORY)
+	$(GRASPTPU) bench --board $(BOARD) --inventory $(INVENTORY) --json reports/bench-$(BOARD).json
 
 firmware-test: $(STAMP)  ## the on-board pytest suite on $(BOARD); junit report fetched to reports/
 	$(GRASPTPU) firmware-test --board $(BOARD) --inventory $(INVENTORY)
 
+chromium:  ## install Debian's Chromium (the report test opens the page in it, headless) if it is missing
+	@test -x /usr/bin/chromium || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+LIVE_TRIALS ?= 20
+live: $(STAMP) $(if $(SIMULATED),board-up)  ## replay LIVE_TRIALS test trials over LSL into device.live on $(BOARD), record, compare with device.stream (0 = all)
+	$(GRASPTPU) live $(MODEL_DIRS) --board $(BOARD) --inventory $(INVENTORY) --trials $(LIVE_TRIALS)
+
+report: $(STAMP)  ## reports/report.html from the last board bench (reports/bench-$(BOARD).json) and live session
+	$(GRASPTPU) report --bench reports/bench-$(BOARD).json --live reports/live-$(BOARD) --out reports/report.html
+
 deps-check: $(STAMP)  ## every imported third-party module is declared in pyproject.toml, and every declared one is used (deptry)
 	$(PY) -m deptry .
 
-test: deps-check sshd  ## the whole test suite, slow end-to-end tests included
+test: deps-check sshd chromium  ## the whole test suite, slow end-to-end tests included
 	$(PY) -m pytest -q
 
-test-fast: deps-check  ## the test suite without the slow end-to-end tests
+test-fast: deps-check chromium  ## the test suite without the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
 
 bench: bench-data bench-nwb bench-train bench-quant bench-board  ## every benchmark (long: bench-train trains 12 models); bench-board needs a deploy

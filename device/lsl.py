@@ -50,7 +50,7 @@ def status() -> dict:
     try:
         pylsl = load()
     except DeviceError as exc:
-        return {"available": False, "detail": str(exc)}
+        return {"available": False, "detail": str(exc).replace("Lab Streaming Layer: ", "", 1)}
     version = getattr(pylsl, "__version__", None) or getattr(getattr(pylsl, "version", None), "__version__", "?")
     return {"available": True, "pylsl": version, "liblsl": int(pylsl.library_version()),
             "detail": "pylsl {} with liblsl {}".format(version, pylsl.library_version())}

@@ -138,8 +138,10 @@ def about() -> dict:
         chosen = select(compiled_model=True).describe()
     except DeviceError as exc:
         chosen = {"runtime": "none", "runtime_version": "-", "edgetpu": False, "detail": str(exc), "skipped": []}
+    from device import lsl
+
     return {"python": platform.python_version(), "numpy": numpy.__version__, "machine": platform.machine(),
-            **chosen}
+            **chosen, "lsl": lsl.status()}
 
 
 def main(argv=None) -> int:
@@ -150,7 +152,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     info = about()
     text = "Python {python}, numpy {numpy} on {machine}: runtime {runtime} {runtime_version} ({detail})".format(**info)
-    emit(info, args.json, "\n".join([text] + ["  not used: " + why for why in info["skipped"]]))
+    live = "  Lab Streaming Layer (device.live): " + info["lsl"]["detail"]
+    emit(info, args.json, "\n".join([text] + ["  not used: " + why for why in info["skipped"]] + [live]))
     return 0  # a report, not a check: no runtime is said in `detail`, and the runners refuse to start
 
 

@@ -658,7 +658,7 @@ def record(stream: str, out: Path, resolve_s: float, idle_stop: float, ready_fil
 @_model_dirs
 @board_options
 @click.option("--local", is_flag=True, help="Run device.live here (this machine's Python and TFLite runtime), no board.")
-@click.option("--trials", type=click.IntRange(min=1), default=20, help="Test trials to replay in real time (40 ms a bin).")
+@click.option("--trials", type=click.IntRange(min=0), default=20, help="Test trials to replay in real time, 40 ms a bin (0 = all).")
 @click.option("--stream", default="grasptpu-live", help="Name of the replayed LSL stream (the decisions: NAME-decoded).")
 @click.option("--gap-bins", type=click.IntRange(min=1), default=1, help="Silent bins between trials.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -691,6 +691,26 @@ def live(model_dirs: tuple[Path, ...], board_names: tuple[str, ...], all_boards:
     ag = summary["agreement"]
     if summary["missed_bins"] or ag["identical"] != ag["bins"]:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--bench", "bench_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Board bench JSON from `grasptpu bench --board NAME --json FILE` (latency histograms per model).")
+@click.option("--live", "live_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A live session folder from `grasptpu live` (summary.json, bins.npz), e.g. reports/live-board1.")
+@click.option("--trials", type=click.IntRange(min=0), default=3,
+              help="Per-bin timelines of this many trials (the first the session sent that have a hold).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("reports/report.html"),
+              help="The HTML page to write (self-contained: figures inlined, opens without a server).")
+def report(bench_json: Path | None, live_dir: Path | None, trials: int, out: Path) -> None:
+    """One self-contained HTML page of a board bench and a live session: latency histograms, per-bin trial
+    timelines (raster, phases, detector, classifier and confidence, aperture), Hold onset to a correct object."""
+    from host.report_page import build_report
+
+    if bench_json is None and live_dir is None:
+        raise GrasptpuError("nothing to report: give --bench FILE and/or --live FOLDER")
+    result = build_report(out, bench_json, live_dir, trials)
+    click.echo(f"report: {result['path']} ({len(result['figures'])} figures: {', '.join(result['figures'])})")
 
 
 if __name__ == "__main__":

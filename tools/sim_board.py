@@ -260,20 +260,22 @@ class BoardKind:
     runtime_module: str
     max_p99_ms: float
     latency_note: str
+    own_liblsl: bool = False  # pylsl's wheel for this Python has no liblsl: give it one, as a Coral board needs
 
     @property
     def import_check(self) -> str:
-        return f"import numpy, pytest, {self.runtime_module}"
+        return f"import numpy, pytest, pylsl, {self.runtime_module}"
 
 
 # Mendel Linux 5 (Coral Dev Board / Dev Board Mini): Python 3.7, numpy 1.16, Coral's tflite_runtime
 # 2.5 and pycoral 2.0 (docs/coral-board.md). PyPI's oldest tflite-runtime for 3.7 is 2.7.0.
 CORAL_KIND = BoardKind(
-    "coral", "coral-py37", ("numpy<1.20", "tflite-runtime==2.7.0", "pytest>=6,<7.5"), "tflite_runtime.interpreter",
+    "coral", "coral-py37", ("numpy<1.20", "tflite-runtime==2.7.0", "pytest>=6,<7.5", "pylsl==1.16.2"),
+    "tflite_runtime.interpreter",
     BIN_MS, "simulated board: an x86 wheel of an old tflite-runtime on this machine's CPU says nothing about a "
-            "Coral board's ARM cores or Edge TPU, so it is held only to the 40 ms bin")
+            "Coral board's ARM cores or Edge TPU, so it is held only to the 40 ms bin", own_liblsl=True)
 HOST_KIND = BoardKind(
-    "host", "host-python", ("numpy", "ai-edge-litert", "pytest"), "ai_edge_litert.interpreter",
+    "host", "host-python", ("numpy", "ai-edge-litert", "pytest", "pylsl"), "ai_edge_litert.interpreter",
     2.0, "simulated board on this machine's Python and ai-edge-litert (no Coral board has them): "
          "2 ms = 20x headroom in the 40 ms bin")
 KINDS = {k.name: k for k in (CORAL_KIND, HOST_KIND)}
@@ -362,11 +364,29 @@ def ensure_python_env(envs_dir: Path, kind: BoardKind, interpreter: str, log: Lo
         if subprocess.run([interpreter, "-m", "venv", str(env)], stdin=subprocess.DEVNULL, check=False).returncode:
             raise BoardError(f"board python {env}: `{interpreter} -m venv` failed (is its venv/ensurepip installed?)")
         pip = [str(env_python(env)), "-m", "pip", "install", "-q", "--disable-pip-version-check", *kind.packages]
-        if subprocess.run(pip, stdin=subprocess.DEVNULL, check=False).returncode != 0 or not env_ready(env, kind):
+        if subprocess.run(pip, stdin=subprocess.DEVNULL, check=False).returncode != 0:
+            raise BoardError(f"board python {env}: `pip install {' '.join(kind.packages)}` failed")
+        if kind.own_liblsl:
+            install_liblsl(env)
+        if not env_ready(env, kind):
             raise BoardError(f"board python {env}: `pip install {' '.join(kind.packages)}` failed")
     log(f"board python: created {env} from {interpreter} with {', '.join(kind.packages)} "
         f"in {time.monotonic() - start:.1f} s")
     return env_python(env)
+
+
+def install_liblsl(env: Path) -> None:
+    """Put a liblsl where the board's pylsl looks (its package's lib/). pylsl 1.16.2, the newest for
+    Python 3.7, ships none, as on a Coral board, where liblsl is built or installed from its release
+    (docs/live.md); here the library comes from this machine's pylsl wheel, which bundles it."""
+    import pylsl
+
+    bundled = sorted((Path(pylsl.__file__).parent / "lib").glob("liblsl*.so*"))
+    targets = list(env.glob("lib/python3*/site-packages/pylsl"))
+    if not bundled or not targets:
+        raise BoardError(f"board python {env}: no liblsl to give its pylsl (this machine's pylsl bundles none)")
+    (targets[0] / "lib").mkdir(exist_ok=True)
+    shutil.copy2(bundled[-1].resolve(), targets[0] / "lib" / "liblsl.so")
 
 
 # --- processes and ports -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from host.errors import GrasptpuError
 from host.files import atomic_path, write_json
 
 TASK_ORDER = ("grasp-phase", "object", "aperture")
+REPO = Path(__file__).resolve().parents[2]  # where device/ is, for a Python that does not have grasptpu installed
 IDLE_STOP_S = 2.0  # device.live stops this long after the last bin; the recorder waits a little longer
 
 
@@ -42,16 +43,18 @@ def by_task(model_dirs: list[Path]) -> dict:
 
 
 class LocalRunner:
-    """device.live / device.stream as subprocesses of this machine's Python (its TFLite runtime)."""
+    """device.live / device.stream as subprocesses of a Python here (by default this one, with its TFLite
+    runtime; the tests also pass the Coral-faithful board's Python 3.7), run from the project folder."""
 
     name = "local"
 
-    def __init__(self, folders: dict) -> None:
-        self.paths = {t: str(f) for t, f in folders.items()}
+    def __init__(self, folders: dict, python: str = sys.executable) -> None:
+        self.paths = {t: str(Path(f).absolute()) for t, f in folders.items()}
+        self.python = python
 
     def start(self, module: str, args: list):
-        return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen([self.python, "-m", module, *map(str, args)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=REPO)
 
     def finish(self, proc, timeout: float) -> tuple[dict, str]:
         try:
@@ -67,8 +70,8 @@ class LocalRunner:
             proc.wait(10)
 
     def run_json(self, module: str, args: list, timeout: float) -> dict:
-        done = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run([self.python, "-m", module, *map(str, args)], capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO)
         return _last_json(done.stdout, done.stderr, module)
 
     def close(self) -> None:
