@@ -40,7 +40,7 @@ import numpy as np
 
 from device import lsl
 from device.bench import saturated
-from device.contract import DeviceError, one_line
+from device.contract import DeviceError, load_manifest, one_line
 from device.output import emit
 from device.stream import SMOOTH_MS, BinDecoder, Smoother, class_of_objects, load_decoders
 
@@ -213,17 +213,19 @@ def run(folders: list, stream: str, outlet_name: str, debounce: int = 2, smooth_
         unlabelled: bool = False, pidfile: str = None) -> dict:
     """Decode the stream until a signal (or `idle_stop` s without input after the first bin); the summary."""
     pylsl = lsl.load()
-    decoders, _ = load_decoders(folders, allow_edgetpu, threads)
-    (det, det_m, runtime), (cls, cls_m, _) = decoders[:2]
-    ape, ape_m = (decoders[2][0], decoders[2][1]) if len(decoders) > 2 else (None, None)
+    manifests = [load_manifest(folder) for folder, _ in folders]  # checked in full by load_decoders below
+    det_m = manifests[0]
     bin_ms = float(det_m["data"]["bin_ms"])
-    smoother = Smoother(smooth_ms, bin_ms) if ape else None
-    models = {m["task"]: m["name"] for _, m, _ in decoders}
+    models = {task: m["name"] for (_, task), m in zip(folders, manifests)}
     outlet = make_outlet(pylsl, outlet_name, 1000.0 / bin_ms, models, det_m["data"]["session"])
     info = find_stream(pylsl, stream, resolve_s)
     inlet = pylsl.StreamInlet(info, max_buflen=60, recover=True)
     full = inlet.info(timeout=10.0)
-    check_stream(full, channel_labels(full), det_m, unlabelled)
+    check_stream(full, channel_labels(full), det_m, unlabelled)  # before any model loads: a wrong stream costs nothing
+    decoders, _ = load_decoders(folders, allow_edgetpu, threads)
+    (det, det_m, runtime), (cls, cls_m, _) = decoders[:2]
+    ape = decoders[2][0] if len(decoders) > 2 else None
+    smoother = Smoother(smooth_ms, bin_ms) if ape else None
     inlet.open_stream(timeout=10.0)
     for decoder in [d for d, _, _ in decoders]:  # warm up: the first invokes set up kernels, never on a live bin
         for _ in range(5):

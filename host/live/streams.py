@@ -50,6 +50,7 @@ class Trials:
     offsets: np.ndarray
     labels: list
     what: str
+    first: int = 0  # the source's number of trial 0 here (the log names trials by the source's numbers)
 
     @property
     def n_trials(self) -> int:
@@ -62,7 +63,7 @@ class Trials:
             raise GrasptpuError(f"no trials from {first} (the source has {self.n_trials}); lower --first-trial")
         rows = slice(int(self.offsets[first]), int(self.offsets[last]))
         return dataclasses.replace(self, counts=self.counts[rows], offsets=self.offsets[first:last + 1] - self.offsets[first],
-                                   what=f"{self.what}, trials {first}..{last - 1}")
+                                   what=f"{self.what}, trials {first}..{last - 1}", first=self.first + first)
 
 
 def model_trials(folder: Path) -> Trials:
@@ -163,7 +164,7 @@ def _pace(pylsl, outlet, trials: Trials, gap_bins: int, stop: list) -> tuple:
         stamps[i] = pylsl.local_clock()
         outlet.push_sample(rows[i], stamps[i])
     done = int(np.isfinite(stamps).sum())
-    return stamps[:done], trial_of[:done].astype(np.int32), bin_of[:done].astype(np.int32)
+    return stamps[:done], (trials.first + trial_of[:done]).astype(np.int32), bin_of[:done].astype(np.int32)
 
 
 def record(stream: str, out: Path, resolve_s: float = 30.0, idle_stop: float = 3.0, ready=None, echo=print) -> dict:
