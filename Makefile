@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv (from $(PYTHON)) and install grasptpu and its dev tools into it
 
-demo: prepare train quantize compile deploy bench-board firmware-test  ## the main job end to end: default session -> simulated board
+demo: prepare train quantize compile deploy bench-board firmware-test live report  ## the main job end to end: default session -> simulated board -> live session -> reports/report.html
 
 $(RECORDING): | $(STAMP)
 	$(GRASPTPU) synth --session $(SESSION) --out $(DATA)
@@ -72,7 +72,7 @@ chromium:  ## install Debian's Chromium (the report test opens the page in it, h
 	@test -x /usr/bin/chromium || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
-LIVE_TRIALS ?= 20
+LIVE_TRIALS ?= 10
 live: $(STAMP) $(if $(SIMULATED),board-up)  ## replay LIVE_TRIALS test trials over LSL into device.live on $(BOARD), record, compare with device.stream (0 = all)
 	$(GRASPTPU) live $(MODEL_DIRS) --board $(BOARD) --inventory $(INVENTORY) --trials $(LIVE_TRIALS)
 

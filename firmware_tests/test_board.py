@@ -119,3 +119,67 @@ def test_the_stream_decodes_every_bin_with_every_deployed_decoder(deployed_by_ta
         assert all(v is not None for v in values[window - 1:])  # then one value every bin
     assert a["outputs"] == sum(len(t["aperture"]) - (window - 1) for t in r["per_trial"]) == a["scored_bins"]
     assert a["smoother"]["lag_ms"] > 0 and np.isfinite(a["raw"]["r2"])
+
+
+def test_live_decodes_an_lsl_stream_as_the_offline_replay(deployed_by_task, record_testsuite_property):
+    """device.live on this board, fed one test trial over LSL on loopback: one decision per bin, each
+    identical to device.stream's for the same bin. Skips, saying what is missing, without LSL."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from device import lsl
+    from device import stream
+    from device.live import OUTPUT_CHANNELS
+
+    col = {c: i for i, c in enumerate(OUTPUT_CHANNELS)}
+    status = lsl.status()
+    record_testsuite_property("lsl", status["detail"])
+    if not status["available"]:
+        pytest.skip("no Lab Streaming Layer on this board: " + status["detail"])
+    found = dict(deployed_by_task)
+    if {"grasp-phase", "object"} - set(found):
+        pytest.skip("device.live needs a deployed grasp-phase and object model; found {}".format(sorted(found)))
+    folders = [found[t] for t in ("grasp-phase", "object", "aperture") if t in found]
+    pylsl = lsl.load()
+    manifest = load_manifest(found["grasp-phase"])
+    rows = BoardTestSet.load(found["grasp-phase"], manifest).trial_rows(0)
+    name = "firmware-{}-{}".format(os.getpid(), uuid.uuid4().hex[:6])
+    live = subprocess.Popen([sys.executable, "-m", "device.live"] + folders + [
+        "--stream", name, "--idle-stop", "1", "--json", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        decided = pylsl.resolve_byprop("name", name + "-decoded", 1, 60)
+        assert decided, "device.live published no decision outlet"
+        inlet = pylsl.StreamInlet(decided[0])
+        inlet.open_stream(10)
+        info = pylsl.StreamInfo(name, "SpikeCounts", rows.shape[1], 1000.0 / manifest["data"]["bin_ms"], "float32", name)
+        channels = info.desc().append_child("channels")
+        for u in manifest["data"]["unit_index"]:
+            channels.append_child("channel").append_child_value("label", "unit{}".format(u))
+        outlet = pylsl.StreamOutlet(info, 1)
+        assert outlet.wait_for_consumers(60), "device.live never subscribed"
+        for t, row in enumerate(rows.astype(np.float32)):
+            outlet.push_sample(row, 100.0 + 0.04 * t)
+        got = []
+        deadline = time.time() + 60
+        while len(got) < len(rows) and time.time() < deadline:
+            sample, _ = inlet.pull_sample(timeout=0.5)
+            if sample is not None:
+                got.append(sample)
+        del outlet
+        out, err = live.communicate(timeout=60)
+    finally:
+        if live.poll() is None:
+            live.kill()
+    assert live.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert len(got) == len(rows) == summary["received"] and summary["invalid"] == summary["gaps"] == 0
+    offline = stream.run(folders[0], folders[1], max_trials=1, per_bin=True)["per_trial"][0]
+    got = np.asarray(got)
+    decoded = got[:, col["status"]] == 0
+    assert decoded.sum() == len(rows) - (manifest["data"]["window_bins"] - 1)
+    np.testing.assert_array_equal(got[decoded, col["grasp"]], np.asarray(offline["state"])[decoded])
+    np.testing.assert_array_equal(got[decoded, col["object_index"]], np.asarray(offline["decision"])[decoded])

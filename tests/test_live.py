@@ -148,6 +148,23 @@ def test_a_hole_in_the_stamps_is_counted_and_no_stale_window_is_decoded(quantise
     assert live[11:] == [(int(s), int(d)) for s, d in expected[11:]]
 
 
+def test_a_signal_ends_the_run_between_bins_with_a_summary(quantised):
+    folders = _folders(quantised)
+    stream = _name("signal")
+    live = _start_live(folders, stream)
+    inlet = _decisions(stream)
+    outlet = _outlet(stream, 20, 25.0, _labels(folders["grasp-phase"]))
+    assert outlet.wait_for_consumers(20)
+    rows = _test_rows(folders["grasp-phase"], 0)[:15]
+    for t, row in enumerate(rows):
+        outlet.push_sample(row, 10.0 + 0.04 * t)
+    _pull(inlet, len(rows))
+    live.send_signal(signal.SIGTERM)
+    summary, _ = _finish(live)
+    assert summary["stopped_by"] == "signal" and summary["received"] == 15 and summary["decoded"] == 4
+    assert summary["cpu"]["ms_per_bin"] > 0 and summary["board_ms"]["p99"] > 0
+
+
 @pytest.mark.parametrize("change, words", [
     ("channels", "has 21 channels; the models take 20 units"),
     ("rate", "runs at 50 Hz; the models take one sample per 40 ms bin"),
@@ -235,6 +252,11 @@ def test_replay_live_and_recorder_decide_exactly_as_the_offline_replay(quantised
     assert summary["latency"]["p99_ms"] < 40.0
     bins = np.load(tmp_path / "live" / "bins.npz")
     assert np.isfinite(bins["latency_ms"]).all()
+    if board_python == "host":  # the report draws this real session (its page is checked in Chromium elsewhere)
+        from host.report_page import build_report
+
+        page = build_report(tmp_path / "report.html", live_dir=tmp_path / "live", trials=2)
+        assert page["figures"][:2] == ["live-latency", "first-correct"] and len(page["figures"]) == 4
 
 
 @pytest.mark.slow
