@@ -349,14 +349,16 @@ def tune_worker(recording: Path, task: str, max_trials: int, epochs: int, chief_
     """
     import tempfile
 
-    from host.data.prepare import prepare
     from host.train import distributed as dist
-    from host.train.tune import make_tuner
 
     if tuner_id.startswith("chief"):
         raise GrasptpuError("a worker's --id must not start with 'chief' (KerasTuner would take it for the chief)")
     address = dist.Address.parse(chief_address)
-    dist.wait_for_chief(address, wait_s)
+    dist.wait_for_chief(address, wait_s)  # before TensorFlow loads: a missing chief is one quick line
+
+    from host.data.prepare import prepare
+    from host.train.tune import make_tuner
+
     os.environ.update(dist.role_environment(tuner_id, address))
     if threads:
         dist.limit_threads(threads)

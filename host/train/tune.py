@@ -40,18 +40,69 @@ class Tuned:
     best: dict
 
 
-def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path,
-           batch_size: int = 256, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None):
-    """Run the Bayesian search; returns the finished tuner."""
+def make_tuner(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path,
+               batch_size: int = 256, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None):
+    """The Bayesian tuner over the task's hypermodel. In KerasTuner's distributed mode (its environment
+    variables set) the same call makes the chief's tuner or a worker's. A trial whose worker died is
+    retried once (max_retries_per_trial), then recorded as failed."""
     import keras_tuner as kt
 
     config = TrainConfig(task=task, hyperparameters={}, epochs=epochs, batch_size=batch_size,
                          stop_patience=stop_patience, seed=seed, verbose=verbose)
-    tuner = kt.BayesianOptimization(DecoderHyperModel(prepared, config), objective=kt.Objective(*OBJECTIVES[task]),
-                                    max_trials=max_trials, seed=seed, directory=str(workdir),
-                                    project_name="search", overwrite=True)
+    return kt.BayesianOptimization(DecoderHyperModel(prepared, config), objective=kt.Objective(*OBJECTIVES[task]),
+                                   max_trials=max_trials, seed=seed, directory=str(workdir), project_name="search",
+                                   overwrite=True, max_retries_per_trial=1)
+
+
+def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path,
+           batch_size: int = 256, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None):
+    """Run the Bayesian search in this process; returns the finished tuner."""
+    tuner = make_tuner(prepared, task, max_trials, epochs, seed, workdir, batch_size, stop_patience, verbose)
     tuner.search(epochs=epochs)
     return tuner
+
+
+@dataclass
+class Workers:
+    """How a distributed search runs: the chief's address, the local workers and their command."""
+
+    address: object            # host.train.distributed.Address the chief serves on
+    count: int                 # local workers to start (0: only workers elsewhere)
+    command: list              # a local worker's command line, without its --id
+    timeout: float = 3600.0    # a worker elsewhere silent this long is dropped
+
+
+def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path, workers: Workers,
+          echo=print):
+    """Be the chief of a distributed search until its budget is done; (tuner, supervisor events, interrupted)."""
+    import os
+
+    from host.train import distributed as dist
+
+    dist.check_port_free(workers.address)
+    saved = {k: os.environ.get(k) for k in dist.role_environment("chief", workers.address)}
+    os.environ.update(dist.role_environment("chief", workers.address))
+    supervisor = None
+    try:
+        tuner = make_tuner(prepared, task, max_trials, epochs, seed, workdir)
+        dist.track_reports(tuner.oracle)
+        supervisor = dist.Supervisor(tuner.oracle, workers.command, workers.address, workers.count, workers.timeout,
+                                     echo)
+        supervisor.start()
+        echo(f"tune: chief serving on {workers.address}; {workers.count} local worker(s) started")
+        try:
+            tuner.search(epochs=epochs)
+            interrupted = False
+        except KeyboardInterrupt:
+            if supervisor.failed:
+                raise GrasptpuError(supervisor.failed) from None
+            interrupted = True
+        return tuner, supervisor.events, interrupted
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def results_table(tuner, task: str) -> list[dict]:
@@ -79,27 +130,46 @@ def tsv(rows: list[dict]) -> str:
 
 
 def run_tuning(recording: Path, task: str, models_dir: Path, name: str | None, max_trials: int, epochs: int,
-               seed: int, data_options: dict | None = None) -> Tuned:
-    """Search, then write the table and the best hyperparameters atomically."""
+               seed: int, data_options: dict | None = None, workers: Workers | None = None, echo=print) -> Tuned:
+    """Search (here, or as the chief of workers), then write the table and the best hyperparameters
+    atomically; an interrupted distributed search writes the trials it finished and says so."""
     prepared = prepare(recording, progress=True, seed=seed, **(data_options or {}))
     name = name or f"{prepared.binned.session}-{task}-tuning"
+    events, interrupted = [], False
     with StagedDir(models_dir / name) as staged:
-        tuner = search(prepared, task, max_trials, epochs, seed, staged.path / "keras_tuner")
+        if workers is None:
+            tuner = search(prepared, task, max_trials, epochs, seed, staged.path / "keras_tuner")
+        else:
+            tuner, events, interrupted = serve(prepared, task, max_trials, epochs, seed, staged.path / "keras_tuner",
+                                               workers, echo)
         rows = results_table(tuner, task)
         objective, direction = OBJECTIVES[task]
         if not rows or rows[0][objective] is None:
+            if interrupted:
+                raise TuningInterrupted("interrupted before any trial finished; nothing was written")
             raise GrasptpuError("every tuning trial failed (see the log above); nothing was written")
         best = tuner.get_best_hyperparameters(1)[0].values
         write_text(staged.path / "results.tsv", tsv(rows) + "\n")
+        done = sum(r[objective] is not None for r in rows)
         write_json(staged.path / BEST_FILE, {
             "task": task, "session": prepared.binned.session,
             "objective": f"{objective} ({direction}imum, validation split)",
             "max_trials": max_trials, "epochs": epochs, "seed": seed,
             f"best_{objective}": rows[0][objective], "hyperparameters": best,
+            "trials_finished": done, "trials_failed": len(rows) - done,
+            **({"workers": workers.count, "chief": str(workers.address), "events": events} if workers else {}),
+            **({"interrupted": True} if interrupted else {}),
         })
         shutil.rmtree(staged.path / "keras_tuner" / "search", ignore_errors=True)  # checkpoints: large, not needed
         folder = staged.commit()
+    if interrupted:
+        raise TuningInterrupted(f"interrupted after {done} finished trial(s) of {max_trials}; the trials so far are "
+                                f"in {folder}")
     return Tuned(folder, folder / BEST_FILE, Path(recording), task, rows, best)
+
+
+class TuningInterrupted(GrasptpuError):
+    """Ctrl-C on the chief: the local workers were stopped and the finished trials written."""
 
 
 def load_best(path: Path) -> dict:

@@ -1,0 +1,239 @@
+"""`grasptpu tune --workers N`: KerasTuner's distributed mode, with a chief that never hangs on a dead worker.
+
+KerasTuner's distributed mode (keras.io, "Distributed hyperparameter tuning") is three
+environment variables: KERASTUNER_TUNER_ID ("chief", or a worker's own id), KERASTUNER_ORACLE_IP
+and KERASTUNER_ORACLE_PORT. The chief serves the oracle (the Bayesian search's state) over gRPC;
+each worker asks it for a trial, trains it and reports back. Here the `grasptpu tune` process is
+the chief, and with `--workers N` it also starts N worker processes on this machine
+(`grasptpu tune-worker`, each with its own TensorFlow threads); workers on other machines run the
+same `grasptpu tune-worker` command pointed at the chief (tools/slurm_tune.sh does this).
+
+KerasTuner's chief waits for every trial a worker holds: a worker that dies mid-trial would stall
+the search for ever. So the chief keeps a `Supervisor`: a local worker that exits without
+finishing is dropped from the oracle at once, its trial ended as INVALID (KerasTuner's own retry:
+retried once by the next free worker, then recorded FAILED), and a new worker takes its place;
+a worker elsewhere that has not reported for `worker_timeout` seconds is dropped the same way.
+The search always finishes its budget (or says why it could not). Ctrl-C stops the local workers
+and writes the trials finished so far.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from host.errors import GrasptpuError
+
+MAX_RESTARTS_PER_SLOT = 3  # a local worker that keeps dying is not restarted for ever
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Address":
+        host, _, port = text.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise GrasptpuError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8470)")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def check_port_free(address: Address) -> None:
+    """gRPC would share a port another chief holds (SO_REUSEPORT): refuse it here, in one line."""
+    with socket.socket() as s:
+        try:
+            s.bind((address.host, address.port))
+        except OSError as exc:
+            raise GrasptpuError(f"cannot serve the tuning chief on {address}: {exc.strerror or exc} (another chief "
+                                "or program holds it); pick another --chief-address") from None
+
+
+def role_environment(tuner_id: str, address: Address) -> dict:
+    return {"KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": address.host,
+            "KERASTUNER_ORACLE_PORT": str(address.port)}
+
+
+def wait_for_chief(address: Address, timeout: float) -> None:
+    """Return once the chief's gRPC service answers; a one-line error after `timeout` s."""
+    import grpc
+
+    channel = grpc.insecure_channel(str(address))
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise GrasptpuError(f"no tuning chief answers at {address} after {timeout:g} s; start `grasptpu tune ... "
+                            f"--workers N --chief-address HOST:{address.port}` there first (or check the address)") from None
+    finally:
+        channel.close()
+
+
+def limit_threads(threads: int) -> None:
+    """This process's TensorFlow threads (before any op runs): N workers share the cores."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+
+
+def drop_worker(oracle, tuner_id: str, why: str) -> str | None:
+    """Forget a worker that will not report again: its trial ends INVALID (retried, then FAILED) and it
+    no longer counts as running, so the chief can finish. Returns the trial's id, if it held one."""
+    import keras_tuner as kt
+    from keras_tuner.src.engine import trial as trial_module
+
+    @kt.synchronized
+    def _drop(oracle_, tuner_id_):
+        trial = oracle_.ongoing_trials.get(tuner_id_)
+        if trial is not None:
+            ended = trial_module.Trial(trial.hyperparameters.copy(), trial.trial_id, trial_module.TrialStatus.INVALID,
+                                       message=why)
+            oracle_.end_trial(ended)
+            oracle_.ongoing_trials.pop(tuner_id_, None)
+        oracle_.tuner_ids.discard(tuner_id_)
+        return trial.trial_id if trial is not None else None
+
+    return _drop(oracle, tuner_id)
+
+
+@dataclass
+class Slot:
+    """One local worker position: the process now in it, and how often it was restarted."""
+
+    index: int
+    proc: subprocess.Popen | None = None
+    tuner_id: str = ""
+    restarts: int = 0
+
+
+@dataclass
+class Supervisor:
+    """Starts the local workers, replaces dead ones, drops silent remote ones (see the module docstring)."""
+
+    oracle: object
+    worker_command: list
+    address: Address
+    n_workers: int
+    worker_timeout: float = 3600.0
+    echo: object = print
+    slots: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+    failed: str = ""
+
+    def start(self) -> None:
+        self.slots = [Slot(k) for k in range(self.n_workers)]
+        for slot in self.slots:
+            self._launch(slot)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="tune-supervisor", daemon=True)
+        self._thread.start()
+
+    def _launch(self, slot: Slot) -> None:
+        slot.tuner_id = f"tuner{slot.index}" + (f"-r{slot.restarts}" if slot.restarts else "")
+        env = {**os.environ, **role_environment(slot.tuner_id, self.address)}
+        # its own session: a Ctrl-C meant for the chief reaches the chief, which then stops the workers
+        slot.proc = subprocess.Popen([*self.worker_command, "--id", slot.tuner_id], env=env, start_new_session=True)
+
+    def _watch(self) -> None:
+        import _thread
+
+        while not self._stop.wait(0.5):
+            for slot in self.slots:
+                code = None if slot.proc is None else slot.proc.poll()
+                if code is None:
+                    continue
+                if code == 0:  # its search ended: the oracle told it to stop
+                    slot.proc = None
+                    continue
+                trial = drop_worker(self.oracle, slot.tuner_id, f"worker {slot.tuner_id} exited with {code}")
+                self._say(f"worker {slot.tuner_id} died (exit {code})" + (
+                    f" in trial {trial}: the trial goes back for one retry" if trial else ""))
+                if slot.restarts >= MAX_RESTARTS_PER_SLOT:
+                    slot.proc = None
+                    self._say(f"worker slot {slot.index} died {slot.restarts + 1} times; not restarted")
+                    continue
+                slot.restarts += 1
+                self._launch(slot)
+            self._drop_silent()
+            if self.slots and all(s.proc is None for s in self.slots) and self._running():
+                self.failed = "every local worker died (see the lines above); the search cannot finish"
+                _thread.interrupt_main()
+                return
+
+    def _running(self) -> bool:
+        return bool(self.oracle.ongoing_trials) or len(self.oracle.trials) < (self.oracle.max_trials or 0)
+
+    def _drop_silent(self) -> None:
+        """A worker elsewhere that holds a trial and has not reported for worker_timeout s is gone."""
+        now = time.time()
+        local = {s.tuner_id for s in self.slots}
+        for tuner_id, trial in list(self.oracle.ongoing_trials.items()):
+            seen = LAST_SEEN.get(trial.trial_id, now)
+            if tuner_id not in local and now - seen > self.worker_timeout:
+                drop_worker(self.oracle, tuner_id, f"worker {tuner_id} silent for {self.worker_timeout:g} s")
+                self._say(f"worker {tuner_id} silent for {self.worker_timeout:g} s in trial {trial.trial_id}: dropped, "
+                          "the trial goes back for one retry")
+
+    def _say(self, text: str) -> None:
+        self.events.append(text)
+        self.echo(f"tune: {text}")
+
+    def stop(self) -> None:
+        """Stop the supervisor and every local worker still running."""
+        if hasattr(self, "_stop"):
+            self._stop.set()
+            self._thread.join(5)
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.poll() is None:
+                slot.proc.terminate()
+        for slot in self.slots:
+            if slot.proc is not None:
+                try:
+                    slot.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    slot.proc.kill()
+
+
+LAST_SEEN: dict = {}  # trial id -> when a worker last reported on it (update_trial), chief side
+
+
+def track_reports(oracle) -> None:
+    """Note the time of every report a worker makes on its trial (each epoch), for the silent-worker check."""
+    original = oracle.update_trial
+
+    def update_trial(trial_id, metrics, step=0):
+        LAST_SEEN[trial_id] = time.time()
+        return original(trial_id, metrics, step=step)
+
+    oracle.update_trial = update_trial
+    original_create = oracle.create_trial
+
+    def create_trial(tuner_id):
+        trial = original_create(tuner_id)
+        LAST_SEEN[trial.trial_id] = time.time()
+        return trial
+
+    oracle.create_trial = create_trial
+
+
+def worker_command(recording, task: str, max_trials: int, epochs: int, seed: int, address: Address, threads: int,
+                   data_args: list) -> list:
+    """The `grasptpu tune-worker` command line a local worker runs (the id is appended per worker)."""
+    return [sys.executable, "-m", "host.cli", "tune-worker", str(recording), "--task", task, "--max-trials",
+            str(max_trials), "--epochs", str(epochs), "--seed", str(seed), "--chief", str(address), "--threads",
+            str(threads), *data_args]

@@ -1,0 +1,162 @@
+"""`grasptpu tune --workers N`: KerasTuner's chief and workers as real processes on localhost, a
+worker killed mid-trial, Ctrl-C on the chief, and the one-line refusals (no chief, port in use)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from host.data import matfile
+from host.data import synth
+from host.train.distributed import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "ZRec50.neo.mat"
+    matfile.save_recording(synth.generate(n_units=16, n_trials=160, difficulty=0.5, seed=4), path)
+    return path
+
+
+def _tune(session, models: Path, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "host.cli", "tune", str(session), "--task", "object",
+                             "--models-dir", str(models), *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+class Output:
+    """The chief's output, read as it comes (to act on a line) and kept."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        self.thread.start()
+
+    def wait_for(self, words: str, timeout: float) -> None:
+        deadline = time.time() + timeout
+        while not any(words in ln for ln in self.lines):
+            assert time.time() < deadline, f"no line with {words!r} in {timeout} s:\n" + "".join(self.lines[-30:])
+            time.sleep(0.2)
+
+    @property
+    def text(self) -> str:
+        self.thread.join(10)
+        return "".join(self.lines)
+
+
+def _workers_alive(tag: str) -> list[int]:
+    """Pids of tune-worker processes whose command line holds `tag` (from /proc, no extra package)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "tune-worker" in cmd and tag in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _results(models: Path) -> tuple[dict, list[str]]:
+    folder = models / "ZRec50-object-tuning"
+    return json.loads((folder / "best_hyperparameters.json").read_text()), \
+        (folder / "results.tsv").read_text().strip().splitlines()
+
+
+@pytest.mark.slow
+def test_a_chief_and_two_workers_finish_the_search(session, tmp_path):
+    proc = _tune(session, tmp_path, "--max-trials", 3, "--epochs", 1, "--workers", 2)
+    out = Output(proc)
+    assert proc.wait(600) == 0, out.text
+    best, rows = _results(tmp_path)
+    assert best["workers"] == 2 and best["trials_finished"] == 3 and best["trials_failed"] == 0
+    assert len(rows) == 4 and rows[0].startswith("trial\tval_accuracy")
+    assert "chief serving on 127.0.0.1:" in out.text and not _workers_alive(str(session))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_replaced_and_the_search_finishes(session, tmp_path):
+    proc = _tune(session, tmp_path, "--max-trials", 3, "--epochs", 4, "--workers", 2)
+    out = Output(proc)
+    out.wait_for("Running Trial #", 300)
+    time.sleep(2.0)  # it is training now
+    victims = [p for p in _workers_alive(str(session)) if "--id tuner0" in
+               Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode()]
+    assert victims, "no worker tuner0 to kill"
+    os.kill(victims[0], signal.SIGKILL)
+    assert proc.wait(900) == 0, out.text
+    assert "worker tuner0 died (exit -9)" in out.text
+    best, rows = _results(tmp_path)
+    assert best["trials_finished"] == 3 and len(rows) == 4  # the killed trial was retried, the budget done
+    assert any("tuner0 died" in e for e in best["events"])
+    assert not _workers_alive(str(session))
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_chief_stops_its_workers_and_leaves_the_results_readable(session, tmp_path):
+    proc = _tune(session, tmp_path, "--max-trials", 8, "--epochs", 2, "--workers", 2)
+    out = Output(proc)
+    out.wait_for("Trial 1 Complete", 600)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 2, out.text
+    assert "interrupted after" in out.text and "finished trial(s) of 8" in out.text
+    best, rows = _results(tmp_path)
+    assert best["interrupted"] is True and 1 <= best["trials_finished"] < 8
+    assert not _workers_alive(str(session))
+
+
+def test_a_worker_with_no_chief_says_so_in_one_line(session):
+    start = time.time()
+    done = subprocess.run([sys.executable, "-m", "host.cli", "tune-worker", str(session), "--chief",
+                           f"127.0.0.1:{free_port()}", "--id", "tuner0", "--wait-s", "2"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and time.time() - start < 60
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "no tuning chief answers at" in done.stderr
+
+
+def test_a_chief_port_in_use_is_refused(session, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "host.cli", "tune", str(session), "--models-dir", str(tmp_path),
+                               "--workers", "1", "--chief-address", f"127.0.0.1:{port}"], cwd=REPO,
+                              capture_output=True, text=True)
+    assert done.returncode == 2 and f"cannot serve the tuning chief on 127.0.0.1:{port}" in done.stderr
+    assert "pick another --chief-address" in done.stderr and not (tmp_path / "ZRec50-object-tuning").exists()
+
+
+@pytest.mark.slow
+def test_the_slurm_script_starts_a_chief_and_workers_that_finish(session, tmp_path):
+    """tools/slurm_tune.sh under stand-ins for the two SLURM commands it calls (no SLURM here): `srun`
+    runs its command once per task with SLURM_PROCID set, `scontrol` names this host. The chief and
+    workers it starts are the real ones."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(
+        "#!/usr/bin/env bash\nwhile [[ $1 == --* ]]; do shift; done\n"
+        "for i in $(seq 0 $((NTASKS - 1))); do SLURM_PROCID=$i \"$@\" & done\nwait\n")
+    (bin_dir / "scontrol").write_text("#!/usr/bin/env bash\necho 127.0.0.1\n")
+    for tool in ("srun", "scontrol"):
+        (bin_dir / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NTASKS": "3", "SLURM_JOB_NODELIST": "node1",
+           "SLURM_CPUS_PER_TASK": "1", "PORT": str(free_port()), "MODELS_DIR": str(tmp_path / "models"),
+           "GRASPTPU": f"{sys.executable} -m host.cli"}
+    done = subprocess.run(["bash", str(REPO / "tools" / "slurm_tune.sh"), str(session), "object", "2", "1"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    best, rows = _results(tmp_path / "models")
+    assert best["workers"] == 0 and best["trials_finished"] == 2 and len(rows) == 3
+    assert "tune-worker tuner1: the chief" in done.stdout and "tune-worker tuner2: the chief" in done.stdout
