@@ -23,7 +23,8 @@ Robustness, per bin, with no window ever decoded across a hole in the data:
   (the inlet stays bound to the stream it opened);
 - an inlet that pauses is reported; one whose publisher restarts with the same source id is
   reconnected by liblsl, and the jump in stamps is a gap;
-- SIGINT/SIGTERM (or `--idle-stop S` seconds without input) ends the run with a summary.
+- SIGINT/SIGTERM (or `--idle-stop S` seconds without input, counted from subscription) ends the run
+  with a summary.
 Every output sample's `status` says which case produced it (OUTPUT_CHANNELS, STATUS).
 """
 
@@ -40,7 +41,7 @@ import numpy as np
 
 from device import lsl
 from device.bench import saturated
-from device.contract import DeviceError, load_manifest, one_line
+from device.contract import DeviceError, check_counts, load_manifest, one_line
 from device.output import emit
 from device.stream import SMOOTH_MS, BinDecoder, Smoother, class_of_objects, load_decoders
 
@@ -51,10 +52,14 @@ OUTPUT_TYPE = "GraspDecisions"
 MAX_PROBLEM_LINES = 20  # further problems are counted in the summary, not printed
 
 
+def labels_of(unit_index) -> list:
+    """Channel labels of units, in order: unit<N>, N the recording's unit number (none if unknown)."""
+    return ["unit{}".format(int(u)) for u in unit_index] if unit_index is not None else []
+
+
 def unit_labels(manifest: dict) -> list:
-    """The channel labels the model expects, in its unit order: unit<N>, N the recording's unit number."""
-    index = manifest["data"].get("unit_index")
-    return ["unit{}".format(int(u)) for u in index] if index is not None else []
+    """The channel labels the model expects, in its unit order."""
+    return labels_of(manifest["data"].get("unit_index"))
 
 
 def channel_labels(info) -> list:
@@ -85,21 +90,24 @@ def check_stream(info, labels: list, manifest: dict, unlabelled: bool) -> None:
             raise DeviceError("stream {} names no channels, so its unit order cannot be checked; label them {} ... "
                               "or pass --unlabelled to trust the order".format(name, " ".join(expected[:3]) or "unit0"))
         return
+    if expected and len(labels) != len(expected):
+        raise DeviceError("stream {} labels {} of its {} channels; label every channel ({} ...)".format(
+            name, len(labels), info.channel_count(), " ".join(expected[:3])))
     if expected and labels != expected:
         k = next(i for i, (a, b) in enumerate(zip(labels, expected)) if a != b)
         raise DeviceError("stream {} channel {} is {!r}, the models expect {!r} (the manifest's unit order); publish the "
                           "channels in that order".format(name, k, one_line(labels[k], 40), expected[k]))
 
 
-def find_stream(pylsl, name: str, timeout: float) -> object:
+def find_stream(pylsl, name: str, timeout: float, publisher: str = "the acquisition (or `grasptpu replay`)") -> object:
     """The one stream named `name` (waiting up to `timeout` s for it); two publishers of the name are refused."""
     deadline = time.time() + timeout
     found = []
     while not found:
         left = deadline - time.time()
         if left <= 0:
-            raise DeviceError("no LSL stream named {} within {:g} s; start the acquisition (or `grasptpu replay`) "
-                              "first, or check the name".format(one_line(name, 80), timeout))
+            raise DeviceError("no LSL stream named {} within {:g} s; start {} first, or check the name".format(
+                one_line(name, 80), timeout, publisher))
         found = pylsl.resolve_byprop("name", name, 1, min(left, 1.0))
     found += pylsl.resolve_byprop("name", name, 2, 0.5)  # look a moment longer for a second publisher
     distinct = {i.uid(): i for i in found}
@@ -134,16 +142,12 @@ class Problems:
             print("device.live: " + one_line(text), file=sys.stderr, flush=True)
 
 
-def bad_counts(sample: np.ndarray) -> str:
-    """Why a bin's counts cannot be decoded ("" if they can)."""
-    if not np.isfinite(sample).all():
-        return "NaN or infinite counts"
-    if (sample < 0).any():
-        return "negative counts"
-    if (sample > 255).any():
-        return "counts above 255 in one bin"
-    if (sample != np.floor(sample)).any():
-        return "fractional counts"
+def bad_counts(sample: np.ndarray, ts: float) -> str:
+    """Why a bin's counts cannot be decoded ("" if they can): the contract's one check of counts."""
+    try:
+        check_counts(sample, "bin at stamp {:.3f}".format(ts))
+    except DeviceError as exc:
+        return str(exc)
     return ""
 
 
@@ -186,11 +190,11 @@ class Live:
         self.last_ts = ts
         nan = float("nan")
         counts = np.asarray(sample, np.float64)
-        problem = bad_counts(counts)
+        problem = bad_counts(counts, ts)
         if problem:
             self.counts["invalid"] += 1
             if not self.bad_run:
-                self.problems.say("bin at stamp {:.3f}: {}; not decoded, decoding restarts after it".format(ts, problem))
+                self.problems.say("{}; not decoded, decoding restarts after it".format(problem))
             self.bad_run = True
             self.bins.reset()
             out = [-1, -1, -1, nan, nan, nan, nan, nan, nan, nan, STATUS["invalid"]]
@@ -211,7 +215,24 @@ class Live:
 def run(folders: list, stream: str, outlet_name: str, debounce: int = 2, smooth_ms: float = SMOOTH_MS,
         allow_edgetpu: bool = True, threads: int = 1, resolve_s: float = 30.0, idle_stop: float = 0.0,
         unlabelled: bool = False, pidfile: str = None) -> dict:
-    """Decode the stream until a signal (or `idle_stop` s without input after the first bin); the summary."""
+    """Decode the stream until a signal (or `idle_stop` s without input once subscribed); the summary.
+    The pid file (for a remote stop) exists exactly while this runs; a signal during set-up ends it too."""
+    stop = on_signals()
+    if pidfile:
+        tmp = pidfile + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(str(os.getpid()))
+        os.replace(tmp, pidfile)
+    try:
+        return _run(folders, stream, outlet_name, debounce, smooth_ms, allow_edgetpu, threads, resolve_s, idle_stop,
+                    unlabelled, stop)
+    finally:
+        if pidfile and os.path.exists(pidfile):
+            os.remove(pidfile)
+
+
+def _run(folders: list, stream: str, outlet_name: str, debounce: int, smooth_ms: float, allow_edgetpu: bool,
+         threads: int, resolve_s: float, idle_stop: float, unlabelled: bool, stop: list) -> dict:
     pylsl = lsl.load()
     manifests = [load_manifest(folder) for folder, _ in folders]  # checked in full by load_decoders below
     det_m = manifests[0]
@@ -220,22 +241,18 @@ def run(folders: list, stream: str, outlet_name: str, debounce: int = 2, smooth_
     outlet = make_outlet(pylsl, outlet_name, 1000.0 / bin_ms, models, det_m["data"]["session"])
     info = find_stream(pylsl, stream, resolve_s)
     inlet = pylsl.StreamInlet(info, max_buflen=60, recover=True)
-    full = inlet.info(timeout=10.0)
+    full = _opened(lambda: inlet.info(timeout=10.0), stream)
     check_stream(full, channel_labels(full), det_m, unlabelled)  # before any model loads: a wrong stream costs nothing
     decoders, _ = load_decoders(folders, allow_edgetpu, threads)
     (det, det_m, runtime), (cls, cls_m, _) = decoders[:2]
     ape = decoders[2][0] if len(decoders) > 2 else None
     smoother = Smoother(smooth_ms, bin_ms) if ape else None
-    inlet.open_stream(timeout=10.0)
+    _opened(lambda: inlet.open_stream(timeout=10.0), stream)
     for decoder in [d for d, _, _ in decoders]:  # warm up: the first invokes set up kernels, never on a live bin
         for _ in range(5):
             decoder.invoke(np.zeros((1,) + decoder.window_shape, np.int8))
     problems = Problems()
     live = Live(BinDecoder(det, cls, debounce, ape, smoother), class_of_objects(cls_m), bin_ms / 1000.0, outlet, problems)
-    stop = _on_signals()
-    if pidfile:
-        with open(pidfile, "w") as fh:
-            fh.write(str(os.getpid()))
     print("device.live: decoding {} ({} channels at {:g} Hz from {}) -> outlet {}".format(
         one_line(stream, 80), full.channel_count(), full.nominal_srate(), one_line(full.hostname(), 40), outlet_name),
         file=sys.stderr, flush=True)
@@ -253,7 +270,16 @@ def run(folders: list, stream: str, outlet_name: str, debounce: int = 2, smooth_
                                 **({"aperture": saturated(ape)} if ape else {})}}
 
 
-def _on_signals() -> list:
+def _opened(call, stream: str):
+    """An inlet call that needs the publisher; pylsl's lost / timed-out errors as one DeviceError line."""
+    try:
+        return call()
+    except RuntimeError as exc:  # pylsl's TimeoutError and LostError
+        raise DeviceError("stream {} did not answer while being opened ({}); is its publisher still running?".format(
+            one_line(stream, 80), type(exc).__name__)) from None
+
+
+def on_signals() -> list:
     """A flag that SIGINT/SIGTERM set: the loop ends between bins, never inside one."""
     stop = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -278,7 +304,7 @@ def _loop(inlet, live: Live, stop: list, idle_stop: float, bin_s: float, watcher
                     paused = True
                     live.counts["pauses"] += 1
                     problems.say("input paused: no bin for {:.0f} ms".format((now - last_input) * 1e3))
-                if idle_stop > 0 and live.counts["received"] and now - last_input > idle_stop:
+                if idle_stop > 0 and now - last_input > idle_stop:  # counted from subscription
                     return "idle for {:g} s".format(idle_stop)
                 continue
             if first is None:

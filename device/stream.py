@@ -58,6 +58,10 @@ class RingBuffer:
         self.buf[self.pos + self.bins] = row
         self.filled = min(self.filled + 1, self.bins)
 
+    def clear(self) -> None:
+        """Forget every row: the next window needs `bins` new ones."""
+        self.pos, self.filled = -1, 0
+
     @property
     def full(self) -> bool:
         return self.filled == self.bins
@@ -111,7 +115,7 @@ class BinDecoder:
         self.reset()
 
     def reset(self) -> None:
-        self.ring.pos, self.ring.filled = -1, 0
+        self.ring.clear()
         self.grasp, self.streak = 0, 0
         if self.smoother is not None:
             self.smoother.reset()

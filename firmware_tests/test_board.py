@@ -161,8 +161,9 @@ def test_live_decodes_an_lsl_stream_as_the_offline_replay(deployed_by_task, reco
             channels.append_child("channel").append_child_value("label", "unit{}".format(u))
         outlet = pylsl.StreamOutlet(info, 1)
         assert outlet.wait_for_consumers(60), "device.live never subscribed"
+        bin_s = manifest["data"]["bin_ms"] / 1000.0
         for t, row in enumerate(rows.astype(np.float32)):
-            outlet.push_sample(row, 100.0 + 0.04 * t)
+            outlet.push_sample(row, 100.0 + bin_s * t)
         got = []
         deadline = time.time() + 60
         while len(got) < len(rows) and time.time() < deadline:

@@ -291,8 +291,10 @@ def train(recording: Path, task: str, name: str | None, train_share: float, mode
 @click.option("--worker-threads", type=click.IntRange(min=1), default=None,
               help="TensorFlow threads per local worker. Default: the cores divided among the workers.")
 @click.option("--worker-timeout", type=click.FloatRange(min=1), default=3600.0,
-              help="A worker elsewhere that has not reported on its trial for this many seconds is dropped (its "
-                   "trial retried once, then failed); a local worker that dies is replaced at once.")
+              help="A worker elsewhere not heard of for this many seconds is dropped (its trial retried once, then "
+                   "failed): KerasTuner workers report when a trial starts and ends, so make it longer than a "
+                   "trial. Also how long the chief waits with trials left and no worker asking. A local worker "
+                   "that dies is replaced at once.")
 @data_options
 def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_trials: int, epochs: int,
          workers: int | None, chief_address: str | None, worker_threads: int | None, worker_timeout: float,
@@ -354,6 +356,7 @@ def tune_worker(recording: Path, task: str, max_trials: int, epochs: int, chief_
     if tuner_id.startswith("chief"):
         raise GrasptpuError("a worker's --id must not start with 'chief' (KerasTuner would take it for the chief)")
     address = dist.Address.parse(chief_address)
+    dist.die_with_chief()
     dist.wait_for_chief(address, wait_s)  # before TensorFlow loads: a missing chief is one quick line
 
     from host.data.prepare import prepare
@@ -691,8 +694,8 @@ def firmware_test_cmd(board_names: tuple[str, ...], all_boards: bool, inventory:
 @click.option("--first-trial", type=click.IntRange(min=0), default=0, help="Start at this trial of the source.")
 @click.option("--which", type=click.Choice(["test", "all"]), default="test",
               help="For a recording: its test split (as `grasptpu train` holds it out, same --seed) or every trial.")
-@click.option("--gap-bins", type=click.IntRange(min=0), default=1,
-              help="Silent bins between trials (test trials are not adjacent in the recording: the decoder restarts).")
+@click.option("--gap-bins", type=click.IntRange(min=1), default=1,
+              help="Silent bins between trials (trials are not adjacent in a recording: the decoder restarts).")
 @click.option("--wait-s", type=click.FloatRange(min=0.1), default=30.0, help="Wait this long for a subscriber.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write what was sent (stamp, trial, bin per sample) to this .npz.")

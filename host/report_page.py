@@ -26,6 +26,7 @@ import numpy as np
 
 from device.contract import DeviceError, TestSet, load_manifest, read_npz
 from device.stream import class_of_objects, target_per_bin, trial_figures
+from host.live.session import MISSING
 from host.errors import GrasptpuError
 from host.files import write_text
 
@@ -270,9 +271,9 @@ def _load_bins(path: Path, test: TestSet, n_classes: int) -> dict:
         raise GrasptpuError(f"{path}: a bin lies outside its test trial; point model_dirs at the folders the "
                             f"session used")
     for key in ("object_index", "offline_object"):
-        if bins[key].min() < -1 or bins[key].max() >= n_classes:
-            raise GrasptpuError(f"{path}: {key} holds classes outside -1..{n_classes - 1} (the classifier's); "
-                                f"{LIVE_HINT}")
+        if bins[key].min() < MISSING or bins[key].max() >= n_classes:
+            raise GrasptpuError(f"{path}: {key} holds classes outside {MISSING}..{n_classes - 1} (the classifier's, "
+                                f"-1 for none, {MISSING} for a missed bin); {LIVE_HINT}")
     bins["trial"], bins["bin"] = trial, b
     return bins
 

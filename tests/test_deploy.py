@@ -356,7 +356,8 @@ def test_bench_and_firmware_tests_over_ssh(fleet, quantised, tmp_path):
     assert f"device on board b3: {runtime}" in result.output and "host: int8 TFLite" in result.output
     assert (f"board b3: runs Python {board.python_version}, numpy {board.numpy_version}, {board.runtime}"
             in result.output) and "they differ" not in result.output
-    assert f"p99 <= {board.max_p99_ms:g} ms ({board.latency_note})" in result.output  # the board's own threshold
+    assert (f"p99 <= {board.max_p99_ms:g} ms, stream bins past the deadline <= 0.01 ({board.latency_note})"
+            in result.output)  # the board's own p99 threshold; the miss rate given on the command line
     assert "stream ZRec50-grasp-phase + ZRec50-object" in result.output and "board b3: PASS" in result.output
     r = json.loads(out.read_text())[0]
     assert set(r["models"]) == {detector.name, classifier.name} and r["stream"]["trials"]["n"] > 0

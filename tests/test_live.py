@@ -118,13 +118,17 @@ def test_bad_counts_are_never_decoded_and_restart_the_window(quantised):
     rows = _test_rows(folders["grasp-phase"], 0)[:70].copy()
     rows[30, 2] = np.nan
     rows[51, 0] = -1
+    rows[60, 3] = 300
+    rows[64, 1] = 0.5
     got, summary, err = _feed(folders, _name("bad"), rows, 1000.0 + 0.04 * np.arange(len(rows)))
     np.testing.assert_array_equal(got[:, COL["status"]], _statuses(("ok", 30), ("bad", 1), ("ok", 20), ("bad", 1),
-                                                                   ("ok", 18)))
+                                                                   ("ok", 8), ("bad", 1), ("ok", 3), ("bad", 1),
+                                                                   ("ok", 5)))
     assert (got[got[:, COL["status"]] != STATUS["decoded"], COL["grasp"]] == -1).all()
-    assert summary["invalid"] == 2 and summary["decoded"] == 19 + 9 + 7 and summary["gaps"] == 0
+    assert summary["invalid"] == 4 and summary["decoded"] == 19 + 9 and summary["gaps"] == 0
     lines = [ln for ln in err.splitlines() if ln.startswith("device.live: ")]
-    assert any("NaN" in ln for ln in lines) and any("negative counts" in ln for ln in lines)
+    for words in ("NaN", "negative counts", "more than 255", "fractional counts"):
+        assert any(words in ln for ln in lines), words
 
 
 def test_a_hole_in_the_stamps_is_counted_and_no_stale_window_is_decoded(quantised):

@@ -97,7 +97,7 @@ def test_a_worker_killed_mid_trial_is_replaced_and_the_search_finishes(session, 
     assert victims, "no worker tuner0 to kill"
     os.kill(victims[0], signal.SIGKILL)
     assert proc.wait(900) == 0, out.text
-    assert "worker tuner0 died (exit -9)" in out.text
+    assert "worker tuner0 died (exit -9) in trial" in out.text  # it held a trial, which went back for a retry
     best, rows = _results(tmp_path)
     assert best["trials_finished"] == 3 and len(rows) == 4  # the killed trial was retried, the budget done
     assert any("tuner0 died" in e for e in best["events"])
@@ -111,7 +111,7 @@ def test_ctrl_c_on_the_chief_stops_its_workers_and_leaves_the_results_readable(s
     out.wait_for("Trial 1 Complete", 600)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(120) == 2, out.text
-    assert "interrupted after" in out.text and "finished trial(s) of 8" in out.text
+    assert "interrupted: stopped after" in out.text and "finished trial(s) of 8" in out.text
     best, rows = _results(tmp_path)
     assert best["interrupted"] is True and 1 <= best["trials_finished"] < 8
     assert not _workers_alive(str(session))
@@ -124,6 +124,16 @@ def test_a_worker_with_no_chief_says_so_in_one_line(session):
                           capture_output=True, text=True)
     assert done.returncode == 2 and time.time() - start < 60
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "no tuning chief answers at" in done.stderr
+
+
+def test_a_chief_with_no_worker_asking_stops_in_one_line(session, tmp_path):
+    """--workers 0 and nobody comes (or every worker elsewhere died): after --worker-timeout the chief
+    stops and says why, instead of serving for ever."""
+    done = subprocess.run([sys.executable, "-m", "host.cli", "tune", str(session), "--models-dir", str(tmp_path),
+                           "--workers", "0", "--worker-timeout", "3", "--max-trials", "2"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "no worker has asked for a trial for 3 s and trials remain" in done.stderr
+    assert "before any trial finished; nothing was written" in done.stderr
 
 
 def test_a_chief_port_in_use_is_refused(session, tmp_path):

@@ -25,6 +25,7 @@ from host.errors import GrasptpuError
 from host.files import atomic_path, write_json
 
 TASK_ORDER = ("grasp-phase", "object", "aperture")
+MISSING = -2  # bins.npz: the grasp / object value of a bin whose decision never arrived (-1: no decision)
 REPO = Path(__file__).resolve().parents[2]  # where device/ is, for a Python that does not have grasptpu installed
 IDLE_STOP_S = 2.0  # device.live stops this long after the last bin; the recorder waits a little longer
 
@@ -67,7 +68,11 @@ class LocalRunner:
     def stop(self, proc) -> None:
         if proc.poll() is None:
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def run_json(self, module: str, args: list, timeout: float) -> dict:
         done = subprocess.run([self.python, "-m", module, *map(str, args)], capture_output=True, text=True,
@@ -104,8 +109,10 @@ class BoardRunner:
     def stop(self, promise) -> None:
         from host.boards.remote import command, shell
 
+        pid = shell(self.pidfile)  # only a device.live still running under that pid (never a reused one)
         command(self.conn, self.board, "stop device.live",
-                f"test -f {shell(self.pidfile)} && kill -TERM $(cat {shell(self.pidfile)})", check=False, timeout=30)
+                f"p=$(cat {pid} 2>/dev/null) && grep -q device.live /proc/$p/cmdline && kill -TERM $p", check=False,
+                timeout=30)
 
     def run_json(self, module: str, args: list, timeout: float) -> dict:
         from host.boards.remote import run_json, runner
@@ -157,8 +164,12 @@ def run_session(folders: dict, runner, out_dir: Path, trials: int, stream: str, 
         if replay.returncode:
             raise GrasptpuError(f"the replay failed (exit {replay.returncode})")
         board_summary, board_err = runner.finish(board, 120)
-        if procs[0].wait(60):
-            raise GrasptpuError("the recorder failed")
+        try:
+            failed = procs[0].wait(60)
+        except subprocess.TimeoutExpired:
+            failed = "it was still waiting 60 s after the board stopped"
+        if failed:
+            raise GrasptpuError(f"the recorder failed ({failed}); see its lines above")
     except BaseException:
         runner.stop(board)
         raise
@@ -192,11 +203,7 @@ def compare(out_dir: Path, board: dict, offline: dict, folders: dict, bin_ms: fl
     if channels != list(OUTPUT_CHANNELS):
         raise GrasptpuError(f"the board's outlet has channels {channels}; expected {list(OUTPUT_CHANNELS)}: "
                             "deploy this grasptpu's device/ again")
-    order = np.argsort(got["timestamp"], kind="stable")
-    stamps = got["timestamp"][order]
-    pos = np.clip(np.searchsorted(stamps, sent["timestamp"]), 0, max(len(stamps) - 1, 0))
-    hit = (np.abs(stamps[pos] - sent["timestamp"]) < 1e-7) if len(stamps) else np.zeros(len(sent["timestamp"]), bool)
-    rows = order[pos]
+    rows, hit = match_stamps(sent["timestamp"], got["timestamp"])
     n = len(sent["timestamp"])
     values = np.full((n, len(OUTPUT_CHANNELS)), np.nan)
     values[hit] = got["values"][rows[hit]]
@@ -205,8 +212,8 @@ def compare(out_dir: Path, board: dict, offline: dict, folders: dict, bin_ms: fl
     off_state, off_decision = _offline_per_bin(offline, sent["trial"], sent["bin"])
     bins = {"trial": sent["trial"], "bin": sent["bin"], "timestamp": sent["timestamp"], "received": received,
             "latency_ms": (received - sent["timestamp"]) * 1e3,
-            "grasp": np.nan_to_num(col["grasp"], nan=-2).astype(np.int8),
-            "object_index": np.nan_to_num(col["object_index"], nan=-2).astype(np.int32),
+            "grasp": np.nan_to_num(col["grasp"], nan=MISSING).astype(np.int8),
+            "object_index": np.nan_to_num(col["object_index"], nan=MISSING).astype(np.int32),
             "probability": col["probability"], "aperture": col["aperture"], "aperture_smoothed": col["aperture_smoothed"],
             "detector_ms": col["detector_ms"], "classifier_ms": col["classifier_ms"], "aperture_ms": col["aperture_ms"],
             "board_ms": col["board_ms"], "status": np.nan_to_num(col["status"], nan=-1).astype(np.int8),
@@ -216,12 +223,27 @@ def compare(out_dir: Path, board: dict, offline: dict, folders: dict, bin_ms: fl
             np.savez(fh, **bins)
     same = _identical(bins, offline, sent, hit, window=int(load_manifest(str(folders["grasp-phase"]))["data"]["window_bins"]))
     lat = bins["latency_ms"][hit]
+    late = (sent["pushed"] - sent["timestamp"]) * 1e3 if "pushed" in sent else np.zeros(0)
     return {"session": board.get("session"), "bin_ms": bin_ms, "data": offline.get("data"),
+            "replay_late_ms": {"p50": _pct(late, 50), "p99": _pct(late, 99), "max": float(late.max()) if len(late) else None},
             "bins_sent": int(n), "bins_received": int(hit.sum()), "missed_bins": int(n - hit.sum()),
             "trials": int(len(np.unique(sent["trial"]))),
             "latency": {"p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "max_ms": float(lat.max()) if len(lat) else None},
             "agreement": same, "board_live": board,
             "offline": {k: offline[k] for k in ("runtime", "detail", "latency", "trials") if k in offline}}
+
+
+def match_stamps(sent: np.ndarray, got: np.ndarray, tolerance: float = 1e-6) -> tuple:
+    """(row of `got` nearest each sent stamp, whether it is that bin's): the board passes each input
+    stamp through, but liblsl may rebuild a regular stamp (last + 1 / rate) a rounding step away."""
+    if not len(got):
+        return np.zeros(len(sent), np.int64), np.zeros(len(sent), bool)
+    order = np.argsort(got, kind="stable")
+    stamps = got[order]
+    right = np.clip(np.searchsorted(stamps, sent), 0, len(stamps) - 1)
+    left = np.clip(right - 1, 0, len(stamps) - 1)
+    nearer = np.where(np.abs(stamps[left] - sent) < np.abs(stamps[right] - sent), left, right)
+    return order[nearer], np.abs(stamps[nearer] - sent) < tolerance
 
 
 def _pct(values: np.ndarray, q: float):
@@ -237,7 +259,8 @@ def _offline_per_bin(offline: dict, trial: np.ndarray, bin_: np.ndarray) -> tupl
     decision = np.concatenate([np.asarray(t["decision"], np.int32) for t in per])
     known = trial < len(per)
     idx = np.where(known, offsets[np.minimum(trial, len(per) - 1)] + bin_, 0)
-    return np.where(known, state[idx], -2).astype(np.int8), np.where(known, decision[idx], -2).astype(np.int32)
+    return (np.where(known, state[idx], MISSING).astype(np.int8),
+            np.where(known, decision[idx], MISSING).astype(np.int32))
 
 
 def _identical(bins: dict, offline: dict, sent: dict, hit: np.ndarray, window: int) -> dict:
@@ -272,8 +295,9 @@ def format_summary(s: dict) -> str:
         f"live on {s['board']} ({b.get('runtime')} {b.get('runtime_version', '')}, {b.get('detail')}) | "
         f"{' + '.join(s['models'].values())} | replayed {s['trials']} test trials of {s['session']} "
         f"({s['bins_sent']} bins at {s['bin_ms']:g} ms, real-time pace, {s['gap_bins']} silent bin(s) between trials)",
-        f"  end to end (replay stamp -> decision received, one clock): p50 {lat['p50_ms']:.3f} ms, "
-        f"p99 {lat['p99_ms']:.3f} ms, max {lat['max_ms']:.3f} ms",
+        f"  end to end (the bin's acquisition stamp -> its decision received, one clock): p50 {lat['p50_ms']:.3f} ms, "
+        f"p99 {lat['p99_ms']:.3f} ms, max {lat['max_ms']:.3f} ms (of which the replay's own lateness in pushing: "
+        f"p99 {s['replay_late_ms']['p99']:.3f} ms)",
         f"  bins: {s['bins_sent']} sent, {s['bins_received']} decisions received, {s['missed_bins']} missed; the board "
         f"counted {b.get('gaps')} gaps ({b.get('missed_bins')} bins: the replay's pauses between trials), "
         f"{b.get('invalid')} invalid bins",

@@ -17,7 +17,6 @@ Both write their log atomically at the end (also when stopped by a signal), neve
 from __future__ import annotations
 
 import dataclasses
-import signal
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from device import lsl
 from device.contract import DeviceError, TestSet, load_manifest
-from device.live import channel_labels
+from device.live import channel_labels, find_stream, labels_of, on_signals
 from host.errors import GrasptpuError
 from host.files import atomic_path
 
@@ -71,8 +70,7 @@ def model_trials(folder: Path) -> Trials:
     manifest = load_manifest(str(folder))
     test = TestSet.load(str(folder), manifest)
     data = manifest["data"]
-    index = data.get("unit_index")
-    labels = [f"unit{int(u)}" for u in index] if index is not None else []
+    labels = labels_of(data.get("unit_index"))
     return Trials(data["session"], float(data["bin_ms"]), test.counts, np.asarray(test.arrays["trial_offsets"]), labels,
                   f"test split of {data['session']} from {folder}")
 
@@ -87,27 +85,16 @@ def recording_trials(path: Path, which: str, reading: dict, bin_ms: float = 40.0
     keep = np.sort(keep)
     lengths = np.diff(b.trial_offsets)[keep]
     rows = np.concatenate([np.arange(b.trial_offsets[k], b.trial_offsets[k + 1]) for k in keep])
-    labels = [f"unit{int(u)}" for u in b.unit_index] if b.unit_index is not None else []
-    return Trials(b.session, b.bin_ms, b.counts[rows], np.r_[0, np.cumsum(lengths)], labels,
+    return Trials(b.session, b.bin_ms, b.counts[rows], np.r_[0, np.cumsum(lengths)], labels_of(b.unit_index),
                   f"{which} trials of {b.session} from {path}")
 
 
-def _stop_on_signals() -> list:
-    stop = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.append(True))
-    return stop
-
-
-def _one_stream_named(pylsl, name: str, timeout: float, what: str):
-    """The single stream called `name`; none within `timeout` or two of them is a one-line error."""
-    found = pylsl.resolve_byprop("name", name, 1, timeout)
-    if not found:
-        raise GrasptpuError(f"no LSL stream named {name} within {timeout:g} s; start {what} first, or check the name")
-    found += pylsl.resolve_byprop("name", name, 2, 0.5)
-    if len({i.uid() for i in found}) > 1:
-        raise GrasptpuError(f"two LSL streams are named {name}; stop one or give each publisher its own name")
-    return found[0]
+def _one_stream_named(pylsl, name: str, timeout: float, publisher: str):
+    """device.live's own lookup (one stream of that name, or one line), as a host error."""
+    try:
+        return find_stream(pylsl, name, timeout, publisher)
+    except DeviceError as exc:
+        raise GrasptpuError(str(exc)) from None
 
 
 def replay(trials: Trials, stream: str, log_path: Path | None = None, gap_bins: int = 1, wait_s: float = 30.0,
@@ -123,15 +110,19 @@ def replay(trials: Trials, stream: str, log_path: Path | None = None, gap_bins: 
         channels.append_child("channel").append_child_value("label", label).append_child_value("unit", "count")
     info.desc().append_child("grasptpu").append_child_value("session", trials.session)
     outlet = pylsl.StreamOutlet(info, 1)
-    if not outlet.wait_for_consumers(wait_s):
+    stop = on_signals()  # from here a signal ends the replay, and the log of what was sent is still written
+    subscribed = outlet.wait_for_consumers(wait_s)
+    if stop:
+        raise GrasptpuError("replay: stopped before anyone subscribed; nothing was sent")
+    if not subscribed:
         raise GrasptpuError(f"nobody subscribed to {stream} within {wait_s:g} s; start device.live (or another "
                             "consumer) first")
     echo(f"replay: {stream} has a consumer; publishing {trials.what}: {trials.n_trials} trials, "
          f"{len(trials.counts)} bins at {trials.bin_ms:g} ms")
-    sent = _pace(pylsl, outlet, trials, gap_bins, _stop_on_signals())
+    sent = _pace(pylsl, outlet, trials, gap_bins, stop)
     time.sleep(0.2)  # let liblsl hand the last samples over before the outlet goes
     del outlet
-    log = {"timestamp": sent[0], "trial": sent[1], "bin": sent[2]}
+    log = {"timestamp": sent[0], "pushed": sent[3], "trial": sent[1], "bin": sent[2]}
     if log_path:
         with atomic_path(log_path) as tmp:
             with open(tmp, "wb") as fh:
@@ -145,46 +136,49 @@ def _exists(pylsl, stream: str) -> bool:
 
 
 def _pace(pylsl, outlet, trials: Trials, gap_bins: int, stop: list) -> tuple:
-    """Push every bin on schedule (bin i at start + i * bin, gaps skipping `gap_bins` slots); (stamps, trial, bin)."""
+    """Push every bin on schedule and stamp it with its slot's time (bin i at start + slot_i * bin, gaps
+    skipping `gap_bins` slots), as an acquisition system stamps a bin when it was recorded: a late
+    push never looks like a gap or a restart to the decoder. (stamps, trial, bin, push times)."""
     n = len(trials.counts)
     lengths = np.diff(trials.offsets)
     trial_of = np.repeat(np.arange(trials.n_trials), lengths)
     bin_of = np.arange(n) - np.repeat(trials.offsets[:-1], lengths)
     slot = np.arange(n) + gap_bins * trial_of  # each trial after the first starts gap_bins slots later
     rows = trials.counts.astype(np.float32)
-    stamps = np.full(n, np.nan)
     bin_s = trials.bin_ms / 1000.0
-    start = time.perf_counter() + 0.1
+    stamps = pylsl.local_clock() + 0.1 + slot * bin_s
+    pushed = np.full(n, np.nan)
     for i in range(n):  # real time: one bin per slot, as an acquisition system would send them
         if stop:
             break
-        wait = start + slot[i] * bin_s - time.perf_counter()
+        wait = stamps[i] - pylsl.local_clock()
         if wait > 0:
             time.sleep(wait)
-        stamps[i] = pylsl.local_clock()
         outlet.push_sample(rows[i], stamps[i])
-    done = int(np.isfinite(stamps).sum())
-    return stamps[:done], (trials.first + trial_of[:done]).astype(np.int32), bin_of[:done].astype(np.int32)
+        pushed[i] = pylsl.local_clock()
+    done = int(np.isfinite(pushed).sum())
+    return (stamps[:done], (trials.first + trial_of[:done]).astype(np.int32), bin_of[:done].astype(np.int32),
+            pushed[:done])
 
 
 def record(stream: str, out: Path, resolve_s: float = 30.0, idle_stop: float = 3.0, ready=None, echo=print) -> dict:
     """Keep every sample of `stream` (stamp, receive time, values) until `idle_stop` s without one after the
     first, or a signal; write them to `out` (.npz). `ready()` is called once subscribed."""
     pylsl = load_pylsl()
-    info = _one_stream_named(pylsl, stream, resolve_s, "device.live")
+    info = _one_stream_named(pylsl, stream, resolve_s, "device.live (its decisions are NAME-decoded)")
     inlet = pylsl.StreamInlet(info, max_buflen=60, recover=True)
     full = inlet.info(timeout=10.0)
     inlet.open_stream(timeout=10.0)
     channels = channel_labels(full)
     if ready:
         ready()
-    stop = _stop_on_signals()
+    stop = on_signals()
     stamps, received, values = [], [], []
     last = time.perf_counter()
     while not stop:
         sample, ts = inlet.pull_sample(timeout=0.1)
-        if sample is None:
-            if stamps and time.perf_counter() - last > idle_stop:
+        if sample is None:  # done: idle after the last sample, or nothing at all within resolve_s
+            if time.perf_counter() - last > (idle_stop if stamps else resolve_s):
                 break
             continue
         received.append(pylsl.local_clock())

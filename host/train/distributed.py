@@ -12,8 +12,9 @@ KerasTuner's chief waits for every trial a worker holds: a worker that dies mid-
 the search for ever. So the chief keeps a `Supervisor`: a local worker that exits without
 finishing is dropped from the oracle at once, its trial ended as INVALID (KerasTuner's own retry:
 retried once by the next free worker, then recorded FAILED), and a new worker takes its place;
-a worker elsewhere that has not reported for `worker_timeout` seconds is dropped the same way.
-The search always finishes its budget (or says why it could not). Ctrl-C stops the local workers
+a worker elsewhere not heard of for `worker_timeout` seconds is dropped the same way. The search
+finishes its budget, or stops with one line saying why it cannot (every local worker dead, no
+worker asking for `worker_timeout` seconds while trials remain, too many failed trials in a row). Ctrl-C stops the local workers
 and writes the trials finished so far.
 """
 
@@ -99,16 +100,22 @@ def drop_worker(oracle, tuner_id: str, why: str) -> str | None:
 
     @kt.synchronized
     def _drop(oracle_, tuner_id_):
-        trial = oracle_.ongoing_trials.get(tuner_id_)
+        trial, problem = oracle_.ongoing_trials.get(tuner_id_), ""
         if trial is not None:
             ended = trial_module.Trial(trial.hyperparameters.copy(), trial.trial_id, trial_module.TrialStatus.INVALID,
                                        message=why)
-            oracle_.end_trial(ended)
+            try:  # kt.synchronized keeps its lock if an exception passes through it: none may
+                oracle_.end_trial(ended)
+            except Exception as exc:  # KerasTuner stops after too many failed trials in a row
+                problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             oracle_.ongoing_trials.pop(tuner_id_, None)
         oracle_.tuner_ids.discard(tuner_id_)
-        return trial.trial_id if trial is not None else None
+        return (trial.trial_id if trial is not None else None), problem
 
-    return _drop(oracle, tuner_id)
+    trial_id, problem = _drop(oracle, tuner_id)
+    if problem:
+        raise GrasptpuError(f"the search cannot go on after worker {tuner_id} died: {problem}")
+    return trial_id
 
 
 @dataclass
@@ -119,6 +126,8 @@ class Slot:
     proc: subprocess.Popen | None = None
     tuner_id: str = ""
     restarts: int = 0
+    done: bool = False  # its search ended normally (the oracle told it to stop)
+    dead: bool = False  # died too often to be restarted
 
 
 @dataclass
@@ -145,41 +154,65 @@ class Supervisor:
 
     def _launch(self, slot: Slot) -> None:
         slot.tuner_id = f"tuner{slot.index}" + (f"-r{slot.restarts}" if slot.restarts else "")
-        env = {**os.environ, **role_environment(slot.tuner_id, self.address)}
+        env = {**os.environ, **role_environment(slot.tuner_id, self.address), CHIEF_PID: str(os.getpid())}
         # its own session: a Ctrl-C meant for the chief reaches the chief, which then stops the workers
+        # (and a worker ends itself if the chief is killed: die_with_chief)
         slot.proc = subprocess.Popen([*self.worker_command, "--id", slot.tuner_id], env=env, start_new_session=True)
 
     def _watch(self) -> None:
+        """Check the workers twice a second; any failure here ends the search with one line, never a hang."""
         import _thread
 
+        idle_since = time.time()
         while not self._stop.wait(0.5):
-            for slot in self.slots:
-                code = None if slot.proc is None else slot.proc.poll()
-                if code is None:
-                    continue
-                if code == 0:  # its search ended: the oracle told it to stop
-                    slot.proc = None
-                    continue
-                trial = drop_worker(self.oracle, slot.tuner_id, f"worker {slot.tuner_id} exited with {code}")
-                self._say(f"worker {slot.tuner_id} died (exit {code})" + (
-                    f" in trial {trial}: the trial goes back for one retry" if trial else ""))
-                if slot.restarts >= MAX_RESTARTS_PER_SLOT:
-                    slot.proc = None
-                    self._say(f"worker slot {slot.index} died {slot.restarts + 1} times; not restarted")
-                    continue
-                slot.restarts += 1
-                self._launch(slot)
-            self._drop_silent()
-            if self.slots and all(s.proc is None for s in self.slots) and self._running():
-                self.failed = "every local worker died (see the lines above); the search cannot finish"
+            try:
+                for slot in self.slots:
+                    self._check(slot)
+                self._drop_silent()
+                idle_since = time.time() if self.oracle.tuner_ids or not self._unfinished() else idle_since
+                self.failed = self._why_stuck(idle_since)
+            except Exception as exc:  # a supervisor that died silently would leave the chief waiting for ever
+                self.failed = str(exc) if isinstance(exc, GrasptpuError) else f"the supervisor failed: {exc!r}"
+            if self.failed:
                 _thread.interrupt_main()
                 return
 
-    def _running(self) -> bool:
-        return bool(self.oracle.ongoing_trials) or len(self.oracle.trials) < (self.oracle.max_trials or 0)
+    def _check(self, slot: Slot) -> None:
+        code = None if slot.proc is None else slot.proc.poll()
+        if code is None:
+            return
+        slot.proc = None
+        if code == 0:
+            slot.done = True
+            return
+        trial = drop_worker(self.oracle, slot.tuner_id, f"worker {slot.tuner_id} exited with {code}")
+        self._say(f"worker {slot.tuner_id} died (exit {code})" + (
+            f" in trial {trial}: the trial goes back for one retry" if trial else ""))
+        if slot.restarts >= MAX_RESTARTS_PER_SLOT:
+            slot.dead = True
+            self._say(f"worker slot {slot.index} died {slot.restarts + 1} times; not restarted")
+            return
+        slot.restarts += 1
+        self._launch(slot)
+
+    def _unfinished(self) -> bool:
+        """Trials are still to run: held by a worker, waiting for a retry, or not yet handed out."""
+        return (bool(self.oracle.ongoing_trials) or bool(self.oracle._retry_queue)
+                or len(self.oracle.trials) < (self.oracle.max_trials or 0))
+
+    def _why_stuck(self, idle_since: float) -> str:
+        """Why the search cannot finish ("" while it can): every local worker dead, or, with no worker
+        of any kind left asking, trials unfinished for worker_timeout s."""
+        if self.slots and all(s.dead for s in self.slots) and self._unfinished():
+            return "every local worker died (see the lines above); the search cannot finish"
+        if time.time() - idle_since > self.worker_timeout:
+            return (f"no worker has asked for a trial for {self.worker_timeout:g} s and trials remain; start "
+                    "workers (`grasptpu tune-worker`), or stop the chief (Ctrl-C writes the finished trials)")
+        return ""
 
     def _drop_silent(self) -> None:
-        """A worker elsewhere that holds a trial and has not reported for worker_timeout s is gone."""
+        """A worker elsewhere that holds a trial and has not been heard of for worker_timeout s is gone.
+        KerasTuner 1.4 workers report once, at the end of a trial: the timeout must exceed a whole trial."""
         now = time.time()
         local = {s.tuner_id for s in self.slots}
         for tuner_id, trial in list(self.oracle.ongoing_trials.items()):
@@ -209,7 +242,27 @@ class Supervisor:
                     slot.proc.kill()
 
 
-LAST_SEEN: dict = {}  # trial id -> when a worker last reported on it (update_trial), chief side
+LAST_SEEN: dict = {}  # trial id -> when a worker was handed it or last reported on it, chief side
+
+
+CHIEF_PID = "GRASPTPU_TUNE_CHIEF_PID"  # set for local workers: the chief that started them
+
+
+def die_with_chief() -> None:
+    """In a local worker: ask the kernel for SIGTERM when the chief that started it dies (Linux
+    PR_SET_PDEATHSIG), so a killed chief leaves no worker training; exit now if it is already gone."""
+    import ctypes
+    import signal
+
+    chief = os.environ.get(CHIEF_PID)
+    if not chief:
+        return  # a worker started by hand or by SLURM
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))
+    except OSError:  # not Linux: the chief's own stop() is then the only way its workers end
+        return
+    if str(os.getppid()) != chief:
+        raise GrasptpuError("the chief that started this worker is gone")
 
 
 def track_reports(oracle) -> None:

@@ -74,12 +74,18 @@ class Workers:
 
 def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path, workers: Workers,
           echo=print):
-    """Be the chief of a distributed search until its budget is done; (tuner, supervisor events, interrupted)."""
+    """Be the chief of a distributed search until its budget is done; (tuner, supervisor events, why it
+    stopped early: "" when it did not, "interrupted" on Ctrl-C / SIGTERM, else the supervisor's reason)."""
     import os
+    import signal
 
     from host.train import distributed as dist
 
+    def terminated(*_):
+        raise KeyboardInterrupt  # `kill` / `scancel` on the chief: stop the workers and write, as Ctrl-C does
+
     dist.check_port_free(workers.address)
+    previous = signal.signal(signal.SIGTERM, terminated)
     saved = {k: os.environ.get(k) for k in dist.role_environment("chief", workers.address)}
     os.environ.update(dist.role_environment("chief", workers.address))
     supervisor = None
@@ -92,13 +98,12 @@ def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int
         echo(f"tune: chief serving on {workers.address}; {workers.count} local worker(s) started")
         try:
             tuner.search(epochs=epochs)
-            interrupted = False
+            stopped = ""
         except KeyboardInterrupt:
-            if supervisor.failed:
-                raise GrasptpuError(supervisor.failed) from None
-            interrupted = True
-        return tuner, supervisor.events, interrupted
+            stopped = supervisor.failed or "interrupted"
+        return tuner, supervisor.events, stopped
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if supervisor is not None:
             supervisor.stop()
         for k, v in saved.items():
@@ -135,18 +140,18 @@ def run_tuning(recording: Path, task: str, models_dir: Path, name: str | None, m
     atomically; an interrupted distributed search writes the trials it finished and says so."""
     prepared = prepare(recording, progress=True, seed=seed, **(data_options or {}))
     name = name or f"{prepared.binned.session}-{task}-tuning"
-    events, interrupted = [], False
+    events, stopped = [], ""
     with StagedDir(models_dir / name) as staged:
         if workers is None:
             tuner = search(prepared, task, max_trials, epochs, seed, staged.path / "keras_tuner")
         else:
-            tuner, events, interrupted = serve(prepared, task, max_trials, epochs, seed, staged.path / "keras_tuner",
-                                               workers, echo)
+            tuner, events, stopped = serve(prepared, task, max_trials, epochs, seed, staged.path / "keras_tuner",
+                                           workers, echo)
         rows = results_table(tuner, task)
         objective, direction = OBJECTIVES[task]
         if not rows or rows[0][objective] is None:
-            if interrupted:
-                raise TuningInterrupted("interrupted before any trial finished; nothing was written")
+            if stopped:
+                raise TuningInterrupted(f"{stopped} before any trial finished; nothing was written")
             raise GrasptpuError("every tuning trial failed (see the log above); nothing was written")
         best = tuner.get_best_hyperparameters(1)[0].values
         write_text(staged.path / "results.tsv", tsv(rows) + "\n")
@@ -158,18 +163,19 @@ def run_tuning(recording: Path, task: str, models_dir: Path, name: str | None, m
             f"best_{objective}": rows[0][objective], "hyperparameters": best,
             "trials_finished": done, "trials_failed": len(rows) - done,
             **({"workers": workers.count, "chief": str(workers.address), "events": events} if workers else {}),
-            **({"interrupted": True} if interrupted else {}),
+            **({"interrupted": True, "stopped": stopped} if stopped else {}),
         })
         shutil.rmtree(staged.path / "keras_tuner" / "search", ignore_errors=True)  # checkpoints: large, not needed
         folder = staged.commit()
-    if interrupted:
-        raise TuningInterrupted(f"interrupted after {done} finished trial(s) of {max_trials}; the trials so far are "
-                                f"in {folder}")
+    if stopped:
+        raise TuningInterrupted(f"{stopped}: stopped after {done} finished trial(s) of {max_trials}; the trials so "
+                                f"far are in {folder}")
     return Tuned(folder, folder / BEST_FILE, Path(recording), task, rows, best)
 
 
 class TuningInterrupted(GrasptpuError):
-    """Ctrl-C on the chief: the local workers were stopped and the finished trials written."""
+    """A distributed search stopped early (Ctrl-C, SIGTERM, or no way to finish): the local workers were
+    stopped and the finished trials written."""
 
 
 def load_best(path: Path) -> dict:
