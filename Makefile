@@ -76,8 +76,9 @@ LIVE_TRIALS ?= 10
 live: $(STAMP) $(if $(SIMULATED),board-up)  ## replay LIVE_TRIALS test trials over LSL into device.live on $(BOARD), record, compare with device.stream (0 = all)
 	$(GRASPTPU) live $(MODEL_DIRS) --board $(BOARD) --inventory $(INVENTORY) --trials $(LIVE_TRIALS)
 
-report: $(STAMP)  ## reports/report.html from the last board bench (reports/bench-$(BOARD).json) and live session
-	$(GRASPTPU) report --bench reports/bench-$(BOARD).json --live reports/live-$(BOARD) --out reports/report.html
+report: $(STAMP)  ## reports/report.html from the last live session on $(BOARD) and its board bench (reports/bench-$(BOARD).json, if any)
+	@bench=reports/bench-$(BOARD).json; set -x; \
+	$(GRASPTPU) report $$( [ -f $$bench ] && echo --bench $$bench ) --live reports/live-$(BOARD) --out reports/report.html
 
 deps-check: $(STAMP)  ## every imported third-party module is declared in pyproject.toml, and every declared one is used (deptry)
 	$(PY) -m deptry .
