@@ -78,6 +78,22 @@ def one_line(text, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none: a library's
+    message may run to a page (a traceback, a file dump), and the user needs its headline."""
+    lines = str(exc).splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def last_line(text, default: str = "") -> str:
+    """The last non-blank line of a command's output, stripped, or `default`: a failing program says
+    why at the end of its stderr, after whatever it printed on the way."""
+    for line in reversed(str(text or "").splitlines()):
+        if line.strip():
+            return line.strip()
+    return default
+
+
 def short(value, limit: int = 80) -> str:
     """repr of a value for an error message, cut to `limit` characters (a value from a file may be huge)."""
     text = repr(value)
@@ -328,7 +344,7 @@ def read_npz(path: str, what: str, redo: str) -> dict:
             return {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
         raise DeviceError("{}: not a readable {} ({}); {}".format(
-            path, what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, redo)) from None
+            path, what, first_line(exc), redo)) from None
 
 
 def check_test_set(arrays: dict, window_bins: int, n_units=None, n_classes=None, quantised: bool = False) -> None:

@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from device.contract import (COMPILED_MODEL, INT8_MODEL, DeviceError, as_array, check_counts, output_width, path_in,
-                             quantise)
+from device.contract import (COMPILED_MODEL, INT8_MODEL, DeviceError, as_array, check_counts, last_line, output_width,
+                             path_in, quantise)
 from device.runtime import Runtime
 
 
@@ -30,7 +30,7 @@ class Decoder:
             self.interpreter = runtime.open(path_in(folder, self.model_file), threads)
         except (ValueError, RuntimeError, OSError) as exc:  # e.g. an op version this runtime predates
             raise DeviceError("{}: {} cannot load it ({}); update the board's runtime or re-convert the model".format(
-                self.model_file, runtime.detail, str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)) from None
+                self.model_file, runtime.detail, last_line(str(exc), type(exc).__name__))) from None
         inp = self.interpreter.get_input_details()[0]
         out = self.interpreter.get_output_details()[0]
         expected = tuple(manifest["tflite"]["int8"]["input"]["shape"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import platform
 
-from device.contract import DeviceError, one_line
+from device.contract import DeviceError, first_line, one_line
 
 PIP_HINT = "pip install pylsl (1.16.2 on Python 3.7)"
 LIBLSL_HINT = ("pylsl found no liblsl: build it (github.com/sccn/liblsl, cmake) or install the liblsl .deb for {} "
@@ -31,17 +31,25 @@ def _quiet_liblsl() -> None:
         os.environ["LSLAPICFG"] = _CONFIG
 
 
+class Missing(DeviceError):
+    """No usable Lab Streaming Layer here; `problem` is what is missing and how to get it (without the
+    "Lab Streaming Layer: " the message begins with), for device.runtime's report."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("Lab Streaming Layer: " + problem)
+        self.problem = one_line(problem)
+
+
 def load():
-    """The pylsl module, or a DeviceError naming what is missing on this board and how to get it."""
+    """The pylsl module, or Missing (a DeviceError) naming what is missing on this board and how to get it."""
     _quiet_liblsl()
     try:
         import pylsl
     except ImportError:
-        raise DeviceError("Lab Streaming Layer: pylsl is not installed for this Python; " + PIP_HINT) from None
+        raise Missing("pylsl is not installed for this Python; " + PIP_HINT) from None
     except (RuntimeError, OSError) as exc:  # pylsl raises RuntimeError when liblsl is missing or will not load
         found = "could not be loaded" in str(exc)
-        raise DeviceError("Lab Streaming Layer: " + (one_line(str(exc).splitlines()[0]) if found else
-                                                     LIBLSL_HINT.format(platform.machine()))) from None
+        raise Missing(first_line(exc) if found else LIBLSL_HINT.format(platform.machine())) from None
     return pylsl
 
 
@@ -49,8 +57,8 @@ def status() -> dict:
     """What this board has for LSL (device.runtime reports it): versions, or what is missing."""
     try:
         pylsl = load()
-    except DeviceError as exc:
-        return {"available": False, "detail": str(exc).replace("Lab Streaming Layer: ", "", 1)}
+    except Missing as exc:
+        return {"available": False, "detail": exc.problem}
     version = getattr(pylsl, "__version__", None) or getattr(getattr(pylsl, "version", None), "__version__", "?")
     return {"available": True, "pylsl": version, "liblsl": int(pylsl.library_version()),
             "detail": "pylsl {} with liblsl {}".format(version, pylsl.library_version())}

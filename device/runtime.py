@@ -25,7 +25,7 @@ import platform
 import sys
 from typing import Callable, List, Optional
 
-from device.contract import DeviceError
+from device.contract import DeviceError, first_line
 
 EDGETPU_LIB = "libedgetpu.so.1"
 ORDER = ("pycoral", "tflite_runtime+edgetpu", "tflite_runtime", "ai_edge_litert", "tensorflow")
@@ -89,7 +89,7 @@ def _tflite_edgetpu(skipped: List[str]) -> Optional[Runtime]:
         ctypes.CDLL(EDGETPU_LIB)
         delegate = tfl.load_delegate(EDGETPU_LIB)
     except (ValueError, OSError, RuntimeError) as exc:
-        skipped.append("tflite_runtime + {}: delegate not loadable ({})".format(EDGETPU_LIB, str(exc).splitlines()[0]))
+        skipped.append("tflite_runtime + {}: delegate not loadable ({})".format(EDGETPU_LIB, first_line(exc)))
         return None
     return Runtime("tflite_runtime", True, "{} delegate".format(EDGETPU_LIB),
                    lambda path, threads: tfl.Interpreter(model_path=path, num_threads=threads,

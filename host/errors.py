@@ -5,7 +5,11 @@ The CLI prints these without a traceback and exits non-zero; anything else is a 
 
 from __future__ import annotations
 
-from device.contract import one_line
+import json
+
+from device.contract import first_line, last_line, one_line
+
+__all__ = ["GrasptpuError", "DataError", "first_line", "last_line", "last_json", "report_json"]
 
 
 class GrasptpuError(Exception):
@@ -27,3 +31,28 @@ class DataError(GrasptpuError):
             message += f" ({hint})"
         super().__init__(message)
         self.path, self.trial, self.problem = path, trial, problem
+
+
+def last_json(text: str) -> dict | None:
+    """The last line of `text` that is a JSON object, or None. The board's runner (device.bench,
+    .stream, .live, .release, .runtime) prints its report as its last line of stdout, and
+    host.data.isolated its refusal on stderr, where a library may still print a warning after it."""
+    for line in reversed((text or "").splitlines()):
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError):  # RecursionError: a line nested deeper than the parser's stack
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def report_json(out: str, err: str, what: str) -> dict:
+    """The JSON report a command printed on stdout (`out`), or a GrasptpuError saying that `what`
+    printed none, with the last line of its stderr (`err`): the one reading of every runner's report,
+    here or on a board, so a missing one reads the same wherever it happens."""
+    report = last_json(out)
+    if report is None:
+        last = last_line(err)
+        raise GrasptpuError(f"{what} printed no JSON report" + (f"; its last words: {last}" if last else ""))
+    return report

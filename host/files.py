@@ -99,7 +99,7 @@ def read_toml(path: Path, what: str, article: str, max_bytes: int, limit: str) -
     kind of file in the messages ("inventory", "layout"), `article` is its "a"/"an"."""
     import tomllib
 
-    from host.errors import GrasptpuError
+    from host.errors import GrasptpuError, first_line
 
     if path.is_dir():
         raise GrasptpuError(f"{path}: a directory, not {article} {what} file")
@@ -117,6 +117,6 @@ def read_toml(path: Path, what: str, article: str, max_bytes: int, limit: str) -
     except UnicodeDecodeError as exc:
         raise GrasptpuError(f"{path}: not valid TOML (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise GrasptpuError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+        raise GrasptpuError(f"{path}: not valid TOML ({first_line(exc)})") from None
     except RecursionError:
         raise GrasptpuError(f"{path}: not valid TOML (nested too deeply for {article} {what} file)") from None

@@ -16,7 +16,7 @@ import numpy as np
 
 from device import contract
 from device.contract import MANIFEST, DeviceError
-from host.errors import GrasptpuError
+from host.errors import GrasptpuError, first_line
 from host.files import StagedDir, sha256_of, write_json
 
 
@@ -55,7 +55,7 @@ def load_keras(folder: Path, manifest: dict):
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises anything from ValueError to OSError on a foreign file
-        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        why = first_line(exc)[:200]
         raise GrasptpuError(f"{path}: not a readable Keras model ({type(exc).__name__}: {why}); retrain it") from None
     data = manifest["data"]
     shape = tuple(getattr(model, "input_shape", ()) or ())

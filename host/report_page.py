@@ -27,7 +27,7 @@ import numpy as np
 from device.contract import DeviceError, TestSet, load_manifest, read_npz
 from device.stream import class_of_objects, target_per_bin, trial_figures
 from host.live.session import MISSING
-from host.errors import GrasptpuError
+from host.errors import GrasptpuError, first_line
 from host.files import write_text
 
 SUMMARY = "summary.json"
@@ -97,7 +97,7 @@ def read_json(path: Path, what: str, hint: str):
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+        why = "nested too deeply" if isinstance(exc, RecursionError) else first_line(exc)
         raise GrasptpuError(f"{path}: not valid JSON ({why}); {hint}") from None
 
 

@@ -52,6 +52,8 @@ def check_one(path: Path) -> dict:
 
 
 def main() -> None:
+    from host.errors import last_line
+
     if len(sys.argv) == 3 and sys.argv[1] == "--one":
         print(json.dumps(check_one(Path(sys.argv[2]))))
         return
@@ -68,7 +70,7 @@ def main() -> None:
                   f"{r['neo_read_s']} s, fast reader {r['fast_read_s']} s, same spike times")
         else:
             failed += 1
-            print(f"FAIL {path.name}: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
+            print(f"FAIL {path.name}: {last_line(run.stderr, str(run.returncode))}")
     sys.exit(1 if failed else 0)
 
 

@@ -59,6 +59,7 @@ from pathlib import Path
 import click
 import tomllib
 
+from host.errors import last_line
 from host.files import write_text
 
 REPO = Path(__file__).resolve().parent.parent  # device/ lives here
@@ -346,7 +347,7 @@ def env_versions(env: Path) -> dict:
     proc = subprocess.run([str(env_python(env)), "-m", "device.runtime", "--json", "-"], capture_output=True,
                           text=True, check=False, cwd=REPO)
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        last = last_line(proc.stderr, f"exit {proc.returncode}")
         raise BoardError(f"board python {env}: cannot read its versions ({last})")
     about = json.loads(proc.stdout)
     return {"python": about["python"], "numpy": about["numpy"],

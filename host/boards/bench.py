@@ -25,6 +25,7 @@ from pathlib import Path
 from host.boards.deploy import current
 from host.boards.inventory import Board
 from host.boards.remote import BoardError, close, command, open_board, run, run_json, runner, shell
+from host.errors import last_line
 
 
 def remote_models(conn, board: Board) -> list[str]:
@@ -122,8 +123,8 @@ def firmware_test(board: Board, report_dir: Path, trust_new_host: bool = False) 
         try:
             conn.get(remote, str(local))
         except OSError:
-            lines = [ln for ln in (result.stderr + result.stdout).splitlines() if ln.strip()]
-            raise BoardError(board, "firmware-test", lines[-1] if lines else f"pytest exit {result.exited}") from None
+            raise BoardError(board, "firmware-test", last_line(result.stderr + result.stdout,
+                                                               f"pytest exit {result.exited}")) from None
     finally:
         close(conn)
     summary = [ln for ln in result.stdout.splitlines() if ln.strip()]

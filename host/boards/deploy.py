@@ -29,7 +29,7 @@ from device.contract import BOARD_FILES, DeviceError, path_in
 from host.boards import lock
 from host.boards.inventory import Board
 from host.boards.remote import BoardError, close, command, open_board, run, run_json, runner, shell
-from host.errors import GrasptpuError
+from host.errors import GrasptpuError, last_line
 from host.files import sha256_of
 from host.modelfolder import read_manifest
 
@@ -101,7 +101,7 @@ def _check_space(conn, board: Board, files: list[tuple[Path, str]]) -> None:
     """Refuse before uploading when the board's disk cannot hold the release's bytes."""
     need = sum(p.stat().st_size for p, _ in files)
     out = command(conn, board, "check free space", f"df -Pk {shell(board.root + '/releases')}", check=False).stdout
-    fields = out.strip().splitlines()[-1].split() if out.strip() else []
+    fields = last_line(out).split()
     if len(fields) >= 4 and fields[3].isdigit() and int(fields[3]) * 1024 < need:
         raise BoardError(board, "check free space", f"the board's disk has {int(fields[3])} KiB free, the release needs "
                                                     f"{-(-need // 1024)} KiB; free space under {board.root}")
@@ -135,7 +135,7 @@ def check_board_python(conn, board: Board) -> tuple[str, str]:
     result = command(conn, board, step, shell(board.python, "-c", _PYTHON_PROBE), check=False)
     lines = result.stdout.split()
     if result.exited != 0 or len(lines) != 2:
-        why = ((result.stderr or "").strip().splitlines() or [f"exit {result.exited}"])[-1]
+        why = last_line(result.stderr, f"exit {result.exited}")
         raise BoardError(board, step, f"`{board.python}` does not run there ({why}); set `python` in the inventory "
                                       f"to a Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer")
     version, numpy_version = lines

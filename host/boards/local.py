@@ -7,18 +7,17 @@ here; the host figures come from the manifest `grasptpu quantize` wrote (same te
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-from host.errors import GrasptpuError
+from host.errors import GrasptpuError, last_line, report_json
 
 
 def run_device_bench(folder: Path, invokes: int, python: str = sys.executable, extra: tuple = ()) -> dict:
+    """device.bench's JSON report on `folder`, or one line saying why there is none."""
     cmd = [python, "-m", "device.bench", str(folder), "--invokes", str(invokes), "--json", "-", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        raise GrasptpuError(f"device.bench failed on {folder}: {lines[-1] if lines else f'exit {proc.returncode}'}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise GrasptpuError(f"device.bench failed on {folder}: {last_line(proc.stderr, f'exit {proc.returncode}')}")
+    return report_json(proc.stdout, proc.stderr, f"device.bench on {folder}")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from host.boards.inventory import Board
 from host.boards.remote import BoardError, close, command, open_board, run, shell
+from host.errors import last_line
 
 LOCK = ".deploy-lock"
 _HELD: set[str] = set()  # tokens of the locks this process holds or is taking right now
@@ -140,7 +141,7 @@ def _take(conn, board: Board, wait_s: float, step: str, token: str) -> str | Non
         if result.exited == 0:
             break
         if "exists" not in result.stderr:
-            raise BoardError(board, step, (result.stderr.strip().splitlines() or ["cannot create the lock"])[-1])
+            raise BoardError(board, step, last_line(result.stderr, "cannot create the lock"))
         owner = _read_owner(conn, board, step)
         taken = _take_over_if_stale(conn, board, step, owner, token)
         if taken:
@@ -153,7 +154,7 @@ def _take(conn, board: Board, wait_s: float, step: str, token: str) -> str | Non
     wrote = command(conn, board, step, f"echo {q(token)} > {q(lock + '/owner')}", check=False)
     if wrote.exited != 0:  # e.g. a full disk: give the lock back before failing
         command(conn, board, step, f"rm -rf {q(lock)}", check=False)
-        raise BoardError(board, step, (wrote.stderr.strip().splitlines() or ["cannot write the lock"])[-1])
+        raise BoardError(board, step, last_line(wrote.stderr, "cannot write the lock"))
     return None
 
 

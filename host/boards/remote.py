@@ -4,21 +4,21 @@ Host keys are checked against known_hosts with paramiko's RejectPolicy (Fabric i
 unknown hosts silently); an unknown or changed key is refused unless the user passes
 `--trust-new-host` for a board never seen before (a changed key is always refused).
 
-Every command on a board goes through `command` (a dropped connection or a timeout becomes a
-BoardError naming the board and the step; a failing command is an error unless the caller asks
-for its result), and the board's runner is started by `runner`, from inside a release.
+Every command on a board goes through `command` (or `start` and `finish`, for one that runs while
+this machine does something else): a dropped connection or a timeout becomes a BoardError naming
+the board and the step; a failing command is an error unless the caller asks for its result. The
+board's runner is started by `runner`, from inside a release, and its JSON report read by `run_json`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shlex
 from pathlib import Path
 
 from host.boards.inventory import Board
-from host.errors import GrasptpuError
+from host.errors import GrasptpuError, last_line, report_json
 
 
 class BoardError(GrasptpuError):
@@ -106,15 +106,41 @@ def command(conn, board: Board, step: str, cmd: str, check: bool = True, timeout
     try:
         result = conn.run(cmd, hide=True, warn=True, in_stream=False, timeout=timeout)
     except Exception as exc:  # invoke/paramiko raise several types for a dropped connection or a timeout
-        raise BoardError(board, step, f"connection lost ({type(exc).__name__}: {exc})") from None
+        raise _lost(board, step, exc) from None
+    return _checked(result, board, step, check)
+
+
+def start(conn, board: Board, step: str, cmd: str):
+    """Start `cmd` on the board without waiting for it (device.live decodes there while the replay and
+    the recorder run here); `finish` waits for it. No timeout: the caller stops it."""
+    try:
+        return conn.run(cmd, asynchronous=True, hide=True, warn=True, in_stream=False)
+    except Exception as exc:  # as in `command`
+        raise _lost(board, step, exc) from None
+
+
+def finish(promise, board: Board, step: str, check: bool = True):
+    """Wait for a command `start` began; its result, judged as `command` judges one."""
+    try:
+        result = promise.join()
+    except Exception as exc:  # as in `command`
+        raise _lost(board, step, exc) from None
+    return _checked(result, board, step, check)
+
+
+def _lost(board: Board, step: str, exc: Exception) -> BoardError:
+    return BoardError(board, step, f"connection lost ({type(exc).__name__}: {exc})")
+
+
+def _checked(result, board: Board, step: str, check: bool):
+    """`result`, unless it has no exit status (always an error) or, with `check`, a non-zero one."""
     if result.exited == -1:  # no exit status: killed by a signal (a crash), or the channel closed under it
-        lines = [ln for ln in (result.stderr or "").splitlines() if ln.strip()]
+        last = last_line(result.stderr)
         raise BoardError(board, step, "the command ended without an exit status (killed by a signal, e.g. a crash "
                                       "in the TFLite runtime, or the connection dropped)"
-                         + (f"; its last words: {lines[-1]}" if lines else ""))
+                         + (f"; its last words: {last}" if last else ""))
     if check and result.exited != 0:
-        lines = [ln for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
-        raise BoardError(board, step, lines[-1] if lines else f"exit {result.exited}")
+        raise BoardError(board, step, last_line(result.stderr or result.stdout, f"exit {result.exited}"))
     return result
 
 
@@ -136,14 +162,11 @@ def runner(board: Board, release: str, module: str, *args: object) -> str:
 
 
 def run_json(conn, cmd: str, board: Board, step: str, timeout: float = 600.0) -> dict:
-    """`run`, then the JSON object the board's commands (device.bench, device.stream,
-    device.release, device.runtime) print as their last line."""
-    lines = run(conn, cmd, board, step, timeout).strip().splitlines()
-    try:
-        result = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        result = None
-    if not isinstance(result, dict):
-        raise BoardError(board, step, "the board's command printed no JSON report; its release may predate this "
-                                      "grasptpu: run `grasptpu deploy` again")
-    return result
+    """`command` that must succeed, then the JSON report the board's commands (device.bench,
+    device.stream, device.release, device.runtime) print as their last line (host.errors.report_json)."""
+    result = command(conn, board, step, cmd, timeout=timeout)
+    try:  # the command succeeded without a report: most often a release older than this grasptpu
+        return report_json(result.stdout, result.stderr, "the board's command")
+    except GrasptpuError as exc:
+        raise BoardError(board, step, f"{exc}; its release may predate this grasptpu: run `grasptpu deploy` "
+                                      "again") from None

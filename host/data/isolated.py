@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from host.data.recording import Recording, Signal
-from host.errors import DataError
+from host.errors import DataError, first_line, last_json
 
 TIMEOUT_S = 1800.0
 FIELDS = ("t_start_s", "t_stop_s", "spike_times_s", "train_offsets")
@@ -35,7 +35,7 @@ def read(path: Path, allow_pickle: bool = False) -> Recording:
         except subprocess.TimeoutExpired:
             raise DataError(path, f"neo.io did not finish reading it within {TIMEOUT_S:.0f} s") from None
         if proc.returncode == 2:
-            refusal = _last_json(proc.stderr)
+            refusal = last_json(proc.stderr) or {}
             raise DataError(path, str(refusal.get("problem") or "not a readable Neo file"),
                             trial=refusal.get("trial") if isinstance(refusal.get("trial"), int) else None)
         if proc.returncode != 0:
@@ -43,17 +43,6 @@ def read(path: Path, allow_pickle: bool = False) -> Recording:
             raise DataError(path, f"neo.io crashed reading it ({how}): the file is damaged",
                             hint="re-export it, or check the copy is complete")
         return unpack(out, path)
-
-
-def _last_json(text: str) -> dict:
-    for line in reversed(text.splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return {}
 
 
 def pack(rec: Recording, out: Path) -> None:
@@ -101,7 +90,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps({"trial": exc.trial, "problem": str(exc)[len(head) + 2:]}), file=sys.stderr)
         return 2
     except Exception as exc:  # a reader's failure on someone else's file: one line, the parent names it
-        why = str(exc).splitlines()[0][:200] if str(exc) else ""
+        why = first_line(exc)[:200]
         kind = "NWB" if path.suffix.lower() == ".nwb" else "Neo"
         print(json.dumps({"problem": f"not a readable {kind} file ({type(exc).__name__}: {why})"}), file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from host.data import matfile
 from host.data import objects
 from host.data.layout import PAPER, Layout
 from host.data.neoread import NEO_EXTENSIONS, PICKLE_HINT
-from host.errors import DataError
+from host.errors import DataError, first_line
 from host.data.recording import Recording
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _load_mat(path: Path, progress: bool) -> Recording:
     except DataError:
         raise
     except Exception as exc:  # the file's bytes are someone else's: any parse failure is a damaged file
-        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        why = first_line(exc)[:200]
         raise DataError(path, f"corrupt or truncated MAT file: {why}",
                         hint="re-export it, or check the copy is complete") from None
 

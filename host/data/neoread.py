@@ -14,7 +14,7 @@ import numpy as np
 
 from host.data.matfile import signal_columns, trial_columns
 from host.data.recording import Recording
-from host.errors import DataError
+from host.errors import DataError, first_line
 
 NEO_EXTENSIONS = {".nix": "NixIO", ".pkl": "PickleIO", ".pickle": "PickleIO", ".h5": "NixIO"}
 PICKLE_HINT = ("a pickle runs whatever code it holds when it is read; convert it to .nix, or pass --allow-pickle "
@@ -42,7 +42,7 @@ def read_with_neo(path: Path, allow_pickle: bool) -> Recording:
     except DataError:
         raise
     except Exception as exc:  # neo raises anything from IOError to KeyError on bad files
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = first_line(exc)
         raise DataError(path, f"not a readable Neo file ({type(exc).__name__}: {message})",
                         hint="supported: .mat (NeoMatlabIO), .nix, .pkl (Neo pickle)") from None
     if not isinstance(block, neo.Block):

@@ -11,7 +11,6 @@ same board, whether each decision is identical.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import numpy as np
 
 from device.contract import load_manifest
 from device.live import OUTPUT_CHANNELS, STATUS
-from host.errors import GrasptpuError
+from host.errors import GrasptpuError, report_json
 from host.files import atomic_path, write_json
 
 TASK_ORDER = ("grasp-phase", "object", "aperture")
@@ -63,7 +62,7 @@ class LocalRunner:
         except subprocess.TimeoutExpired:
             proc.terminate()
             out, err = proc.communicate()
-        return _last_json(out, err, "device.live here"), err
+        return report_json(out, err, "device.live here"), err
 
     def stop(self, proc) -> None:
         if proc.poll() is None:
@@ -77,7 +76,7 @@ class LocalRunner:
     def run_json(self, module: str, args: list, timeout: float) -> dict:
         done = subprocess.run([self.python, "-m", module, *map(str, args)], capture_output=True, text=True,
                               timeout=timeout, cwd=REPO)
-        return _last_json(done.stdout, done.stderr, module)
+        return report_json(done.stdout, done.stderr, module)
 
     def close(self) -> None:
         pass
@@ -97,14 +96,16 @@ class BoardRunner:
         self.pidfile = f"{self.board.root}/live.pid"
 
     def start(self, module: str, args: list):
-        from host.boards.remote import runner
+        from host.boards.remote import runner, start
 
-        return self.conn.run(runner(self.board, self.release, module, *args, "--pidfile", self.pidfile),
-                             asynchronous=True, hide=True, warn=True, in_stream=False)
+        return start(self.conn, self.board, module, runner(self.board, self.release, module, *args, "--pidfile",
+                                                           self.pidfile))
 
     def finish(self, promise, timeout: float) -> tuple[dict, str]:
-        result = promise.join()
-        return _last_json(result.stdout, result.stderr, f"device.live on board {self.name}"), result.stderr
+        from host.boards.remote import finish
+
+        result = finish(promise, self.board, "device.live", check=False)  # its report says more than its exit
+        return report_json(result.stdout, result.stderr, f"device.live on board {self.name}"), result.stderr
 
     def stop(self, promise) -> None:
         from host.boards.remote import command, shell
@@ -123,18 +124,6 @@ class BoardRunner:
         from host.boards.remote import close
 
         close(self.conn)
-
-
-def _last_json(out: str, err: str, what: str) -> dict:
-    lines = [ln for ln in (out or "").splitlines() if ln.strip()]
-    try:
-        result = json.loads(lines[-1])
-        if isinstance(result, dict):
-            return result
-    except (IndexError, ValueError):
-        pass
-    problems = [ln for ln in (err or "").splitlines() if ln.strip()]
-    raise GrasptpuError(f"{what} printed no summary" + (f"; its last words: {problems[-1]}" if problems else ""))
 
 
 def _cli(*args) -> list:

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from device.contract import COMPILE_LOG, COMPILED_MODEL, INT8_MODEL
-from host.errors import GrasptpuError
+from host.errors import GrasptpuError, last_line
 from host.modelfolder import Rewrite, check_files, read_manifest
 
 COMPILER = "edgetpu_compiler"
@@ -117,8 +117,7 @@ def run_compiler(int8_model: Path, exe: str, timeout_s: float = 600.0) -> tuple[
     compiled, log = out_dir / f"{stem}_edgetpu.tflite", out_dir / f"{stem}_edgetpu.log"
     if proc.returncode != 0 or not compiled.is_file():
         shutil.rmtree(out_dir, ignore_errors=True)
-        lines = [ln for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
-        last = lines[-1].strip() if lines else "no output"
+        last = last_line(proc.stderr + "\n" + proc.stdout, "no output")
         raise GrasptpuError(f"{exe} failed on {int8_model} (exit {proc.returncode}): {last}")
     rows = parse_log(log.read_text(errors="replace")) if log.is_file() else parse_log(proc.stdout)
     return compiled, summarise(parse_report(proc.stdout), rows), out_dir

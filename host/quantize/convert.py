@@ -12,7 +12,7 @@ import io
 
 import numpy as np
 
-from host.errors import GrasptpuError
+from host.errors import GrasptpuError, first_line
 
 
 def check_representative(windows: np.ndarray, window_bins: int, n_units: int) -> np.ndarray:
@@ -48,7 +48,7 @@ def convert(exported, representative: np.ndarray | None) -> bytes:
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints every traced signature
             return converter.convert()
     except Exception as exc:  # the converter raises many types; one line is what the user needs
-        raise GrasptpuError(f"TFLite conversion failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise GrasptpuError(f"TFLite conversion failed: {first_line(exc)}") from None
 
 
 def slimmed(flat: bytes, probe: np.ndarray) -> bytes:

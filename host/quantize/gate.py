@@ -19,7 +19,7 @@ import numpy as np
 
 from device.bench import agreement
 from device.contract import FLOAT_MODEL, INT8_MODEL, KERAS_MODEL, TEST_SET, TestSet, quantise
-from host.errors import GrasptpuError
+from host.errors import GrasptpuError, first_line
 from host.modelfolder import check_files, load_keras, read_manifest
 from host.train import metrics
 from host.train.evaluate import predict
@@ -41,7 +41,7 @@ def interpreter(model: bytes | Path, threads: int = 1):
         it.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         name = "model" if "model_content" in kwargs else kwargs["model_path"]
-        raise GrasptpuError(f"{name}: not a loadable TFLite model ({str(exc).splitlines()[0]})") from None
+        raise GrasptpuError(f"{name}: not a loadable TFLite model ({first_line(exc)})") from None
     return it
 
 

@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from host.errors import GrasptpuError
+from host.errors import GrasptpuError, first_line
 
 MAX_RESTARTS_PER_SLOT = 3  # a local worker that keeps dying is not restarted for ever
 
@@ -107,7 +107,7 @@ def drop_worker(oracle, tuner_id: str, why: str) -> str | None:
             try:  # kt.synchronized keeps its lock if an exception passes through it: none may
                 oracle_.end_trial(ended)
             except Exception as exc:  # KerasTuner stops after too many failed trials in a row
-                problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                problem = first_line(exc)
             oracle_.ongoing_trials.pop(tuner_id_, None)
         oracle_.tuner_ids.discard(tuner_id_)
         return (trial.trial_id if trial is not None else None), problem
