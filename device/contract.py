@@ -1,5 +1,6 @@
 """The contract between host and board, in one place: a model folder's file names, its manifest
-(format and validation), the test-set layout and the rule that turns counts into the int8 input.
+(format and validation), the test-set layout, the rules that turn counts into the int8 input and
+int8 outputs back into scores, and the order the stream takes its decoders in.
 
 `grasptpu train` and `grasptpu quantize` (host/) write model folders to this contract and import
 it from here; the board's runner (device/) reads them with it. device/ imports nothing from
@@ -43,11 +44,16 @@ TEST_WINDOW_ARRAYS = ("counts", "trial_offsets", "trial_index", "object_id", "ho
 TEST_TARGET_ARRAY = "target"
 # ... and `grasptpu quantize` adds the host's outputs on those windows, for the board to compare.
 TEST_OUTPUT_ARRAYS = ("keras_probs", "float_probs", "int8_output")
-# calibration.npz: one array, `windows`, (n, window_bins, units) uint8 counts of training windows.
+# calibration.npz: `windows`, (n, window_bins, units) uint8 counts of training windows, and `label`,
+# (n,) integers, their classes (`grasptpu quantize` samples a subset stratified by them).
 CALIBRATION_ARRAY = "windows"
+CALIBRATION_LABEL = "label"
 
 INPUT_QUANTISATION = "q = clip(round(counts / scale) + zero_point, -128, 127)"
 TASKS = ("object", "grasp-phase", "aperture")  # aperture: a regression of the layout's target signal
+# The decoders device.stream and device.live take, in this order: a detector, a classifier and
+# optionally an aperture regressor.
+STREAM_TASKS = ("grasp-phase", "object", "aperture")
 GRASP_PHASE_LABELS = ["rest", "grasp"]
 
 # A name a manifest (or a release record) gives a file or a folder: letters, digits and . _ + -,
@@ -174,6 +180,33 @@ def quantise(counts: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     reference outputs with this very function, so host and board quantise alike."""
     x = np.asarray(counts, np.float32)
     return np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def dequantise(raw, scale: float, zero_point: int) -> np.ndarray:
+    """int8 outputs -> the scores (or values) they stand for, as float32: (q - zero_point) * scale.
+    The host's reference outputs and the board's are turned back with this very function."""
+    return ((np.asarray(raw).astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def dequantise_one(raw, scale: float, zero_point: int) -> float:
+    """`dequantise` of one int8 output, in Python floats (double): the stream's per-bin path, which
+    hands single values to LSL and JSON rather than arrays."""
+    return (float(raw) - zero_point) * scale
+
+
+def stream_decoders(tasks) -> dict:
+    """{task: decoder} of (task, decoder) pairs, in STREAM_TASKS order (how device.stream and
+    device.live take them), or a DeviceError if two decoders share a task or the detector or the
+    classifier is missing."""
+    found = {}
+    for task, decoder in tasks:
+        if task in found:
+            raise DeviceError("two {} models ({} and {}); give one of each task".format(task, found[task], decoder))
+        found[task] = decoder
+    if set(STREAM_TASKS[:2]) - set(found):
+        raise DeviceError("the stream needs a grasp-phase and an object model (and optionally an aperture one); "
+                          "found {}".format(", ".join(sorted(found)) or "none"))
+    return {t: found[t] for t in STREAM_TASKS if t in found}
 
 
 def sha256_of(path: str) -> str:

@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from device.contract import (COMPILED_MODEL, INT8_MODEL, DeviceError, as_array, check_counts, last_line, output_width,
-                             path_in, quantise)
+from device.contract import (COMPILED_MODEL, INT8_MODEL, DeviceError, as_array, check_counts, dequantise,
+                             dequantise_one, last_line, output_width, path_in, quantise)
 from device.runtime import Runtime
 
 
@@ -85,9 +85,10 @@ class Decoder:
         return out
 
     def dequantise(self, raw: np.ndarray) -> np.ndarray:
-        return ((raw.astype(np.float32) - self.out_zero) * self.out_scale).astype(np.float32)
+        """Raw int8 scores -> float32 scores, by the contract's rule (the host's, too)."""
+        return dequantise(raw, self.out_scale, self.out_zero)
 
     def value(self, window: np.ndarray) -> float:
         """A regressor's output for one ``(bins, units)`` window, in the target's unit: one invoke and
         the dequantise rule on its single int8 output, in plain floats (the stream's per-bin path)."""
-        return (float(self.invoke(self.quantise(window))[0]) - self.out_zero) * self.out_scale
+        return dequantise_one(self.invoke(self.quantise(window))[0], self.out_scale, self.out_zero)

@@ -41,7 +41,7 @@ import numpy as np
 
 from device import lsl
 from device.bench import saturated
-from device.contract import DeviceError, check_counts, load_manifest, one_line
+from device.contract import DeviceError, check_counts, dequantise_one, load_manifest, one_line
 from device.output import emit
 from device.stream import SMOOTH_MS, BinDecoder, Smoother, class_of_objects, load_decoders
 
@@ -202,7 +202,7 @@ class Live:
             self.bad_run = False
             state, decision, scores, value, smoothed, times = self.bins.step(counts.astype(np.uint8))
             whole = self.bins.ring.full
-            probability = nan if scores is None else (float(scores[decision]) - self.out_zero) * self.out_scale
+            probability = nan if scores is None else dequantise_one(scores[decision], self.out_scale, self.out_zero)
             out = [state if whole else -1, decision, self.object_ids.get(decision, -1), probability, value, smoothed,
                    times[0] * 1e3, times[1] * 1e3, times[2] * 1e3, nan, STATUS["decoded" if whole else "filling"]]
             self.counts["decoded" if whole else "filling"] += 1

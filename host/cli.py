@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from device.contract import DeviceError
+from device.contract import TASKS, DeviceError
 from host.errors import GrasptpuError
 
 DEFAULT_DATA_DIR = Path("data")
@@ -249,7 +249,7 @@ def _train_config(recording: Path, task: str, preset: str, hp_pairs: tuple[str, 
 
 @main.command()
 @click.argument("recording", type=click.Path(path_type=Path))
-@click.option("--task", type=click.Choice(["object", "grasp-phase", "aperture"]), required=True,
+@click.option("--task", type=click.Choice(TASKS), required=True,
               help="object: classify the grasped object from hold-phase windows; grasp-phase: rest vs grasp on every window; "
                    "aperture: regress the layout's target signal (the hand aperture of synthetic sessions) on every window.")
 @click.option("--name", default=None, help="Model folder name under --models-dir. Default: <session>-<task>.")
@@ -276,7 +276,7 @@ def train(recording: Path, task: str, name: str | None, train_share: float, mode
 
 @main.command()
 @click.argument("recording", type=click.Path(path_type=Path))
-@click.option("--task", type=click.Choice(["object", "grasp-phase", "aperture"]), default="object",
+@click.option("--task", type=click.Choice(TASKS), default="object",
               help="The decoder to tune; classifiers are scored by validation accuracy, aperture by validation loss.")
 @click.option("--name", default=None, help="Output folder under --models-dir. Default: <session>-<task>-tuning.")
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models"))
@@ -334,7 +334,7 @@ def _workers(recording: Path, task: str, max_trials: int, epochs: int, seed: int
 
 @main.command("tune-worker")
 @click.argument("recording", type=click.Path(path_type=Path))
-@click.option("--task", type=click.Choice(["object", "grasp-phase", "aperture"]), default="object")
+@click.option("--task", type=click.Choice(TASKS), default="object")
 @click.option("--max-trials", type=click.IntRange(min=1), default=20, help="As the chief's.")
 @click.option("--epochs", type=click.IntRange(min=1), default=30, help="As the chief's.")
 @click.option("--chief", "chief_address", required=True, metavar="HOST:PORT", help="The chief's address.")

@@ -73,7 +73,7 @@ def load_calibration(folder: Path, manifest: dict) -> tuple[np.ndarray, np.ndarr
     except DeviceError as exc:
         raise GrasptpuError(str(exc)) from None
     data = manifest["data"]
-    windows, labels = arrays.get(contract.CALIBRATION_ARRAY), arrays.get("label")
+    windows, labels = arrays.get(contract.CALIBRATION_ARRAY), arrays.get(contract.CALIBRATION_LABEL)
     ok = (windows is not None and labels is not None and windows.dtype == np.uint8 and labels.dtype.kind in "iu"
           and windows.shape[1:] == (data["window_bins"], data["n_units"]) and len(windows) >= 1
           and labels.shape == (len(windows),) and labels.min() >= 0 and labels.max() < len(data["label_names"]))

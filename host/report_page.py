@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.contract import DeviceError, TestSet, load_manifest, read_npz
+from device.contract import STREAM_TASKS, DeviceError, TestSet, load_manifest, read_npz
 from device.stream import class_of_objects, target_per_bin, trial_figures
 from host.live.session import MISSING
 from host.errors import GrasptpuError, first_line
@@ -42,7 +42,6 @@ BIN_FLOAT_ARRAYS = ("timestamp", "received", "latency_ms", "probability", "apert
                     "detector_ms", "classifier_ms", "aperture_ms", "board_ms")
 SUMMARY_KEYS = ("session", "models", "model_dirs", "bin_ms", "latency", "bins_sent", "bins_received",
                 "missed_bins", "agreement")
-TASK_ORDER = ("grasp-phase", "object", "aperture")
 COMPUTE = (("detector_ms", "detector"), ("classifier_ms", "classifier"), ("aperture_ms", "aperture"),
            ("board_ms", "board total"))
 
@@ -200,7 +199,7 @@ def load_live(folder: Path) -> Live:
         if not isinstance(summary[key], dict):
             raise GrasptpuError(f"{path}: {key} is not a JSON object; {LIVE_HINT}")
     manifests, tests = {}, {}
-    for task in TASK_ORDER:
+    for task in STREAM_TASKS:
         where = summary["model_dirs"].get(task)
         if where is None and task == "aperture":
             continue
@@ -481,7 +480,7 @@ def _accuracy(r: dict) -> str:
 def _live_section(live: Live, drawn: list, figures: list) -> str:
     s, b = live.summary, live.bins
     board_name = s.get("board") if isinstance(s.get("board"), str) else "?"
-    models = ", ".join(f"{t} {s['models'].get(t)}" for t in TASK_ORDER if s["models"].get(t))
+    models = ", ".join(f"{t} {s['models'].get(t)}" for t in STREAM_TASKS if s["models"].get(t))
     trials = np.unique(b["trial"])
     lat, agree = s["latency"], s["agreement"]
     facts = [("board", board_name), ("session", s["session"]), ("models", models),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import posixpath
 from pathlib import Path
 
+from device.contract import DeviceError, stream_decoders
 from host.boards.deploy import current
 from host.boards.inventory import Board
 from host.boards.remote import BoardError, close, command, open_board, run, run_json, runner, shell
@@ -47,11 +48,11 @@ def bench_board(board: Board, invokes: int = 2000, stream: bool = False, models:
                                                "--json", "-"), board, f"device.bench {name}") for name in names}
         out = {"board": board.name, "where": board.where, "software": board_software(conn, board), "models": results}
         if stream:
-            by_task = {r["task"]: name for name, r in results.items()}
-            if {"grasp-phase", "object"} - set(by_task):
-                raise BoardError(board, "device.stream", "needs a grasp-phase and an object model in the release")
-            decoders = [f"models/{by_task[t]}" for t in ("grasp-phase", "object", "aperture") if t in by_task]
-            out["stream"] = run_json(conn, runner(board, active, "device.stream", *decoders, "--json", "-"),
+            try:
+                decoders = stream_decoders((r["task"], f"models/{name}") for name, r in results.items())
+            except DeviceError as exc:
+                raise BoardError(board, "device.stream", str(exc)) from None
+            out["stream"] = run_json(conn, runner(board, active, "device.stream", *decoders.values(), "--json", "-"),
                                      board, "device.stream")
     finally:
         close(conn)

@@ -34,7 +34,6 @@ from host.files import sha256_of
 from host.modelfolder import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
-LOCK = ".deploy-lock"
 PAYLOAD_DIRS = ("device", "firmware_tests")
 # What the board needs of a model folder: device.contract.BOARD_FILES (the Keras model, training
 # history and plots stay home; the board checks the files it has against the manifest).

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device.contract import TASKS
 from host.data import cache
 from host.data.binning import MAX_TRIAL_BINS, BinnedSession, bin_session, check_trial_bins, drop_slow_units
 from host.data.cut import cut_segments
@@ -24,7 +25,6 @@ from host.errors import GrasptpuError
 from host.files import sha256_of
 
 DEFAULT_BIN_MS = 40.0
-TASKS = ("object", "grasp-phase", "aperture")
 
 
 @dataclass

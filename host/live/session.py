@@ -18,28 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from device.contract import load_manifest
+from device.contract import load_manifest, stream_decoders
 from device.live import OUTPUT_CHANNELS, STATUS
 from host.errors import GrasptpuError, report_json
 from host.files import atomic_path, write_json
 
-TASK_ORDER = ("grasp-phase", "object", "aperture")
 MISSING = -2  # bins.npz: the grasp / object value of a bin whose decision never arrived (-1: no decision)
 REPO = Path(__file__).resolve().parents[2]  # where device/ is, for a Python that does not have grasptpu installed
 IDLE_STOP_S = 2.0  # device.live stops this long after the last bin; the recorder waits a little longer
 
 
 def by_task(model_dirs: list[Path]) -> dict:
-    """{task: folder} for a detector, a classifier and optionally an aperture regressor."""
-    found = {}
-    for folder in model_dirs:
-        task = load_manifest(str(folder))["task"]
-        if task in found:
-            raise GrasptpuError(f"two {task} models ({found[task]} and {folder}); give one of each task")
-        found[task] = Path(folder)
-    if {"grasp-phase", "object"} - set(found):
-        raise GrasptpuError("device.live needs a grasp-phase and an object model folder (and optionally an aperture one)")
-    return {t: found[t] for t in TASK_ORDER if t in found}
+    """{task: folder} for a detector, a classifier and optionally an aperture regressor, in the order
+    device.live takes them (device.contract.stream_decoders)."""
+    return stream_decoders((load_manifest(str(folder))["task"], Path(folder)) for folder in model_dirs)
 
 
 class LocalRunner:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from device.bench import agreement
-from device.contract import FLOAT_MODEL, INT8_MODEL, KERAS_MODEL, TEST_SET, TestSet, quantise
+from device.contract import FLOAT_MODEL, INT8_MODEL, KERAS_MODEL, TEST_SET, TestSet, dequantise, quantise
 from host.errors import GrasptpuError, first_line
 from host.modelfolder import check_files, load_keras, read_manifest
 from host.train import metrics
@@ -81,10 +81,10 @@ def run_tflite(model: bytes | Path, windows, batch: int = 2048) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty((0, out["shape"][-1]), out["dtype"])
 
 
-def dequantise(raw: np.ndarray, model: bytes | Path) -> np.ndarray:
-    out = interpreter(model).get_output_details()[0]
-    scale, zero = out["quantization"]
-    return ((raw.astype(np.float32) - zero) * scale).astype(np.float32)
+def dequantise_outputs(raw: np.ndarray, model: bytes | Path) -> np.ndarray:
+    """`model`'s raw int8 outputs -> float32 scores, by the contract's rule (the board's, too)."""
+    scale, zero = interpreter(model).get_output_details()[0]["quantization"]
+    return dequantise(raw, scale, zero)
 
 
 def host_outputs(keras_model, float_model: bytes | Path, int8_model: bytes | Path, windows) -> dict:
@@ -95,7 +95,7 @@ def host_outputs(keras_model, float_model: bytes | Path, int8_model: bytes | Pat
         raise GrasptpuError(f"the int8 model's output is {raw.dtype}, not int8: not a full-integer model")
     return {"keras": predict(keras_model, windows).astype(np.float32),
             "float": run_tflite(float_model, windows).astype(np.float32),
-            "int8_raw": raw, "int8": dequantise(raw, int8_model)}
+            "int8_raw": raw, "int8": dequantise_outputs(raw, int8_model)}
 
 
 def _scores(probs: np.ndarray, labels: np.ndarray, task: str, classes: list[int]) -> dict:
