@@ -42,7 +42,7 @@ import numpy as np
 from device import lsl
 from device.bench import saturated
 from device.contract import DeviceError, check_counts, dequantise_one, load_manifest, one_line
-from device.output import emit
+from device.output import emit, write_atomically
 from device.stream import SMOOTH_MS, BinDecoder, Smoother, class_of_objects, load_decoders
 
 OUTPUT_CHANNELS = ("grasp", "object_index", "object_id", "probability", "aperture", "aperture_smoothed",
@@ -219,10 +219,7 @@ def run(folders: list, stream: str, outlet_name: str, debounce: int = 2, smooth_
     The pid file (for a remote stop) exists exactly while this runs; a signal during set-up ends it too."""
     stop = on_signals()
     if pidfile:
-        tmp = pidfile + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(str(os.getpid()))
-        os.replace(tmp, pidfile)
+        write_atomically(pidfile, str(os.getpid()))
     try:
         return _run(folders, stream, outlet_name, debounce, smooth_ms, allow_edgetpu, threads, resolve_s, idle_stop,
                     unlabelled, stop)

@@ -1,4 +1,5 @@
-"""How the board's commands hand back their figures: a table for people, JSON for the host."""
+"""How the board's commands hand back their figures (a table for people, JSON for the host), and the
+one way they write a file others read while they run."""
 
 from __future__ import annotations
 
@@ -14,7 +15,17 @@ def emit(result: dict, json_arg, text: str) -> None:
         return
     print(text)
     if json_arg:
-        tmp = json_arg + ".tmp"
+        write_atomically(json_arg, json.dumps(result, indent=1))
+
+
+def write_atomically(path: str, text: str) -> None:
+    """`text` into `path` under a temporary name, then renamed: a reader (the host, a stop command)
+    sees the whole file or none, and a failed write leaves no temporary file behind."""
+    tmp = path + ".tmp"
+    try:
         with open(tmp, "w") as fh:
-            json.dump(result, fh, indent=1)
-        os.replace(tmp, json_arg)
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

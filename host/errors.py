@@ -30,7 +30,7 @@ class DataError(GrasptpuError):
         if hint:
             message += f" ({hint})"
         super().__init__(message)
-        self.path, self.trial, self.problem = path, trial, problem
+        self.path, self.trial, self.problem, self.hint = path, trial, problem, hint
 
 
 def last_json(text: str) -> dict | None:

@@ -19,7 +19,8 @@ import numpy as np
 
 from device.contract import sha256_of  # one implementation: the board must hash exactly as the host does
 
-__all__ = ["StagedDir", "atomic_path", "sha256_of", "write_json", "write_text"]
+__all__ = ["FileTooLarge", "StagedDir", "atomic_path", "read_bounded", "read_toml", "sha256_of", "write_json",
+           "write_text"]
 
 
 @contextlib.contextmanager
@@ -92,6 +93,24 @@ class StagedDir:
             self.abort()
 
 
+class FileTooLarge(OSError):
+    """A file longer than the reader's bound (read_bounded)."""
+
+
+def read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a small file someone else may have written, read no further than `max_bytes` + 1,
+    so a huge (or endless) file cannot fill memory. The one reader of such files (inventories,
+    layouts, bench and live JSON); it raises what its caller words as one line: IsADirectoryError
+    for a folder, FileNotFoundError, FileTooLarge (over `max_bytes`) or another OSError."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory")
+    with open(path, "rb") as fh:
+        raw = fh.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise FileTooLarge(f"{path} is larger than {max_bytes} bytes")
+    return raw
+
+
 def read_toml(path: Path, what: str, article: str, max_bytes: int, limit: str) -> dict:
     """A small TOML file someone else may have written (an inventory, a layout), parsed, or a
     one-line GrasptpuError: missing, a folder, unreadable, over `max_bytes` (`limit` in words), not
@@ -101,17 +120,16 @@ def read_toml(path: Path, what: str, article: str, max_bytes: int, limit: str) -
 
     from host.errors import GrasptpuError, first_line
 
-    if path.is_dir():
-        raise GrasptpuError(f"{path}: a directory, not {article} {what} file")
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(max_bytes + 1)
+        raw = read_bounded(path, max_bytes)
+    except IsADirectoryError:
+        raise GrasptpuError(f"{path}: a directory, not {article} {what} file") from None
     except FileNotFoundError:
         raise GrasptpuError(f"{path}: no such {what} file") from None
+    except FileTooLarge:
+        raise GrasptpuError(f"{path}: larger than {limit}; not {article} {what} file") from None
     except OSError as exc:
         raise GrasptpuError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
-    if len(raw) > max_bytes:
-        raise GrasptpuError(f"{path}: larger than {limit}; not {article} {what} file")
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -28,7 +28,7 @@ from device.contract import STREAM_TASKS, DeviceError, TestSet, load_manifest, r
 from device.stream import class_of_objects, target_per_bin, trial_figures
 from host.live.session import MISSING
 from host.errors import GrasptpuError, first_line
-from host.files import write_text
+from host.files import FileTooLarge, read_bounded, write_text
 
 SUMMARY = "summary.json"
 BINS = "bins.npz"
@@ -82,17 +82,16 @@ def build_report(out: Path, bench_json: Path | None = None, live_dir: Path | Non
 
 def read_json(path: Path, what: str, hint: str):
     """A JSON file someone else wrote, parsed, or a one-line GrasptpuError naming it."""
-    if path.is_dir():
-        raise GrasptpuError(f"{path}: a folder, not {what}; {hint}")
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_JSON_BYTES + 1)
+        raw = read_bounded(path, MAX_JSON_BYTES)
+    except IsADirectoryError:
+        raise GrasptpuError(f"{path}: a folder, not {what}; {hint}") from None
     except FileNotFoundError:
         raise GrasptpuError(f"{path}: no such file ({what}); {hint}") from None
+    except FileTooLarge:
+        raise GrasptpuError(f"{path}: larger than {MAX_JSON_BYTES >> 20} MB, not {what}; {hint}") from None
     except OSError as exc:
         raise GrasptpuError(f"{path}: cannot read {what} ({exc.strerror or exc}); {hint}") from None
-    if len(raw) > MAX_JSON_BYTES:
-        raise GrasptpuError(f"{path}: larger than {MAX_JSON_BYTES >> 20} MB, not {what}; {hint}")
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

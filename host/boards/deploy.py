@@ -81,10 +81,10 @@ def _upload(conn, board: Board, files: list[tuple[Path, str]], record: dict, par
         sftp = conn.sftp()
         for local, rel in files:
             sftp.put(str(local), posixpath.join(base, rel))
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-            json.dump(record, fh, indent=1)
-        sftp.put(fh.name, posixpath.join(base, "release.json"))
-        Path(fh.name).unlink()
+        with tempfile.TemporaryDirectory(prefix="grasptpu-release-") as tmp:  # removed if the put fails too
+            local_record = Path(tmp) / "release.json"
+            local_record.write_text(json.dumps(record, indent=1))
+            sftp.put(str(local_record), posixpath.join(base, "release.json"))
     except (OSError, EOFError) as exc:
         why = getattr(exc, "strerror", None) or str(exc) or f"{type(exc).__name__}: the connection dropped"
         if "size mismatch" in why or "No space" in why or getattr(exc, "errno", None) == 28:

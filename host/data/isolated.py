@@ -37,7 +37,8 @@ def read(path: Path, allow_pickle: bool = False) -> Recording:
         if proc.returncode == 2:
             refusal = last_json(proc.stderr) or {}
             raise DataError(path, str(refusal.get("problem") or "not a readable Neo file"),
-                            trial=refusal.get("trial") if isinstance(refusal.get("trial"), int) else None)
+                            trial=refusal.get("trial") if isinstance(refusal.get("trial"), int) else None,
+                            hint=str(refusal.get("hint") or ""))
         if proc.returncode != 0:
             how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
             raise DataError(path, f"neo.io crashed reading it ({how}): the file is damaged",
@@ -78,7 +79,7 @@ def unpack(out: Path, path: Path) -> Recording:
 
 def main(argv: list[str]) -> int:
     """Child: read argv[0] with neo.io, write argv[1]; a refusal is one JSON line on stderr
-    ({"trial", "problem"}: the DataError without its path, which the parent adds), exit 2."""
+    ({"trial", "problem", "hint"}: the DataError without its path, which the parent adds), exit 2."""
     from host.data.neoread import read_with_neo
     from host.data.nwbread import read_nwb
 
@@ -86,8 +87,7 @@ def main(argv: list[str]) -> int:
     try:
         pack(read_nwb(path) if path.suffix.lower() == ".nwb" else read_with_neo(path, "--allow-pickle" in argv[2:]), out)
     except DataError as exc:
-        head = f"{exc.path}" if exc.trial is None else f"{exc.path}, trial {exc.trial}"
-        print(json.dumps({"trial": exc.trial, "problem": str(exc)[len(head) + 2:]}), file=sys.stderr)
+        print(json.dumps({"trial": exc.trial, "problem": exc.problem, "hint": exc.hint}), file=sys.stderr)
         return 2
     except Exception as exc:  # a reader's failure on someone else's file: one line, the parent names it
         why = first_line(exc)[:200]
