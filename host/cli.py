@@ -747,7 +747,8 @@ def live(model_dirs: tuple[Path, ...], board_names: tuple[str, ...], all_boards:
     Prints end-to-end latency per bin, missed bins and bin-for-bin agreement with device.stream on
     the same board; exit 1 if a bin was missed or a decision differs.
     """
-    from host.live.session import BoardRunner, LocalRunner, by_task, format_summary, run_session
+    from host.live.session import BoardRunner, LocalRunner, by_task, run_session
+    from host.render import live_summary
 
     folders = by_task(list(model_dirs))
     if local:
@@ -761,10 +762,10 @@ def live(model_dirs: tuple[Path, ...], board_names: tuple[str, ...], all_boards:
         runner = BoardRunner(boards[0], trust_new_host, folders)
     try:
         summary = run_session(folders, runner, out_dir or Path("reports") / f"live-{runner.name}", trials, stream,
-                              gap_bins, echo=click.echo)
+                              gap_bins)
     finally:
         runner.close()
-    click.echo(format_summary(summary))
+    click.echo(live_summary(summary))
     ag = summary["agreement"]
     if summary["missed_bins"] or ag["identical"] != ag["bins"]:
         sys.exit(1)

@@ -330,3 +330,30 @@ def inspection(i) -> str:
     else:
         lines += ["suggested layout (save as a .toml file, check it, pass it with --layout):", i.suggestion]
     return "\n".join(lines)
+
+
+def live_summary(s: dict) -> str:
+    """A `grasptpu live` session's summary (host.live.session.run_session): end-to-end latency, bins
+    sent, received and missed, the board's own figures and agreement with the offline replay."""
+    lat, ag, b = s["latency"], s["agreement"], s["board_live"]
+    cpu = b.get("cpu", {})
+    share = "-" if cpu.get("share") is None else f"{cpu['share']:.1%}"
+    lines = [
+        f"live on {s['board']} ({b.get('runtime')} {b.get('runtime_version', '')}, {b.get('detail')}) | "
+        f"{' + '.join(s['models'].values())} | replayed {s['trials']} test trials of {s['session']} "
+        f"({s['bins_sent']} bins at {s['bin_ms']:g} ms, real-time pace, {s['gap_bins']} silent bin(s) between trials)",
+        f"  end to end (the bin's acquisition stamp -> its decision received, one clock): p50 {lat['p50_ms']:.3f} ms, "
+        f"p99 {lat['p99_ms']:.3f} ms, max {lat['max_ms']:.3f} ms (of which the replay's own lateness in pushing: "
+        f"p99 {s['replay_late_ms']['p99']:.3f} ms)",
+        f"  bins: {s['bins_sent']} sent, {s['bins_received']} decisions received, {s['missed_bins']} missed; the board "
+        f"counted {b.get('gaps')} gaps ({b.get('missed_bins')} bins: the replay's pauses between trials), "
+        f"{b.get('invalid')} invalid bins",
+        f"  board per bin: pull to push p50 {b['board_ms']['p50']:.3f} ms, p99 {b['board_ms']['p99']:.3f} ms; "
+        f"CPU {cpu.get('ms_per_bin', 0):.3f} ms per bin = {share} of one core",
+        f"  vs device.stream offline on the same board and trials: {ag['identical']} of {ag['bins']} bins identical"
+        + (f"; aperture identical (to 0.001 mm) on {ag['aperture_identical']} of {ag['aperture_bins']} bins"
+           if "aperture_bins" in ag else ""),
+    ]
+    if "first_difference" in ag:
+        lines.append(f"  first difference: {ag['first_difference']}")
+    return "\n".join(lines)
