@@ -783,7 +783,7 @@ def live(model_dirs: tuple[Path, ...], board_names: tuple[str, ...], all_boards:
 def report(bench_json: Path | None, live_dir: Path | None, trials: int, out: Path) -> None:
     """One self-contained HTML page of a board bench and a live session: latency histograms, per-bin trial
     timelines (raster, phases, detector, classifier and confidence, aperture), Hold onset to a correct object."""
-    from host.report_page import build_report
+    from host.live.report_page import build_report
 
     if bench_json is None and live_dir is None:
         raise GrasptpuError("nothing to report: give --bench FILE and/or --live FOLDER")

@@ -257,7 +257,7 @@ def test_replay_live_and_recorder_decide_exactly_as_the_offline_replay(quantised
     bins = np.load(tmp_path / "live" / "bins.npz")
     assert np.isfinite(bins["latency_ms"]).all()
     if board_python == "host":  # the report draws this real session (its page is checked in Chromium elsewhere)
-        from host.report_page import build_report
+        from host.live.report_page import build_report
 
         page = build_report(tmp_path / "report.html", live_dir=tmp_path / "live", trials=2)
         assert page["figures"][:2] == ["live-latency", "first-correct"] and len(page["figures"]) == 4

@@ -19,7 +19,7 @@ import pytest
 
 from device.contract import MANIFEST, TEST_SET, save_test_set
 from host.errors import GrasptpuError
-from host.report_page import build_report
+from host.live.report_page import build_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
