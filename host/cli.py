@@ -28,6 +28,10 @@ def _options(*options):
     return apply
 
 
+class _DataOption(click.Option):
+    """An option declared by `data_options`; `_data_args` hands each one on to a local tune-worker."""
+
+
 def data_options(func):
     """Options that decide how a recording becomes windows (shared by every training command).
 
@@ -37,18 +41,19 @@ def data_options(func):
 
     from host.data.binning import MAX_TRIAL_BINS
 
+    option = functools.partial(click.option, cls=_DataOption)
     options = [
-        click.option("--bin-ms", type=click.FloatRange(min=1.0), default=40.0, help="Bin width in milliseconds."),
-        click.option("--label-bin", type=click.Choice(["last", "next"]), default="last",
-                     help="Window label: its last bin (paper) or the bin after it (reference scripts)."),
-        click.option("--seed", type=int, default=0, help="Seed for the split, the weights and the batch order."),
-        click.option("--allow-pickle", is_flag=True,
-                     help="Read a Neo pickle (.pkl): unpickling runs any code the file holds, so only for files you wrote."),
-        click.option("--max-trial-bins", type=click.IntRange(min=1), default=MAX_TRIAL_BINS,
-                     help="Refuse a trial longer than this many bins (a damaged t_stop would otherwise fill memory)."),
-        click.option("--layout", "layout_file", type=click.Path(path_type=Path), default=None,
-                     help="Layout file (TOML) saying what the recording's trials mean: class annotation, region of "
-                          "interest events, trials to keep (docs/layouts.md). Default: the paper's layout."),
+        option("--bin-ms", type=click.FloatRange(min=1.0), default=40.0, help="Bin width in milliseconds."),
+        option("--label-bin", type=click.Choice(["last", "next"]), default="last",
+               help="Window label: its last bin (paper) or the bin after it (reference scripts)."),
+        option("--seed", type=int, default=0, help="Seed for the split, the weights and the batch order."),
+        option("--allow-pickle", is_flag=True,
+               help="Read a Neo pickle (.pkl): unpickling runs any code the file holds, so only for files you wrote."),
+        option("--max-trial-bins", type=click.IntRange(min=1), default=MAX_TRIAL_BINS,
+               help="Refuse a trial longer than this many bins (a damaged t_stop would otherwise fill memory)."),
+        option("--layout", "layout_file", type=click.Path(path_type=Path), default=None,
+               help="Layout file (TOML) saying what the recording's trials mean: class annotation, region of "
+                    "interest events, trials to keep (docs/layouts.md). Default: the paper's layout."),
     ]
 
     @functools.wraps(func)
@@ -59,6 +64,32 @@ def data_options(func):
                                     "layout": load_layout(layout_file)}, **kwargs)
 
     return _options(*options)(packed)
+
+
+def _data_args(ctx: click.Context) -> list[str]:
+    """The data options `ctx`'s command received, as arguments that give another command the same
+    ones (a local tune-worker): derived from the declarations, so a new data option is never left out."""
+    args = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if not isinstance(param, _DataOption) or value is None:
+            continue
+        if param.is_flag:
+            args += [param.opts[0]] if value else param.secondary_opts[:1]
+        else:
+            args += [param.opts[0], str(value)]
+    return args
+
+
+def search_options(func):
+    """Options of a hyperparameter search, the chief's (tune) and each worker's (tune-worker) alike."""
+    return _options(
+        click.option("--task", type=click.Choice(TASKS), default="object",
+                     help="The decoder to tune; classifiers are scored by validation accuracy, aperture by validation "
+                          "loss."),
+        click.option("--max-trials", type=click.IntRange(min=1), default=20, help="Tuner trial budget (models trained)."),
+        click.option("--epochs", type=click.IntRange(min=1), default=30, help="Maximum epochs per trial."),
+    )(func)
 
 
 def _config_options() -> list:
@@ -276,12 +307,9 @@ def train(recording: Path, task: str, name: str | None, train_share: float, mode
 
 @main.command()
 @click.argument("recording", type=click.Path(path_type=Path))
-@click.option("--task", type=click.Choice(TASKS), default="object",
-              help="The decoder to tune; classifiers are scored by validation accuracy, aperture by validation loss.")
+@search_options
 @click.option("--name", default=None, help="Output folder under --models-dir. Default: <session>-<task>-tuning.")
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models"))
-@click.option("--max-trials", type=click.IntRange(min=1), default=20, help="Tuner trial budget (models trained).")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, help="Maximum epochs per trial.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Distributed search (KerasTuner's chief and workers): this process is the chief and starts N "
                    "local workers; 0 = workers only elsewhere (`grasptpu tune-worker`, tools/slurm_tune.sh).")
@@ -308,35 +336,30 @@ def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_tri
     from host.render import tuned
     from host.train.tune import run_tuning
 
-    plan = None if workers is None else _workers(recording, task, max_trials, epochs, seed, workers, chief_address,
+    plan = None if workers is None else _workers(recording, task, max_trials, epochs, workers, chief_address,
                                                  worker_threads, worker_timeout)
     click.echo(tuned(run_tuning(recording, task, models_dir, name, max_trials, epochs, seed,
                                 {"bin_ms": bin_ms, "label_bin": label_bin, **reading}, plan, echo=click.echo)))
 
 
-def _workers(recording: Path, task: str, max_trials: int, epochs: int, seed: int, count: int, chief_address,
+def _workers(recording: Path, task: str, max_trials: int, epochs: int, count: int, chief_address,
              threads: int | None, timeout: float):
-    """The chief's plan: its address and the local workers' command (the same search and data options)."""
+    """The chief's plan: its address and the local workers' command (the same search and data options,
+    the seed among them)."""
     from host.train.distributed import Address, check_port_free, free_port, worker_command
     from host.train.tune import Workers
 
     address = Address.parse(chief_address) if chief_address else Address("127.0.0.1", free_port())
     check_port_free(address)  # before the data is prepared; serve() checks again as it binds
-    params = click.get_current_context().params
-    data_args = ["--bin-ms", str(params["bin_ms"]), "--label-bin", params["label_bin"],
-                 "--max-trial-bins", str(params["max_trial_bins"])]
-    data_args += (["--layout", str(params["layout_file"])] if params.get("layout_file") else []) + (
-        ["--allow-pickle"] if params.get("allow_pickle") else [])
+    data_args = _data_args(click.get_current_context())
     threads = threads or max(1, (os.cpu_count() or 1) // max(count, 1))
-    return Workers(address, count, worker_command(recording, task, max_trials, epochs, seed, address, threads,
-                                                  data_args), timeout)
+    return Workers(address, count, worker_command(recording, task, max_trials, epochs, address, threads, data_args),
+                   timeout)
 
 
 @main.command("tune-worker")
 @click.argument("recording", type=click.Path(path_type=Path))
-@click.option("--task", type=click.Choice(TASKS), default="object")
-@click.option("--max-trials", type=click.IntRange(min=1), default=20, help="As the chief's.")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, help="As the chief's.")
+@search_options
 @click.option("--chief", "chief_address", required=True, metavar="HOST:PORT", help="The chief's address.")
 @click.option("--id", "tuner_id", required=True, help="This worker's id, unique in the search (tuner0, tuner1, ...).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="TensorFlow threads (default: all cores).")

@@ -284,9 +284,9 @@ def track_reports(oracle) -> None:
     oracle.create_trial = create_trial
 
 
-def worker_command(recording, task: str, max_trials: int, epochs: int, seed: int, address: Address, threads: int,
+def worker_command(recording, task: str, max_trials: int, epochs: int, address: Address, threads: int,
                    data_args: list) -> list:
-    """The `grasptpu tune-worker` command line a local worker runs (the id is appended per worker)."""
+    """The `grasptpu tune-worker` command line a local worker runs (the id is appended per worker);
+    `data_args` are the chief's data options, its --seed among them."""
     return [sys.executable, "-m", "host.cli", "tune-worker", str(recording), "--task", task, "--max-trials",
-            str(max_trials), "--epochs", str(epochs), "--seed", str(seed), "--chief", str(address), "--threads",
-            str(threads), *data_args]
+            str(max_trials), "--epochs", str(epochs), "--chief", str(address), "--threads", str(threads), *data_args]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from host.data.prepare import Prepared, prepare
@@ -26,6 +26,7 @@ from host.train.fit import DecoderHyperModel, TrainConfig
 BEST_FILE = "best_hyperparameters.json"
 OBJECTIVES = {"object": ("val_accuracy", "max"), "grasp-phase": ("val_accuracy", "max"), "aperture": ("val_loss", "min")}
 TUNE_STOP_PATIENCE = 5  # a trial is a screening run: stop sooner than a final training (10)
+BATCH_SIZE = next(f.default for f in fields(TrainConfig) if f.name == "batch_size")  # a training run's, not a copy
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Tuned:
 
 
 def make_tuner(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path,
-               batch_size: int = 256, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None):
+               batch_size: int = BATCH_SIZE, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None):
     """The Bayesian tuner over the task's hypermodel. In KerasTuner's distributed mode (its environment
     variables set) the same call makes the chief's tuner or a worker's. A trial whose worker died is
     retried once (max_retries_per_trial), then recorded as failed."""
@@ -55,7 +56,7 @@ def make_tuner(prepared: Prepared, task: str, max_trials: int, epochs: int, seed
 
 
 def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path,
-           batch_size: int = 256, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None):
+           batch_size: int = BATCH_SIZE, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None):
     """Run the Bayesian search in this process; returns the finished tuner."""
     tuner = make_tuner(prepared, task, max_trials, epochs, seed, workdir, batch_size, stop_patience, verbose)
     tuner.search(epochs=epochs)
