@@ -57,7 +57,7 @@ def test_bench_matches_the_host_bit_for_bit(quantised, tmp_path):
 @pytest.mark.slow
 def test_stream_replays_the_test_trials(quantised, tmp_path):
     _, detector, classifier, _ = quantised
-    proc = run_module("device.stream", str(detector), str(classifier), "--json", "-")
+    proc = run_module("device.stream", str(detector), str(classifier), "--per-bin", "--json", "-")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     manifest = load_manifest(str(detector))
@@ -87,7 +87,12 @@ def test_stream_replays_the_test_trials(quantised, tmp_path):
         first = trial["first_correct_s"]
         assert first is None or first >= bin_ms / 1e3 - 1e-9
         assert trial["correct_in_hold"] == (first is not None and first <= hold_s + 1e-9), (k, trial, hold_s)
-        assert trial["false_grasps"] >= 0 and 0 <= trial["hold_bins_detected"] <= 1
+        # false grasps, counted here from the per-bin states: each rest -> grasp switch outside [Hold, Rew)
+        hold, reward = int(test.arrays["hold_bin"][k]), int(test.arrays["reward_bin"][k])
+        state = trial["state"]
+        onsets = [b for b in range(len(state)) if state[b] == 1 and (b == 0 or state[b - 1] != 1)]
+        assert trial["false_grasps"] == sum(not hold <= b < reward for b in onsets), (k, trial["false_grasps"], onsets)
+        assert 0 <= trial["hold_bins_detected"] <= 1
     # the tiny detector is good enough that the object decoder runs during most holds
     assert r["trials"]["hold_bins_detected"] > 0.5, r["trials"]
     out = tmp_path / "realtime.json"

@@ -59,7 +59,11 @@ def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_p
         majority = max(sum(row) for row in metrics["confusion"]) / metrics["windows"]
         assert metrics["accuracy"] > max(0.15, 2 * majority), (metrics["accuracy"], majority)
         assert metrics["relaxed_accuracy"] > metrics["accuracy"]
-        assert "naive Bayes" in trained(record) and record.baseline["test_split"]["accuracy"] >= 0
+        # naive Bayes on the same test trials (one sample per trial) beats chance too, by the same rule
+        nb = record.baseline["test_split"]
+        nb_majority = max(sum(row) for row in nb["confusion"]) / nb["windows"]
+        assert "naive Bayes" in trained(record) and nb["accuracy"] > max(0.15, 2 * nb_majority), (nb["accuracy"],
+                                                                                                nb_majority)
     else:
         assert metrics["balanced_accuracy"] > 0.8 and metrics["f1"] > 0.5, metrics
     for name, digest in manifest["artifacts"].items():
