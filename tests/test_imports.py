@@ -1,9 +1,10 @@
 """The architecture's import rules, checked on every import, those inside functions included.
 
-Data flows host -> models/ -> board, so: no import cycles anywhere in host/ and device/ (a cycle
-hidden inside a function is still a cycle: the two modules cannot be understood, tested or moved
-apart), and device/ (the board's runner) never imports host/, since it must stand alone on the
-board. Pure `ast` and the standard library: no module is executed, nothing heavy is imported.
+Data flows host -> models/ -> board, so: no import cycles anywhere in host/, device/ and
+firmware_tests/ (a cycle hidden inside a function is still a cycle: the two modules cannot be
+understood, tested or moved apart), and what a release carries to the board, device/ (the runner)
+and firmware_tests/ (its on-board tests), never imports host/, since it must stand alone there.
+Pure `ast` and the standard library: no module is executed, nothing heavy is imported.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("host", "device")
+PACKAGES = ("host", "device", "firmware_tests")
+BOARD_PACKAGES = ("device", "firmware_tests")  # what a release carries to the board besides the models
 
 Graph = dict[str, list["Edge"]]
 
@@ -187,19 +189,21 @@ def crossings(graph: Graph, source: str, forbidden: str) -> list[str]:
             for e in edges if e.target.split(".")[0] == forbidden]
 
 
-def test_no_import_cycles_in_host_and_device():
+def test_no_import_cycles_in_host_device_and_firmware_tests():
     graph = import_graph(ROOT)
     assert len(graph) > 40  # the walk found the packages
     found = report(graph)
     if found:
-        header = f"import cycles in host/ and device/ ({len(found)} group(s) of modules):"
+        header = f"import cycles in {', '.join(p + '/' for p in PACKAGES)} ({len(found)} group(s) of modules):"
         pytest.fail("\n".join([header, *found]), pytrace=False)
 
 
-def test_device_never_imports_host():
-    found = crossings(import_graph(ROOT), "device", "host")
+def test_what_goes_to_the_board_never_imports_host():
+    graph = import_graph(ROOT)
+    assert any(m.startswith("firmware_tests.") for m in graph)  # the walk found the on-board tests
+    found = [line for package in BOARD_PACKAGES for line in crossings(graph, package, "host")]
     if found:
-        header = "device/ must stand alone on the board, but it imports host/:"
+        header = "device/ and firmware_tests/ must stand alone on the board, but they import host/:"
         pytest.fail("\n".join([header, *found]), pytrace=False)
 
 
@@ -245,7 +249,12 @@ def test_the_checker_sees_relative_imports_and_a_board_importing_the_host(tmp_pa
     root = _package(tmp_path, {
         "host/__init__.py": "", "host/x.py": "from .y import z\n", "host/y.py": "from . import x\nz = 1\n",
         "device/__init__.py": "", "device/run.py": "import numpy\n\ndef go():\n    import host.x\n",
+        # firmware_tests/ is no package (pytest's rootdir, no __init__.py), and is walked all the same
+        "firmware_tests/conftest.py": "import device.run\n",
+        "firmware_tests/test_x.py": "def test_x():\n    from host.y import z\n",
     })
     graph = import_graph(root)
     assert cycles(graph) == [["host.x", "host.y"]]
     assert crossings(graph, "device", "host") == ["device/run.py:4 device.run -> host.x"]
+    assert crossings(graph, "firmware_tests", "host") == ["firmware_tests/test_x.py:2 firmware_tests.test_x -> host.y"]
+    assert [e.target for e in graph["firmware_tests.conftest"]] == ["device.run"]
