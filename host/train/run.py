@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from device.contract import (CALIBRATION, CALIBRATION_ARRAY, KERAS_MODEL, METRICS, SUPPORTED_FORMAT,
-                             TEST_SET, save_test_set)
+from device.contract import (CALIBRATION, CALIBRATION_ARRAY, CALIBRATION_LABEL, KERAS_MODEL, MAX_COUNT, METRICS,
+                             SUPPORTED_FORMAT, TEST_SET, save_test_set)
 from host.data.binning import BinnedSession
 from host.data.prepare import Prepared, prepare
 from host.data.windows import WindowSet, calibration_indices
@@ -26,8 +26,6 @@ from host.modelfolder import write_manifest
 from host.provenance import environment
 from host.train.evaluate import evaluate, write_aperture_report, write_report
 from host.train.fit import TrainConfig, TrainResult, config_dict, train
-
-UINT8_MAX = 255
 
 
 @dataclass
@@ -87,7 +85,7 @@ def calibration_arrays(windows: WindowSet, size: int, seed: int) -> tuple[dict[s
     if windows.target is not None:
         info["source"] += " and the windows of the smallest and largest training target"
         info["training_target_range"] = [float(windows.target.min()), float(windows.target.max())]
-    return {CALIBRATION_ARRAY: windows.batch(idx).astype(np.uint8), "label": windows.label[idx].astype(np.int64)}, info
+    return {CALIBRATION_ARRAY: windows.batch(idx).astype(np.uint8), CALIBRATION_LABEL: windows.label[idx].astype(np.int64)}, info
 
 
 def run_training(recording: Path, config: TrainConfig, models_dir: Path, name: str | None = None,
@@ -100,8 +98,8 @@ def run_training(recording: Path, config: TrainConfig, models_dir: Path, name: s
     data_options = dict(data_options or {})
     prepared = prepare(recording, progress=progress, **data_options)
     binned = prepared.binned
-    if binned.counts.max(initial=0) > UINT8_MAX:
-        raise GrasptpuError(f"{recording}: a bin holds more than {UINT8_MAX} spikes; the int8 input of the board's "
+    if binned.counts.max(initial=0) > MAX_COUNT:
+        raise GrasptpuError(f"{recording}: a bin holds more than {MAX_COUNT} spikes; the int8 input of the board's "
                             "model cannot carry it (use a shorter --bin-ms)")
     name = name or f"{binned.session}-{config.task}"
     result = train(prepared, config)
