@@ -13,7 +13,7 @@ from host.modelfolder import sha256_of
 from host.train.model import PRESETS, SEARCH_SPACE, build_model, fixed_hp
 from host.data.prepare import assert_disjoint
 from host.train.config import TrainConfig
-from host.train.fit import class_weight_vector
+from host.train.fit import Thinning, class_weight_vector, far_rest, make_feed
 from host.render import trained
 from host.train.run import run_training
 from host.train.tune import BEST_FILE as BEST
@@ -112,6 +112,58 @@ def test_class_weights_balance_the_classes():
     labels = np.array([0] * 90 + [1] * 10)
     w = class_weight_vector(labels, 2)
     assert w[labels].sum() == pytest.approx(100) and w[0] * 90 == pytest.approx(w[1] * 10)
+
+
+def test_far_rest_windows_are_those_beyond_a_window_from_any_grasp_window():
+    from host.data.windows import WindowSet
+
+    end_row = np.arange(11, 111)
+    label = ((end_row >= 50) & (end_row < 60)).astype(np.uint8)
+    windows = WindowSet(np.zeros((111, 3), np.uint8), end_row, label, np.zeros(100, np.int32), "grasp-phase",
+                        ("rest", "grasp"))
+    far = far_rest(windows)
+    assert np.array_equal(end_row[far], np.r_[11:38, 72:111])  # 38..49 and 60..71 are within 12 bins
+
+
+def test_thinning_keeps_grasp_and_near_rest_and_draws_a_fresh_share_of_far_rest_each_epoch(session):
+    """The detector's epochs: every grasp and near-rest window once, ceil(far / K) far rest windows,
+    another draw next epoch, the same draws for the same seed; far rest weighted K times, mean 1."""
+    import tensorflow as tf
+
+    from host.data.prepare import prepare
+
+    train = prepare(session).windows("grasp-phase")["train"]
+    thin = Thinning(far_rest(train), 4)
+    n_far = int(thin.mask.sum())
+    near_rest = int(((train.label == 0) & ~thin.mask).sum())
+    assert n_far > 0 and near_rest > 0
+
+    def epoch(ds):
+        x, y, w = zip(*[(x.numpy().reshape(len(x), -1), y.numpy(), w.numpy()) for x, y, w in ds])
+        return [tuple(r) for r in np.concatenate(x)], np.concatenate(y), np.concatenate(w)
+
+    feed = make_feed(tf.constant(train.counts), train, 64, True, 7, thin.weights(), thin=thin)
+    first, second = epoch(feed), epoch(feed)
+    for _, labels, w in (first, second):
+        far_weight = w.max()
+        assert len(labels) == thin.epoch_size and (w == far_weight).sum() == thin.drawn == -(-n_far // 4)
+        assert (labels == 1).sum() == (train.label == 1).sum()
+        assert ((labels == 0) & (w < far_weight)).sum() == near_rest
+        assert w.mean() == pytest.approx(1, abs=1e-3) and far_weight / w.min() == pytest.approx(n_far / thin.drawn)
+    assert first[0] != second[0]  # a fresh draw and order each epoch
+    again = make_feed(tf.constant(train.counts), train, 64, True, 7, thin.weights(), thin=thin)
+    assert epoch(again)[0] == first[0]  # seeded
+
+
+def test_rest_sampling_is_refused_for_tasks_without_rest_windows(session, tmp_path):
+    from click.testing import CliRunner
+
+    from host.cli import main
+
+    result = CliRunner().invoke(main, ["train", str(session), "--task", "object", "--rest-sample", "4",
+                                       "--models-dir", str(tmp_path)])
+    assert result.exit_code != 0 and "grasp-phase detector only" in result.output
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow

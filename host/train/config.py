@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from host.errors import GrasptpuError
+
 
 def _option(default, help: str, **extra):
     """A TrainConfig field that is also a command-line option (help text and bounds declared here only)."""
@@ -35,6 +37,10 @@ class TrainConfig:
                                              "share 11 of 12 bins, so a share holds nearly all they carry). "
                                              "Default: 3 for the aperture regressor, 1 (all windows) for the classifiers.",
                                        min=1)
+    rest_sample: int | None = _option(None, "Grasp-phase detector: train each epoch on every grasp window, every rest "
+                                            "window within a window's length of a grasp phase, and a fresh random 1/K "
+                                            "of the other (far) rest windows, weighted K times so an epoch's loss "
+                                            "estimates the whole set's. Default: 1 (every window every epoch).", min=1)
     lr_patience: int | None = _option(None, "Epochs without lower validation loss before halving the learning rate. "
                                             "Default: 5 for the classifiers, 3 for the aperture regressor.", min=1)
     class_weights: bool = _option(False, "Weight classes by inverse frequency (rest:grasp is ~10:1).")
@@ -47,9 +53,12 @@ class TrainConfig:
         for name, value in {**DEFAULTS, **TASK_DEFAULTS.get(self.task, {})}.items():
             if getattr(self, name) is None:  # resolved here, so the manifest records the value used
                 setattr(self, name, value)
+        if self.rest_sample > 1 and self.task != "grasp-phase":
+            raise GrasptpuError(f"--rest-sample applies to the grasp-phase detector only (the {self.task} task has "
+                                "no rest windows): leave it out")
 
 
-DEFAULTS = {"epoch_sample": 1, "stop_patience": 10, "lr_patience": 5}
+DEFAULTS = {"epoch_sample": 1, "rest_sample": 1, "stop_patience": 10, "lr_patience": 5}
 # The aperture regressor learns every window (~3x the classifiers' windows); a random third per
 # epoch reached the same test R2 in a third of the time (ZRec50: 0.916 in 36 s vs 0.914 in 55 s),
 # and its validation loss levels off within a few epochs, so it waits less before stopping

@@ -58,11 +58,13 @@ def epoch_windows(n: int, sample: int) -> int:
 
 
 def make_feed(counts, windows: WindowSet, batch_size: int, shuffle: bool, seed: int,
-              weights: np.ndarray | None = None, sample: int = 1):
+              weights: np.ndarray | None = None, sample: int = 1, thin: Thinning | None = None):
     """A tf.data pipeline over a WindowSet: batches gathered in-graph from `counts`, the session's
     counts as one tensor that every feed of the session shares (one copy, however many feeds).
-    With `shuffle` and `sample` > 1, each epoch draws a fresh random 1/`sample` of the windows (the
-    shuffle is redrawn every epoch and cut short), so over epochs every window is seen.
+    `weights` are per-window loss weights (None: all 1). With `shuffle` and `sample` > 1, each
+    epoch draws a fresh random 1/`sample` of the windows (the shuffle is redrawn every epoch and
+    cut short), so over epochs every window is seen. With `thin` (the detector's far rest windows),
+    each epoch keeps every other window and a fresh random share of the thinned ones.
 
     Only the compact counts (uint8) and one int64 row index per window live in memory; each
     batch's windows are gathered and cast to float32 inside TensorFlow, in parallel with the
@@ -72,21 +74,77 @@ def make_feed(counts, windows: WindowSet, batch_size: int, shuffle: bool, seed: 
     import tensorflow as tf
 
     offsets = tf.range(-(windows.window_bins - 1), 1, dtype=tf.int64)
-    rows = windows.end_row.astype(np.int64)
     labels = windows.label.astype(np.int32) if windows.target is None else windows.target.astype(np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((rows, labels))
+    elements = (windows.end_row.astype(np.int64), labels,
+                *(() if weights is None else (np.asarray(weights, np.float32),)))
+    thinned = shuffle and thin is not None and thin.keep > 1
+    if thinned:
+        ds = _thinned(elements, thin, seed)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(elements)
+        if shuffle:
+            ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     if shuffle:
-        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).take(epoch_windows(len(rows), sample))
-    ds = ds.batch(batch_size)
-    class_weight = None if weights is None else tf.constant(weights, tf.float32)
+        ds = ds.take(epoch_windows(thin.epoch_size if thinned else len(labels), sample))
 
-    def gather(end_rows, y):
-        x = tf.cast(tf.gather(counts, end_rows[:, None] + offsets[None, :]), tf.float32)
-        if class_weight is None:
-            return x, y
-        return x, y, tf.gather(class_weight, y)
+    def gather(end_rows, y, *w):
+        return (tf.cast(tf.gather(counts, end_rows[:, None] + offsets[None, :]), tf.float32), y, *w)
 
-    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+    return ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+
+
+@dataclass(frozen=True)
+class Thinning:
+    """Each epoch trains on every window outside `mask` and a fresh random 1/`keep` of those in it.
+
+    The detector's rest windows outnumber its grasp windows ~10:1 and neighbours share 11 of 12
+    bins, but the rest windows next to a grasp phase are the hard ones: so only the far rest
+    windows (`far_rest`) are thinned, and `weights` makes the thinned epoch's loss an unbiased
+    estimate of the loss over all windows.
+    """
+
+    mask: np.ndarray
+    keep: int
+
+    @property
+    def drawn(self) -> int:
+        return -(-int(np.count_nonzero(self.mask)) // self.keep)
+
+    @property
+    def epoch_size(self) -> int:
+        return len(self.mask) - int(np.count_nonzero(self.mask)) + self.drawn
+
+    def weights(self) -> np.ndarray:
+        """Per-window loss weights: a thinned window stands for `n_masked / drawn` windows; all are
+        scaled so their mean over an epoch's windows is 1 (Keras averages weighted losses over the
+        batch, so the regularisation keeps its share of the loss)."""
+        w = np.ones(len(self.mask))
+        w[self.mask] = np.count_nonzero(self.mask) / max(self.drawn, 1)
+        return w * self.epoch_size / max(len(self.mask), 1)
+
+
+def far_rest(windows: WindowSet) -> np.ndarray:
+    """Rest windows (label 0) whose last bin is more than a window's length from every grasp window's:
+    the easy negatives. The ones nearer overlap a grasp phase's edge, where a detector errs."""
+    grasp = np.sort(windows.end_row[windows.label == 1])
+    if len(grasp) == 0:
+        return windows.label == 0
+    pos = np.searchsorted(grasp, windows.end_row)
+    nearest = np.minimum(np.abs(windows.end_row - grasp[np.maximum(pos - 1, 0)]),
+                         np.abs(grasp[np.minimum(pos, len(grasp) - 1)] - windows.end_row))
+    return (windows.label == 0) & (nearest > windows.window_bins)
+
+
+def _thinned(elements: tuple, thin: Thinning, seed: int):
+    """Every window outside the mask plus a fresh seeded 1/`keep` of those in it, shuffled together;
+    both shuffles are redrawn every epoch, so over epochs every thinned window is seen."""
+    import tensorflow as tf
+
+    inside, outside = ([e[m] for e in elements] for m in (thin.mask, ~thin.mask))
+    drawn = (tf.data.Dataset.from_tensor_slices(tuple(inside))
+             .shuffle(max(len(inside[0]), 1), seed=seed, reshuffle_each_iteration=True).take(thin.drawn))
+    kept = tf.data.Dataset.from_tensor_slices(tuple(outside))
+    return drawn.concatenate(kept).shuffle(thin.epoch_size, seed=seed + 1, reshuffle_each_iteration=True)
 
 
 def input_statistics(windows: WindowSet, max_windows: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +186,22 @@ class DecoderHyperModel(kt.HyperModel):
         return build_model(hp, train.counts.shape[1], self.n_classes, train.window_bins, self.mean, self.var,
                            self.target_scale)
 
+    def thinning(self) -> Thinning | None:
+        """The detector's far rest windows, thinned per epoch (`rest_sample`); None for other tasks."""
+        k = self.config.rest_sample
+        return Thinning(far_rest(self.sets["train"]), k) if k > 1 else None
+
+    def loss_weights(self) -> np.ndarray | None:
+        """Per-window loss weights: inverse class frequency if asked, times the thinned windows'
+        up-weighting; None when all are 1 (the regressor, and the classifiers by default)."""
+        labels, thin = self.sets["train"].label, self.thinning()
+        if self.target_scale is not None or not (self.config.class_weights or thin):
+            return None
+        weights = np.ones(len(labels))
+        if self.config.class_weights:
+            weights *= class_weight_vector(labels, self.n_classes)[labels]
+        return weights * thin.weights() if thin else weights
+
     def fit(self, hp, model, *args, callbacks=(), **kwargs):
         """Train `model` on the training windows, validated on the validation windows; stops early on
         validation accuracy (best weights restored) and halves the learning rate on a plateau.
@@ -137,9 +211,9 @@ class DecoderHyperModel(kt.HyperModel):
 
         c, train = self.config, self.sets["train"]
         regression = self.target_scale is not None
-        weights = class_weight_vector(train.label, self.n_classes) if c.class_weights and not regression else None
         counts = tf.constant(np.asarray(train.counts))  # the session's counts, shared by both feeds
-        train_feed = make_feed(counts, train, c.batch_size, True, c.seed, weights, c.epoch_sample)
+        train_feed = make_feed(counts, train, c.batch_size, True, c.seed, self.loss_weights(), c.epoch_sample,
+                               self.thinning())
         val_feed = make_feed(counts, self.sets["validation"], 1024, False, c.seed)
         # a classifier stops on validation accuracy (gains under stop_min_delta are noise); a
         # regressor on validation loss, relative to the target's variance in the same proportion
@@ -166,8 +240,9 @@ def train(prepared: Prepared, config: TrainConfig) -> TrainResult:
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     best = int(hypermodel.early_stopping.best_epoch) + 1  # the epoch whose weights were restored
-    n = len(hypermodel.sets["train"])
-    return TrainResult(model, history, seconds, len(history["val_loss"]), best, n, epoch_windows(n, config.epoch_sample))
+    n, thin = len(hypermodel.sets["train"]), hypermodel.thinning()
+    return TrainResult(model, history, seconds, len(history["val_loss"]), best, n,
+                       epoch_windows(thin.epoch_size if thin else n, config.epoch_sample))
 
 
 def config_dict(config: TrainConfig) -> dict:

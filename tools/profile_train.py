@@ -1,0 +1,93 @@
+"""Where one training epoch's time goes: the input feed alone, a training epoch, and the validation
+pass, for the LSTM as we train it (unrolled over the window) and as Keras runs it by default (a
+while-loop), optionally under XLA.
+
+Each variant builds the session's default model (its preset, seeded), runs one warm-up epoch
+(tracing), then times one more epoch and one validation pass on the same feeds `grasptpu train`
+uses. Prints windows per second and the ratio to Keras' default loop measured in the same run.
+Usage: python tools/profile_train.py data/ZRec50.neo.mat --task grasp-phase [--variants loop,unrolled,loop-xla]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+VARIANTS = ("loop", "unrolled", "loop-xla", "unrolled-xla")
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _variant(hypermodel, hp, name: str):
+    """The session's model with the LSTMs unrolled or not, compiled with or without XLA."""
+    import keras
+
+    from host.train.model import build_model
+
+    keras.utils.set_random_seed(hypermodel.config.seed)
+    train = hypermodel.sets["train"]
+    model = build_model(hp, train.counts.shape[1], hypermodel.n_classes, train.window_bins, hypermodel.mean,
+                        hypermodel.var, hypermodel.target_scale, unroll=name.startswith("unrolled"))
+    if name.endswith("xla"):
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=True)
+    return model
+
+
+@click.command()
+@click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--task", type=click.Choice(["object", "grasp-phase"]), default="grasp-phase", show_default=True)
+@click.option("--variants", default="loop,unrolled,loop-xla", show_default=True,
+              help=f"Comma-separated, of {', '.join(VARIANTS)}.")
+@click.option("--rest-sample", type=click.IntRange(min=1), default=None, help="As grasptpu train (default: its own).")
+def main(recording: Path, task: str, variants: str, rest_sample: int | None) -> None:
+    """Time the feed, a training epoch and a validation pass per variant."""
+    import numpy as np
+    import tensorflow as tf
+
+    from host.data.prepare import prepare
+    from host.train.config import TrainConfig, preset_for
+    from host.train.fit import DecoderHyperModel, make_feed
+    from host.train.model import fixed_hp, preset
+
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown:
+        raise click.BadParameter(f"unknown {unknown}; known: {', '.join(VARIANTS)}", param_hint="--variants")
+    name, _ = preset_for(recording.name, "auto", task)
+    config = TrainConfig(task=task, hyperparameters=preset(name), rest_sample=rest_sample)
+    hypermodel = DecoderHyperModel(prepare(recording), config)
+    train, val = hypermodel.sets["train"], hypermodel.sets["validation"]
+    counts = tf.constant(np.asarray(train.counts))
+    feed = make_feed(counts, train, config.batch_size, True, config.seed, hypermodel.loss_weights(),
+                     config.epoch_sample, hypermodel.thinning())
+    val_feed = make_feed(counts, val, 1024, False, config.seed)
+    per_epoch = sum(1 for _ in feed.unbatch())
+    print(f"profile: {recording.name}, {task}, preset {name}; training split {len(train)} windows "
+          f"({per_epoch} per epoch, rest_sample {config.rest_sample}), validation split {len(val)}; "
+          f"batch {config.batch_size}; {os.cpu_count()} CPU cores")
+    print(f"  feed alone (gather + cast, no model): {_time(lambda: sum(1 for _ in feed)):.2f} s per epoch")
+    base = None
+    for v in chosen:
+        model = _variant(hypermodel, fixed_hp(config.hyperparameters), v)
+        warm = _time(lambda: model.fit(feed, epochs=1, verbose=0))
+        epoch = _time(lambda: model.fit(feed, epochs=1, verbose=0))
+        model.evaluate(val_feed, verbose=0)
+        evaluation = _time(lambda: model.evaluate(val_feed, verbose=0))
+        base = base or (v, epoch + evaluation)
+        print(f"  {v:<13} warm-up epoch {warm:6.1f} s | epoch {epoch:6.1f} s ({per_epoch / epoch:6.0f} windows/s) "
+              f"+ validation {evaluation:5.1f} s ({len(val) / evaluation:6.0f} windows/s) | "
+              f"{base[1] / (epoch + evaluation):4.2f}x {base[0]}")
+
+
+if __name__ == "__main__":
+    main()
