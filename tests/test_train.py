@@ -144,6 +144,8 @@ def test_thinning_keeps_grasp_and_near_rest_and_draws_a_fresh_share_of_far_rest_
 
     feed = make_feed(tf.constant(train.counts), train, 64, True, 7, thin.weights(), thin=thin)
     first, second = epoch(feed), epoch(feed)
+    far = [sorted(r for r, wi in zip(rows, w) if wi == w.max()) for rows, _, w in (first, second)]
+    assert far[0] != far[1]  # another share of the far rest windows, not only another order
     for _, labels, w in (first, second):
         far_weight = w.max()
         assert len(labels) == thin.epoch_size and (w == far_weight).sum() == thin.drawn == -(-n_far // 4)
@@ -155,6 +157,31 @@ def test_thinning_keeps_grasp_and_near_rest_and_draws_a_fresh_share_of_far_rest_
     assert epoch(again)[0] == first[0]  # seeded
 
 
+def test_the_detector_trains_on_the_thinned_epoch_with_its_weights(session):
+    """DecoderHyperModel wires the thinning into fit: one epoch takes ceil(epoch_size / batch) steps;
+    class weights multiply the thinning weights."""
+    import keras
+
+    from host.data.prepare import prepare
+    from host.train.fit import DecoderHyperModel
+
+    prepared = prepare(session)
+    config = TrainConfig(task="grasp-phase", hyperparameters=SMALL_HP, rest_sample=4, batch_size=64, epochs=1,
+                         verbose=0)
+    hypermodel = DecoderHyperModel(prepared, config)
+    thin, labels = hypermodel.thinning(), hypermodel.sets["train"].label
+    assert thin.epoch_size < len(labels) / 2 and np.array_equal(hypermodel.loss_weights(), thin.weights())
+    steps = []
+    hp = fixed_hp(SMALL_HP)
+    hypermodel.fit(hp, hypermodel.build(hp), callbacks=[keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: steps.append(batch))])
+    assert len(steps) == -(-thin.epoch_size // 64)
+    weighted = DecoderHyperModel(prepared, TrainConfig(task="grasp-phase", hyperparameters=SMALL_HP, rest_sample=4,
+                                                       class_weights=True))
+    assert np.allclose(weighted.loss_weights(), class_weight_vector(labels, 2)[labels] * thin.weights())
+    assert DecoderHyperModel(prepared, TrainConfig(task="grasp-phase", hyperparameters=SMALL_HP)).loss_weights() is None
+
+
 def test_rest_sampling_is_refused_for_tasks_without_rest_windows(session, tmp_path):
     from click.testing import CliRunner
 
@@ -162,7 +189,7 @@ def test_rest_sampling_is_refused_for_tasks_without_rest_windows(session, tmp_pa
 
     result = CliRunner().invoke(main, ["train", str(session), "--task", "object", "--rest-sample", "4",
                                        "--models-dir", str(tmp_path)])
-    assert result.exit_code != 0 and "grasp-phase detector only" in result.output
+    assert result.exit_code != 0 and "grasp-phase detector only" in result.output and "Traceback" not in result.output
     assert not list(tmp_path.iterdir())
 
 

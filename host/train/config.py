@@ -54,8 +54,8 @@ class TrainConfig:
             if getattr(self, name) is None:  # resolved here, so the manifest records the value used
                 setattr(self, name, value)
         if self.rest_sample > 1 and self.task != "grasp-phase":
-            raise GrasptpuError(f"--rest-sample applies to the grasp-phase detector only (the {self.task} task has "
-                                "no rest windows): leave it out")
+            raise GrasptpuError(f"--rest-sample is defined for the grasp-phase detector only (not the {self.task} "
+                                "task): leave it out")
 
 
 DEFAULTS = {"epoch_sample": 1, "rest_sample": 1, "stop_patience": 10, "lr_patience": 5}

@@ -34,7 +34,7 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     train_windows: int
-    epoch_windows: int  # windows one epoch trains on (a fresh random 1/epoch_sample of train_windows)
+    epoch_windows: int  # windows one epoch trains on (fewer than train_windows when sampled or thinned)
 
     @property
     def windows_per_second(self) -> float:
@@ -75,6 +75,8 @@ def make_feed(counts, windows: WindowSet, batch_size: int, shuffle: bool, seed: 
 
     offsets = tf.range(-(windows.window_bins - 1), 1, dtype=tf.int64)
     labels = windows.label.astype(np.int32) if windows.target is None else windows.target.astype(np.float32)
+    if weights is not None and len(weights) != len(labels):
+        raise ValueError(f"weights must hold one loss weight per window: got {len(weights)}, expected {len(labels)}")
     elements = (windows.end_row.astype(np.int64), labels,
                 *(() if weights is None else (np.asarray(weights, np.float32),)))
     thinned = shuffle and thin is not None and thin.keep > 1
@@ -178,6 +180,8 @@ class DecoderHyperModel(kt.HyperModel):
         target = self.sets["train"].target
         self.target_scale = None if target is None else (float(target.mean()), float(target.std() or 1.0))
         self.early_stopping = None
+        k = config.rest_sample
+        self._thinning = Thinning(far_rest(self.sets["train"]), k) if k > 1 else None
 
     def build(self, hp):
         from host.train.model import build_model
@@ -188,8 +192,7 @@ class DecoderHyperModel(kt.HyperModel):
 
     def thinning(self) -> Thinning | None:
         """The detector's far rest windows, thinned per epoch (`rest_sample`); None for other tasks."""
-        k = self.config.rest_sample
-        return Thinning(far_rest(self.sets["train"]), k) if k > 1 else None
+        return self._thinning
 
     def loss_weights(self) -> np.ndarray | None:
         """Per-window loss weights: inverse class frequency if asked, times the thinned windows'

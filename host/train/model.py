@@ -10,10 +10,12 @@ Why the standard Keras LSTM for training, unrolled over the 12 bins: it is the f
 and the tuner needs many fits. Unrolling computes the same recurrence without TensorFlow's
 while-loop; measured here (one epoch, 2 cores, `tools/profile_train.py`) it trained the two-layer
 detector 1.9x faster (MRec41: 8536 against 4289 windows/s) and the one-layer one 8 % faster
-(ZRec50), and the two-layer object classifier no slower (MRec41). It is *not* what goes to the board. Measured here (tensorflow 2.21, keras 3.15):
-full-int8 conversion of `Bidirectional(LSTM)` crashes inside the calibrator, and
-`LSTM(unroll=True)` converts but emits UNPACK, which the Edge TPU does not support, so the
-compiler would cut the graph there. The quantisation stage therefore copies these trained
+(ZRec50), and the two-layer object classifier no slower (MRec41).
+
+It is *not* what goes to the board. Measured here (tensorflow 2.21, keras 3.15): full-int8
+conversion of `Bidirectional(LSTM)` crashes inside the calibrator, and `LSTM(unroll=True)`
+converts but emits UNPACK, which the Edge TPU does not support, so the compiler would cut the
+graph there. The quantisation stage therefore copies these trained
 weights into an export graph of Edge-TPU-listed ops (FULLY_CONNECTED, ADD, MUL, LOGISTIC, TANH,
 CONCATENATION, RESHAPE, SPLIT / STRIDED_SLICE, SOFTMAX) and proves it computes the same outputs.
 """
