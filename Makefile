@@ -16,7 +16,7 @@ MODEL_DIRS = $(MODELS)/$(SESSION)-object $(MODELS)/$(SESSION)-grasp-phase $(MODE
 BOARD ?= board1
 INVENTORY ?= .boards/boards.toml
 SIMULATED = $(filter .boards/boards.toml,$(INVENTORY))
-.PHONY: help install deps-check sshd demo data data-all prepare train quantize compile deploy bench-board firmware-test test test-fast bench bench-data bench-nwb bench-train bench-quant board-up board-down check-sessions clean chromium live report
+.PHONY: help install deps-check sshd demo data data-all prepare train quantize compile deploy bench-board firmware-test test test-fast bench bench-data bench-nwb bench-train bench-quant profile-train tune-all board-up board-down check-sessions clean chromium live report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -89,7 +89,7 @@ test: deps-check sshd chromium  ## the whole test suite, slow end-to-end tests i
 test-fast: deps-check chromium  ## the test suite without the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
 
-bench: bench-data bench-nwb bench-train bench-quant bench-board  ## every benchmark (long: bench-train trains 12 models); bench-board needs a deploy
+bench: bench-data bench-nwb bench-train bench-quant bench-board  ## every benchmark (long: bench-train trains 18 models, 4 reference runs and 4 searches); bench-board needs a deploy
 
 bench-data: $(STAMP)  ## data-stage benchmark on the largest session vs neo.io baselines (minutes)
 	$(PY) tools/bench_data.py --session MRec41 --out $(DATA)/bench
@@ -97,8 +97,22 @@ bench-data: $(STAMP)  ## data-stage benchmark on the largest session vs neo.io b
 bench-nwb: $(STAMP)  ## cold prepare of an NWB session (400 units x 700 trials) vs pynwb's read() alone
 	$(PY) tools/bench_data.py --session MRec41 --format nwb --units 400 --trials 700 --out $(DATA)/bench
 
-bench-train: $(STAMP)  ## train the three decoders on all six sessions: times, accuracy and aperture R2 vs Wiener/Kalman/int8 (long)
+bench-train: $(STAMP)  ## six-session training table, ours vs the reference way (time, epochs, peak RSS), tuning trials/hour with 1/2/4 workers (long)
 	$(PY) tools/bench_train.py --data $(DATA) --models $(MODELS)/bench
+	$(PY) tools/bench_reference.py $(RECORDING) --tasks object,grasp-phase --json $(MODELS)/bench/bench-reference.json
+	$(PY) tools/bench_tune.py $(RECORDING) --workers 1,2,4 --json $(MODELS)/bench/bench-tune.json
+
+profile-train: $(STAMP)  ## where one training epoch's time goes (feed, train step, validation) on the default session's detector
+	$(PY) tools/profile_train.py $(RECORDING) --task grasp-phase
+
+SESSIONS ?= MRec40 MRec41 MRec42 ZRec32 ZRec35 ZRec50
+TASKS ?= object grasp-phase aperture
+WORKERS ?= 2
+TRIALS ?= 20
+tune-all: $(STAMP)  ## tune every session x task (SESSIONS x TASKS), each search spread over WORKERS local workers (default 2)
+	@for s in $(SESSIONS); do test -f $(DATA)/$$s.neo.mat || $(GRASPTPU) synth --session $$s --out $(DATA) || exit 1; \
+	  for t in $(TASKS); do $(GRASPTPU) tune $(DATA)/$$s.neo.mat --task $$t --max-trials $(TRIALS) --workers $(WORKERS) \
+	    --models-dir $(MODELS) || exit 1; done; done
 
 bench-quant: $(STAMP)  ## quantise the bench-train models: sizes, float vs int8 accuracy, 1-thread latency
 	$(PY) tools/bench_quant.py --models $(MODELS)/bench

@@ -179,7 +179,9 @@ def test_the_detector_trains_on_the_thinned_epoch_with_its_weights(session):
     weighted = DecoderHyperModel(prepared, TrainConfig(task="grasp-phase", hyperparameters=SMALL_HP, rest_sample=4,
                                                        class_weights=True))
     assert np.allclose(weighted.loss_weights(), class_weight_vector(labels, 2)[labels] * thin.weights())
-    assert DecoderHyperModel(prepared, TrainConfig(task="grasp-phase", hyperparameters=SMALL_HP)).loss_weights() is None
+    every = TrainConfig(task="grasp-phase", hyperparameters=SMALL_HP, rest_sample=1)
+    assert DecoderHyperModel(prepared, every).loss_weights() is None and TrainConfig(
+        task="grasp-phase", hyperparameters=SMALL_HP).rest_sample == 4  # the detector's default
 
 
 def test_rest_sampling_is_refused_for_tasks_without_rest_windows(session, tmp_path):

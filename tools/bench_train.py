@@ -7,6 +7,8 @@ accuracy and F1, and the aperture regressor's R2 beside the Wiener and Kalman fi
 same split in the same run (and its int8 model's R2, after `grasptpu quantize`), all on each
 session's test split. Timings are read from each model's manifest (training only, excluding data
 preparation and evaluation).
+"windows/s" counts the windows trained on per epoch (fewer than the split's when epochs are
+sampled or the detector's far rest windows thinned).
 Usage: python tools/bench_train.py [--sessions ZRec50,MRec40] [--tasks aperture] [--data data] [--models models/bench]
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -42,12 +45,14 @@ def _load(folder: Path) -> tuple[dict, dict]:
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 @click.option("--models", type=click.Path(path_type=Path), default=Path("models/bench"), show_default=True)
 @click.option("--tasks", default=",".join(TASKS), show_default=True, help="Comma-separated decoders to train.")
-def main(sessions: str, data: Path, models: Path, tasks: str) -> None:
+@click.option("--train-args", default="", help="More `grasptpu train` options for every model, e.g. '--rest-sample 4'.")
+def main(sessions: str, data: Path, models: Path, tasks: str, train_args: str) -> None:
     """Train the decoders per session and print the timing and accuracy tables."""
     names = [s.strip() for s in sessions.split(",") if s.strip()]
     chosen = [t for t in TASKS if t in tasks.split(",")]
+    extra = shlex.split(train_args)
     print(f"training benchmark: sessions {', '.join(names)}; decoders {', '.join(chosen)}; {os.cpu_count()} CPU cores; "
-          f"models in {models}")
+          f"models in {models}" + (f"; train options {' '.join(extra)}" if extra else ""))
     timing, table, aperture = [], [], []
     for name in names:
         recording = (data / f"{name}.neo.mat").resolve()
@@ -56,12 +61,12 @@ def main(sessions: str, data: Path, models: Path, tasks: str) -> None:
         row = {"session": name}
         for task in chosen:
             t0 = time.perf_counter()
-            _run(["train", str(recording), "--task", task, "--models-dir", str(models.resolve())])
+            _run(["train", str(recording), "--task", task, "--models-dir", str(models.resolve()), *extra])
             wall = time.perf_counter() - t0
             manifest, metrics = _load(models / f"{name}-{task}")
             tr = manifest["training"]
             timing.append((name, task, tr["seconds"], wall, tr["epochs_run"], tr["best_epoch"],
-                           tr["train_windows"], tr["windows_per_second"]))
+                           tr["train_windows"], tr["epoch_windows"], tr["windows_per_second"]))
             test = metrics["test"]
             if task == "aperture":
                 aperture.append(_aperture_row(name, models / f"{name}-{task}", test, metrics["baseline"], tr["seconds"]))
@@ -76,9 +81,10 @@ def main(sessions: str, data: Path, models: Path, tasks: str) -> None:
         if len(row) > 1:
             table.append(row)
     print("\ntraining time (2-core CPU; targets: object < 60 s, grasp-phase < 180 s, aperture < 60 s)")
-    print(f"  {'session':<8} {'task':<12} {'train s':>8} {'wall s':>7} {'epochs':>6} {'best':>5} {'windows':>8} {'windows/s':>10}")
-    for n, t, s, w, e, b, win, wps in timing:
-        print(f"  {n:<8} {t:<12} {s:8.1f} {w:7.1f} {e:6d} {b:5d} {win:8d} {wps:10.0f}")
+    print(f"  {'session':<8} {'task':<12} {'train s':>8} {'wall s':>7} {'epochs':>6} {'best':>5} {'windows':>8}"
+          f" {'per epoch':>9} {'windows/s':>10}")
+    for n, t, s, w, e, b, win, per, wps in timing:
+        print(f"  {n:<8} {t:<12} {s:8.1f} {w:7.1f} {e:6d} {b:5d} {win:8d} {per:9d} {wps:10.0f}")
     classified = [r for r in table if {"acc", "det_acc"} <= set(r)]
     if classified:
         print("\ntest-split accuracy per session (object: windows for the BiLSTM, trials for naive Bayes)")

@@ -1,0 +1,119 @@
+"""Our training against the reference way, on the same session, model and stopping rule.
+
+The authors' reference scripts materialise every window as one float array and call `model.fit`
+on it, every window every epoch, with Keras' default (looped) LSTM. `grasptpu train` gathers each
+batch in-graph from the uint8 counts, unrolls the LSTMs over the 12 bins, and trains the detector
+with its default `rest_sample` (each run prints the value; K > 1 thins the far rest windows per
+epoch, their loss reweighted). Each way runs in its own
+process (so peak RSS is its own: data preparation, arrays, TensorFlow), seeded alike, with the same
+early stopping and learning-rate schedule; both are scored on the session's test split.
+Usage: python tools/bench_reference.py data/ZRec50.neo.mat [--tasks object,grasp-phase] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WAYS = ("ours", "reference")
+TASKS = ("object", "grasp-phase")  # the classifiers: both ways stop on validation accuracy
+
+
+def _reference_fit(hypermodel, model) -> object:
+    """The reference way: float32 arrays of every training and validation window, `model.fit`."""
+    import keras
+    import numpy as np
+
+    c, train, val = hypermodel.config, hypermodel.sets["train"], hypermodel.sets["validation"]
+    x, xv = (w.batch(np.arange(len(w))).astype(np.float32) for w in (train, val))
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=c.stop_patience,
+                                         min_delta=c.stop_min_delta, restore_best_weights=True)
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=c.lr_patience)
+    hypermodel.early_stopping = stop
+    return model.fit(x, train.label, batch_size=c.batch_size, epochs=c.epochs, validation_data=(xv, val.label),
+                     callbacks=[stop, plateau], shuffle=True, verbose=0)
+
+
+def run_way(recording: Path, task: str, way: str) -> dict:
+    """Train one way in this process; its figures and this process's peak RSS."""
+    from host.data.prepare import prepare
+    from host.train.config import TrainConfig, preset_for
+    from host.train.evaluate import evaluate
+    from host.train.fit import DecoderHyperModel
+    from host.train.model import build_model, fixed_hp, preset
+
+    name, _ = preset_for(recording.name, "auto", task)
+    overrides = {"rest_sample": 1} if way == "reference" and task == "grasp-phase" else {}  # every window
+    config = TrainConfig(task=task, hyperparameters=preset(name), verbose=0, **overrides)
+    prepared = prepare(recording)
+    hypermodel = DecoderHyperModel(prepared, config)
+    t0 = time.perf_counter()
+    if way == "ours":
+        hp = fixed_hp(config.hyperparameters)
+        history = hypermodel.fit(hp, hypermodel.build(hp))
+    else:
+        train = hypermodel.sets["train"]
+        model = build_model(fixed_hp(config.hyperparameters), train.counts.shape[1], hypermodel.n_classes,
+                            train.window_bins, hypermodel.mean, hypermodel.var, unroll=False)
+        history = _reference_fit(hypermodel, model)
+    seconds = time.perf_counter() - t0
+    test = evaluate(history.model, prepared, task, "test")
+    return {"way": way, "task": task, "preset": name, "rest_sample": config.rest_sample, "seconds": seconds, "epochs": len(history.history["loss"]),
+            "best_epoch": int(hypermodel.early_stopping.best_epoch) + 1, "accuracy": test["accuracy"],
+            "f1": test.get("f1"), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _child(recording: Path, task: str, way: str) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, __file__, str(recording), "--tasks", task, "--way", way], env=env,
+                         cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@click.command()
+@click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tasks", default="object,grasp-phase", show_default=True)
+@click.option("--way", type=click.Choice(WAYS), default=None, help="Run one way here and print its JSON (internal).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the rows here.")
+def main(recording: Path, tasks: str, way: str | None, json_out: Path | None) -> None:
+    """Train each task both ways, each in its own process, and print the comparison."""
+    chosen = [t.strip() for t in tasks.split(",") if t.strip()]
+    unknown = [t for t in chosen if t not in TASKS]
+    if unknown or not chosen:
+        raise click.BadParameter(f"{unknown or tasks!r}: give {' and/or '.join(TASKS)}", param_hint="--tasks")
+    if way:
+        print(json.dumps(run_way(recording.resolve(), chosen[0], way)))
+        return
+    print(f"training: ours vs the reference way (float windows + model.fit, every window, looped LSTM); "
+          f"{recording.name}, default preset, training split fit, validation split stops, test split scores; "
+          f"{os.cpu_count()} CPU cores, seed 0")
+    print(f"  {'task':<12} {'way':<10} {'train s':>8} {'epochs':>6} {'best':>5} {'s/epoch':>8} {'peak RSS MB':>11}"
+          f" {'test acc':>9} {'F1':>6} {'K':>2}  ours vs reference")
+    rows = []
+    for task in chosen:
+        pair = {w: _child(recording.resolve(), task, w) for w in WAYS}
+        rows.extend(pair.values())
+        for w, r in pair.items():
+            ratio = "" if w == "reference" else (
+                f"{pair['reference']['seconds'] / r['seconds']:.1f}x faster, "
+                f"{pair['reference']['peak_rss_mb'] / r['peak_rss_mb']:.1f}x less memory")
+            f1 = "" if r["f1"] is None else f"{r['f1']:.3f}"
+            print(f"  {task:<12} {w:<10} {r['seconds']:8.1f} {r['epochs']:6d} {r['best_epoch']:5d}"
+                  f" {r['seconds'] / r['epochs']:8.2f} {r['peak_rss_mb']:11.0f} {r['accuracy']:9.2%} {f1:>6}"
+                  f" {r['rest_sample']:2d}  {ratio}",
+                  flush=True)
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
