@@ -4,7 +4,8 @@ while-loop), optionally under XLA.
 
 Each variant builds the session's default model (its preset, seeded), runs one warm-up epoch
 (tracing), then times one more epoch and one validation pass on the same feeds `grasptpu train`
-uses. Prints windows per second and the ratio to Keras' default loop measured in the same run.
+uses. Prints windows per second and the ratio to the first variant listed (by default Keras'
+default loop), measured in the same run.
 Usage: python tools/profile_train.py data/ZRec50.neo.mat --task grasp-phase [--variants loop,unrolled,loop-xla]
 """
 
@@ -55,6 +56,7 @@ def main(recording: Path, task: str, variants: str, rest_sample: int | None) -> 
     import tensorflow as tf
 
     from host.data.prepare import prepare
+    from host.errors import GrasptpuError
     from host.train.config import TrainConfig, preset_for
     from host.train.fit import DecoderHyperModel, make_feed
     from host.train.model import fixed_hp, preset
@@ -64,7 +66,10 @@ def main(recording: Path, task: str, variants: str, rest_sample: int | None) -> 
     if unknown:
         raise click.BadParameter(f"unknown {unknown}; known: {', '.join(VARIANTS)}", param_hint="--variants")
     name, _ = preset_for(recording.name, "auto", task)
-    config = TrainConfig(task=task, hyperparameters=preset(name), rest_sample=rest_sample)
+    try:
+        config = TrainConfig(task=task, hyperparameters=preset(name), rest_sample=rest_sample)
+    except GrasptpuError as exc:
+        raise click.UsageError(str(exc)) from None
     hypermodel = DecoderHyperModel(prepare(recording), config)
     train, val = hypermodel.sets["train"], hypermodel.sets["validation"]
     counts = tf.constant(np.asarray(train.counts))
