@@ -275,13 +275,16 @@ def test_a_replay_killed_mid_trial_and_restarted_is_a_gap_and_no_stale_window(qu
     recorder = subprocess.Popen([sys.executable, "-m", "host.cli", "record", f"{stream}-decoded", "--out",
                                  tmp_path / "received.npz", "--idle-stop", "20", "--resolve-s", "30"], cwd=REPO)
 
-    def replay(first: int, log: str) -> subprocess.Popen:
+    def replay(first: int, log: str, **pipe) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "host.cli", "replay", str(folders["grasp-phase"]), "--stream",
                                  stream, "--first-trial", str(first), "--trials", "1", "--log", str(tmp_path / log),
-                                 "--wait-s", "30"], cwd=REPO)
+                                 "--wait-s", "30"], cwd=REPO, **pipe)
 
-    first = replay(0, "first.npz")
-    time.sleep(6.0)  # connected, and well into trial 0
+    first = replay(0, "first.npz", stdout=subprocess.PIPE, text=True)
+    # Kill it only once it publishes (its start-up took over 6 s on a loaded CI machine, so a fixed
+    # sleep killed it before its first bin); the line comes, or the pipe closes when --wait-s ends it.
+    assert "has a consumer" in first.stdout.readline()
+    time.sleep(3.0)  # well into trial 0: about 75 bins sent
     first.send_signal(signal.SIGKILL)
     first.wait()
     time.sleep(1.0)
