@@ -317,7 +317,8 @@ def train(recording: Path, task: str, name: str | None, train_share: float, mode
               help="Where the chief serves (with --workers). Default: 127.0.0.1 and a free port; give one that the "
                    "other machines reach for workers elsewhere.")
 @click.option("--worker-threads", type=click.IntRange(min=1), default=None,
-              help="TensorFlow threads per local worker. Default: the cores divided among the workers.")
+              help="TensorFlow ops each local worker runs at once (each op on one thread). Default: the cores divided "
+                   "among the workers.")
 @click.option("--worker-timeout", type=click.FloatRange(min=1), default=3600.0,
               help="A worker elsewhere not heard of for this many seconds is dropped (its trial retried once, then "
                    "failed): KerasTuner workers report when a trial starts and ends, so make it longer than a "
@@ -362,7 +363,8 @@ def _workers(recording: Path, task: str, max_trials: int, epochs: int, count: in
 @search_options
 @click.option("--chief", "chief_address", required=True, metavar="HOST:PORT", help="The chief's address.")
 @click.option("--id", "tuner_id", required=True, help="This worker's id, unique in the search (tuner0, tuner1, ...).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="TensorFlow threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="TensorFlow ops run at once, each on one thread (default: all cores).")
 @click.option("--wait-s", type=click.FloatRange(min=0.1), default=60.0, help="How long to wait for the chief.")
 @data_options
 def tune_worker(recording: Path, task: str, max_trials: int, epochs: int, chief_address: str, tuner_id: str,
@@ -383,11 +385,11 @@ def tune_worker(recording: Path, task: str, max_trials: int, epochs: int, chief_
     dist.wait_for_chief(address, wait_s)  # before TensorFlow loads: a missing chief is one quick line
 
     from host.data.prepare import prepare
+    from host.train.fit import use_threads
     from host.train.tune import make_tuner
 
     os.environ.update(dist.role_environment(tuner_id, address))
-    if threads:
-        dist.limit_threads(threads)
+    use_threads(threads)  # N workers share the cores
     prepared = prepare(recording, seed=seed, bin_ms=bin_ms, label_bin=label_bin, **reading)
     with tempfile.TemporaryDirectory(prefix=f"grasptpu-{tuner_id}-") as workdir:
         make_tuner(prepared, task, max_trials, epochs, seed, Path(workdir), verbose=0).search(epochs=epochs)

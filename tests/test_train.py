@@ -143,6 +143,7 @@ def test_thinning_keeps_grasp_and_near_rest_and_draws_a_fresh_share_of_far_rest_
         return [tuple(r) for r in np.concatenate(x)], np.concatenate(y), np.concatenate(w)
 
     feed = make_feed(tf.constant(train.counts), train, 64, True, 7, thin.weights(), thin=thin)
+    assert int(feed.cardinality()) == -(-thin.epoch_size // 64)  # Keras knows an epoch's steps
     first, second = epoch(feed), epoch(feed)
     far = [sorted(r for r, wi in zip(rows, w) if wi == w.max()) for rows, _, w in (first, second)]
     assert far[0] != far[1]  # another share of the far rest windows, not only another order

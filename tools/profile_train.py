@@ -50,10 +50,25 @@ def _variant(hypermodel, hp, name: str):
 @click.option("--variants", default="loop,unrolled,loop-xla", show_default=True,
               help=f"Comma-separated, of {', '.join(VARIANTS)}.")
 @click.option("--rest-sample", type=click.IntRange(min=1), default=None, help="As grasptpu train (default: its own).")
-def main(recording: Path, task: str, variants: str, rest_sample: int | None) -> None:
+@click.option("--turnover-epochs", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Epochs (with validation) to time the wait at each epoch's start, tf.data's autotuner on "
+                   "and off, with the first variant; 0 skips it.")
+@click.option("--tf-threads", default="", metavar="INTRA,INTER",
+              help="TensorFlow's intra-op and inter-op threads, e.g. 2,2 for its default on 2 cores. Default: "
+                   "grasptpu's (1 per op, every core for ops side by side; host.train.fit.use_threads).")
+def main(recording: Path, task: str, variants: str, rest_sample: int | None, turnover_epochs: int,
+         tf_threads: str) -> None:
     """Time the feed, a training epoch and a validation pass per variant."""
     import numpy as np
     import tensorflow as tf
+
+    from host.train.fit import use_threads
+
+    try:
+        intra, inter = (int(x) for x in tf_threads.split(",")) if tf_threads else (1, None)
+    except ValueError:
+        raise click.BadParameter("expected INTRA,INTER, e.g. 2,2", param_hint="--tf-threads") from None
+    threads = use_threads(inter, intra)  # before the hypermodel's own call, which then keeps these
 
     from host.data.prepare import prepare
     from host.errors import GrasptpuError
@@ -79,7 +94,8 @@ def main(recording: Path, task: str, variants: str, rest_sample: int | None) -> 
     per_epoch = sum(1 for _ in feed.unbatch())
     print(f"profile: {recording.name}, {task}, preset {name}; training split {len(train)} windows "
           f"({per_epoch} per epoch, rest_sample {config.rest_sample}), validation split {len(val)}; "
-          f"batch {config.batch_size}; {os.cpu_count()} CPU cores")
+          f"batch {config.batch_size}; {os.cpu_count()} CPU cores; TensorFlow threads intra-op {threads[0]}, "
+          f"inter-op {threads[1]}")
     print(f"  feed alone (gather + cast, no model): {_time(lambda: sum(1 for _ in feed)):.2f} s per epoch")
     base = None
     for v in chosen:
@@ -92,6 +108,38 @@ def main(recording: Path, task: str, variants: str, rest_sample: int | None) -> 
         print(f"  {v:<13} warm-up epoch {warm:6.1f} s | epoch {epoch:6.1f} s ({per_epoch / epoch:6.0f} windows/s) "
               f"+ validation {evaluation:5.1f} s ({len(val) / evaluation:6.0f} windows/s) | "
               f"{base[1] / (epoch + evaluation):4.2f}x {base[0]}")
+    if turnover_epochs:
+        hp = fixed_hp(config.hyperparameters)
+        for autotune in (True, False):
+            feeds = (make_feed(counts, train, config.batch_size, True, config.seed, hypermodel.loss_weights(),
+                               config.epoch_sample, hypermodel.thinning(), autotune=autotune),
+                     make_feed(counts, val, 1024, False, config.seed, autotune=autotune))
+            _turnover(_variant(hypermodel, hp, chosen[0]), feeds, turnover_epochs, autotune, chosen[0])
+
+
+def _turnover(model, feeds: tuple, epochs: int, autotune: bool, variant: str) -> None:
+    """Fit `epochs` epochs with validation, as training does; print the mean epoch and the wait
+    between an epoch's start and its first step (the first epoch, tracing, left out)."""
+    import keras
+
+    walls, waits = [], []
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                waits.append(time.perf_counter() - self.t0)
+
+        def on_epoch_end(self, epoch, logs=None):
+            walls.append(time.perf_counter() - self.t0)
+
+    model.fit(feeds[0], validation_data=feeds[1], epochs=epochs, verbose=0, callbacks=[Clock()])
+    walls, waits = walls[1:] or walls, waits[1:] or waits
+    print(f"  epoch turnover, {variant}, tf.data autotuner {'on ' if autotune else 'off'}: {len(walls)} epochs with "
+          f"validation, mean {sum(walls) / len(walls):5.2f} s; wait before the first step mean "
+          f"{sum(waits) / len(waits):4.2f} s, max {max(waits):4.2f} s")
 
 
 if __name__ == "__main__":

@@ -84,14 +84,6 @@ def wait_for_chief(address: Address, timeout: float) -> None:
         channel.close()
 
 
-def limit_threads(threads: int) -> None:
-    """This process's TensorFlow threads (before any op runs): N workers share the cores."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-
-
 def drop_worker(oracle, tuner_id: str, why: str) -> str | None:
     """Forget a worker that will not report again: its trial ends INVALID (retried, then FAILED) and it
     no longer counts as running, so the chief can finish. Returns the trial's id, if it held one."""

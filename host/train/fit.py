@@ -13,6 +13,7 @@ Validation uses the validation split only; the test split is touched by evaluati
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -46,6 +47,31 @@ def keras_verbosity(verbose: int | None = None) -> int:
     return verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
 
 
+_THREADS: list = []  # the (intra, inter) this process chose; the first choice stands
+
+
+def use_threads(cores: int | None = None, per_op: int = 1) -> tuple[int, int]:
+    """TensorFlow's threads for training, (intra-op, inter-op): each op on `per_op` thread, up to
+    `cores` ops at once (default: every core). The BiLSTM's ops are small (batch 256 x 40 units), so splitting one op over the
+    cores costs more than it gives, while independent ops (the two directions, the gates) run side
+    by side: one epoch of MRec41's detector 5.1 s against 5.7 s with TensorFlow's default (each op
+    on 2 threads), ZRec50's 2.4 against 2.6 s (tools/profile_train.py --tf-threads). The first call
+    in a process stands (a tune worker's --threads, then the hypermodel's default call); it must
+    come before TensorFlow runs an op, else TensorFlow keeps what it started with."""
+    import tensorflow as tf
+
+    if not _THREADS:
+        chosen = (per_op, max(1, cores or os.cpu_count() or 1))
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(chosen[0])
+            tf.config.threading.set_inter_op_parallelism_threads(chosen[1])
+        except RuntimeError:  # TensorFlow already runs: it keeps its threads
+            chosen = (tf.config.threading.get_intra_op_parallelism_threads(),
+                      tf.config.threading.get_inter_op_parallelism_threads())
+        _THREADS.append(chosen)
+    return _THREADS[0]
+
+
 def class_weight_vector(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Inverse-frequency weights, mean 1 over the windows (classes absent from training get 0)."""
     counts = np.bincount(labels, minlength=n_classes).astype(float)
@@ -58,7 +84,8 @@ def epoch_windows(n: int, sample: int) -> int:
 
 
 def make_feed(counts, windows: WindowSet, batch_size: int, shuffle: bool, seed: int,
-              weights: np.ndarray | None = None, sample: int = 1, thin: Thinning | None = None):
+              weights: np.ndarray | None = None, sample: int = 1, thin: Thinning | None = None,
+              autotune: bool = False):
     """A tf.data pipeline over a WindowSet: batches gathered in-graph from `counts`, the session's
     counts as one tensor that every feed of the session shares (one copy, however many feeds).
     `weights` are per-window loss weights (None: all 1). With `shuffle` and `sample` > 1, each
@@ -70,6 +97,7 @@ def make_feed(counts, windows: WindowSet, batch_size: int, shuffle: bool, seed: 
     batch's windows are gathered and cast to float32 inside TensorFlow, in parallel with the
     training step. Measured here on a BiLSTM(40) over 369 units, batch 256: 29 ms/step, against
     36 ms for a materialised float32 array and ~45 ms for a Python `PyDataset`.
+    `autotune` turns tf.data's autotuner on, for tools/profile_train.py to show what it costs.
     """
     import tensorflow as tf
 
@@ -77,22 +105,50 @@ def make_feed(counts, windows: WindowSet, batch_size: int, shuffle: bool, seed: 
     labels = windows.label.astype(np.int32) if windows.target is None else windows.target.astype(np.float32)
     if weights is not None and len(weights) != len(labels):
         raise ValueError(f"weights must hold one loss weight per window: got {len(weights)}, expected {len(labels)}")
-    elements = (windows.end_row.astype(np.int64), labels,
-                *(() if weights is None else (np.asarray(weights, np.float32),)))
-    thinned = shuffle and thin is not None and thin.keep > 1
-    if thinned:
-        ds = _thinned(elements, thin, seed)
-    else:
-        ds = tf.data.Dataset.from_tensor_slices(elements)
-        if shuffle:
-            ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    columns = [tf.constant(windows.end_row.astype(np.int64)), tf.constant(labels),
+               *(() if weights is None else (tf.constant(np.asarray(weights, np.float32)),))]
     if shuffle:
-        ds = ds.take(epoch_windows(thin.epoch_size if thinned else len(labels), sample))
+        thin = thin if thin is not None and thin.keep > 1 else None
+        take = epoch_windows(thin.epoch_size if thin else len(labels), sample)
+        order = _epoch_order(len(labels), take, thin)
+        # one fresh seed pair per pass over the feed (= per epoch), drawn from `seed`: reproducible runs
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).take(1)
+        ds = seeds.flat_map(lambda pair: tf.data.Dataset.from_tensor_slices(order(pair)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(take))  # Keras then knows an epoch's steps
+    else:
+        ds = tf.data.Dataset.range(len(labels))
 
-    def gather(end_rows, y, *w):
-        return (tf.cast(tf.gather(counts, end_rows[:, None] + offsets[None, :]), tf.float32), y, *w)
+    def gather(index):
+        end_rows, *rest = (tf.gather(c, index) for c in columns)
+        return (tf.cast(tf.gather(counts, end_rows[:, None] + offsets[None, :]), tf.float32), *rest)
 
-    return ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+    # tf.data's autotuner made the step after an epoch wait 3-4 s (1 core busy) in about half the
+    # epochs of MRec41's detector: deleting the spent iterator waits for the autotuner's thread
+    # (tools/profile_train.py, "epoch turnover")
+    options = tf.data.Options()
+    options.autotune.enabled = autotune
+    ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+    return ds.with_options(options)
+
+
+def _epoch_order(n: int, take: int, thin: Thinning | None):
+    """The graph function giving one epoch's `take` window indices from a seed pair: a permutation of
+    all `n` windows cut short, or (thinning) every window outside the mask plus a fresh 1/`keep` of
+    those inside, shuffled together. One vectorised shuffle per epoch, not tf.data's element-wise
+    shuffle buffers: the MRec41 detector's feed alone went from 0.64 to 0.12 s of an epoch
+    (tools/profile_train.py), time the training step no longer shares its two cores with."""
+    import tensorflow as tf
+
+    shuffle = tf.random.experimental.stateless_shuffle
+    if thin is None:
+        return lambda pair: shuffle(tf.range(n, dtype=tf.int64), seed=pair)[:take]
+    inside, outside = (tf.constant(np.flatnonzero(m).astype(np.int64)) for m in (thin.mask, ~thin.mask))
+
+    def order(pair):
+        drawn = shuffle(inside, seed=pair)[:thin.drawn]
+        return shuffle(tf.concat([drawn, outside], 0), seed=pair + 1)[:take]
+
+    return order
 
 
 @dataclass(frozen=True)
@@ -137,18 +193,6 @@ def far_rest(windows: WindowSet) -> np.ndarray:
     return (windows.label == 0) & (nearest > windows.window_bins)
 
 
-def _thinned(elements: tuple, thin: Thinning, seed: int):
-    """Every window outside the mask plus a fresh seeded 1/`keep` of those in it, shuffled together;
-    both shuffles are redrawn every epoch, so over epochs every thinned window is seen."""
-    import tensorflow as tf
-
-    inside, outside = ([e[m] for e in elements] for m in (thin.mask, ~thin.mask))
-    drawn = (tf.data.Dataset.from_tensor_slices(tuple(inside))
-             .shuffle(max(len(inside[0]), 1), seed=seed, reshuffle_each_iteration=True).take(thin.drawn))
-    kept = tf.data.Dataset.from_tensor_slices(tuple(outside))
-    return drawn.concatenate(kept).shuffle(thin.epoch_size, seed=seed + 1, reshuffle_each_iteration=True)
-
-
 def input_statistics(windows: WindowSet, max_windows: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per-unit mean and variance of the training windows' counts (a seeded sample if many)."""
     n = len(windows)
@@ -168,6 +212,7 @@ class DecoderHyperModel(kt.HyperModel):
         import keras
 
         super().__init__(name=f"bilstm-{config.task}")
+        use_threads()
         self.config = config
         self.sets = prepared.windows(config.task)
         assert_disjoint(self.sets)
