@@ -1,10 +1,11 @@
 """Our training against the reference way, on the same session, model and stopping rule.
 
 The authors' reference scripts materialise every window as one float array and call `model.fit`
-on it, every window every epoch, with Keras' default (looped) LSTM. `grasptpu train` gathers each
-batch in-graph from the uint8 counts, unrolls the LSTMs over the 12 bins, and trains the detector
-with its default `rest_sample` (each run prints the value; K > 1 thins the far rest windows per
-epoch, their loss reweighted). Each way runs in its own
+on it, every window every epoch, with Keras' default (looped) LSTM and TensorFlow's default threads.
+`grasptpu train` gathers each batch in-graph from the uint8 counts, unrolls the LSTMs over the 12
+bins, runs each op on one thread (host.train.fit.use_threads), and trains the detector with its
+default `rest_sample` (each run prints the value; K > 1 thins the far rest windows per epoch,
+their loss reweighted). Each way runs in its own
 process (so peak RSS is its own: data preparation, arrays, TensorFlow), seeded alike, with the same
 early stopping and learning-rate schedule; both are scored on the session's test split.
 Usage: python tools/bench_reference.py data/ZRec50.neo.mat [--tasks object,grasp-phase] [--json FILE]
@@ -29,18 +30,14 @@ TASKS = ("object", "grasp-phase")  # the classifiers: both ways stop on validati
 
 
 def _reference_fit(hypermodel, model) -> object:
-    """The reference way: float32 arrays of every training and validation window, `model.fit`."""
-    import keras
+    """The reference way: float32 arrays of every training and validation window, `model.fit`, with
+    our early stopping and learning-rate schedule."""
     import numpy as np
 
     c, train, val = hypermodel.config, hypermodel.sets["train"], hypermodel.sets["validation"]
     x, xv = (w.batch(np.arange(len(w))).astype(np.float32) for w in (train, val))
-    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=c.stop_patience,
-                                         min_delta=c.stop_min_delta, restore_best_weights=True)
-    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=c.lr_patience)
-    hypermodel.early_stopping = stop
     return model.fit(x, train.label, batch_size=c.batch_size, epochs=c.epochs, validation_data=(xv, val.label),
-                     callbacks=[stop, plateau], shuffle=True, verbose=0)
+                     callbacks=hypermodel.schedule(), shuffle=True, verbose=0)
 
 
 def run_way(recording: Path, task: str, way: str) -> dict:
@@ -48,10 +45,12 @@ def run_way(recording: Path, task: str, way: str) -> dict:
     from host.data.prepare import prepare
     from host.train.config import TrainConfig, preset_for
     from host.train.evaluate import evaluate
-    from host.train.fit import DecoderHyperModel
+    from host.train.fit import DecoderHyperModel, use_threads
     from host.train.model import build_model, fixed_hp, preset
 
     name, _ = preset_for(recording.name, "auto", task)
+    if way == "reference":  # TensorFlow's own threads (every core per op and side by side), not ours
+        use_threads(os.cpu_count(), os.cpu_count() or 1)
     overrides = {"rest_sample": 1} if way == "reference" and task == "grasp-phase" else {}  # every window
     config = TrainConfig(task=task, hyperparameters=preset(name), verbose=0, **overrides)
     prepared = prepare(recording)

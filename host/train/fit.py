@@ -250,28 +250,34 @@ class DecoderHyperModel(kt.HyperModel):
             weights *= class_weight_vector(labels, self.n_classes)[labels]
         return weights * thin.weights() if thin else weights
 
+    def schedule(self) -> list:
+        """Early stopping (kept as `early_stopping`, for its best epoch) and the learning-rate
+        halving on a plateau: a classifier stops on validation accuracy (gains under stop_min_delta
+        are noise), a regressor on validation loss, relative to the target's variance in the same
+        proportion. One fit's worth: make new ones for every fit."""
+        import keras
+
+        c = self.config
+        monitor, mode, delta = (("val_loss", "min", c.stop_min_delta * self.target_scale[1] ** 2)
+                                if self.target_scale is not None else ("val_accuracy", "max", c.stop_min_delta))
+        self.early_stopping = keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=c.stop_patience, min_delta=delta, restore_best_weights=True)
+        return [self.early_stopping,
+                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=c.lr_patience)]
+
     def fit(self, hp, model, *args, callbacks=(), **kwargs):
         """Train `model` on the training windows, validated on the validation windows; stops early on
         validation accuracy (best weights restored) and halves the learning rate on a plateau.
         Extra `callbacks` (the tuner's) are added to these; positional data arguments are ignored."""
-        import keras
         import tensorflow as tf
 
         c, train = self.config, self.sets["train"]
-        regression = self.target_scale is not None
         counts = tf.constant(np.asarray(train.counts))  # the session's counts, shared by both feeds
         train_feed = make_feed(counts, train, c.batch_size, True, c.seed, self.loss_weights(), c.epoch_sample,
                                self.thinning())
         val_feed = make_feed(counts, self.sets["validation"], 1024, False, c.seed)
-        # a classifier stops on validation accuracy (gains under stop_min_delta are noise); a
-        # regressor on validation loss, relative to the target's variance in the same proportion
-        monitor, mode, delta = (("val_loss", "min", c.stop_min_delta * self.target_scale[1] ** 2) if regression
-                                else ("val_accuracy", "max", c.stop_min_delta))
-        self.early_stopping = keras.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=c.stop_patience, min_delta=delta, restore_best_weights=True)
-        plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=c.lr_patience)
         return model.fit(train_feed, validation_data=val_feed, epochs=kwargs.pop("epochs", c.epochs),
-                         callbacks=[self.early_stopping, plateau, *callbacks],
+                         callbacks=[*self.schedule(), *callbacks],
                          verbose=keras_verbosity(kwargs.pop("verbose", c.verbose)),
                          shuffle=False)  # the tf.data feed shuffles, seeded
 
