@@ -257,6 +257,29 @@ def die_with_chief() -> None:
         raise GrasptpuError("the chief that started this worker is gone")
 
 
+def serve_oracle(tuner, poll_s: float = 0.2) -> None:
+    """Be the chief: serve the tuner's oracle over gRPC until the search is done. KerasTuner's own
+    `start_server` checks whether it may exit every 20 s once a worker has been told to stop, so a
+    search whose workers end a trial apart kept the chief (and the results) waiting up to 20 s; this
+    is the same service and exit rule, checked every `poll_s`."""
+    import grpc
+    from concurrent import futures
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
+
+    tuner.save()  # as KerasTuner's chief does before serving
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = OracleServicer(tuner.oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}")
+    server.start()
+    try:
+        while not (servicer.stop_triggered and exit_chief(tuner.oracle)):
+            time.sleep(poll_s)
+    finally:
+        server.stop(grace=1.0)
+
+
 def track_reports(oracle) -> None:
     """Note the time of every report a worker makes on its trial (each epoch), for the silent-worker check."""
     original = oracle.update_trial

@@ -98,7 +98,7 @@ def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int
         supervisor.start()
         echo(f"tune: chief serving on {workers.address}; {workers.count} local worker(s) started")
         try:
-            tuner.search(epochs=epochs)
+            dist.serve_oracle(tuner)
             stopped = ""
         except KeyboardInterrupt:
             stopped = supervisor.failed or "interrupted"
