@@ -40,8 +40,17 @@ class Output:
 
     def __init__(self, proc: subprocess.Popen) -> None:
         self.lines: list[str] = []
-        self.thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        self.times: list[float] = []  # when each line arrived
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
         self.thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in iter(proc.stdout.readline, ""):
+            self.times.append(time.time())
+            self.lines.append(line)
+
+    def last_time(self, words: str) -> float:
+        return max(t for t, ln in zip(self.times, self.lines) if words in ln)
 
     def wait_for(self, words: str, timeout: float) -> None:
         deadline = time.time() + timeout
@@ -80,6 +89,8 @@ def test_a_chief_and_two_workers_finish_the_search(session, tmp_path):
     proc = _tune(session, tmp_path, "--max-trials", 3, "--epochs", 1, "--workers", 2)
     out = Output(proc)
     assert proc.wait(600) == 0, out.text
+    # the chief finishes once the last trial is in (KerasTuner's own chief looked every 20 s)
+    assert time.time() - out.last_time("Complete [") < 8.0, out.text
     best, rows = _results(tmp_path)
     assert best["workers"] == 2 and best["trials_finished"] == 3 and best["trials_failed"] == 0
     assert len(rows) == 4 and rows[0].startswith("trial\tval_accuracy")

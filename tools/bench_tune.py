@@ -3,9 +3,9 @@ beside one process searching alone with every core, on the same session, budget 
 
 Each run is one `grasptpu tune ... --workers N --worker-threads T` from start to written results
 (data preparation, worker start-up and the chief included): what a user waits for. The budget is
-small (default 8 trials of 2 epochs) and below the Bayesian search's random start, so every run
+small (default 16 trials of 2 epochs) and below the Bayesian search's random start, so every run
 draws the same trials whatever the number of workers. Ratios are against 1 worker in the same run.
-Usage: python tools/bench_tune.py data/ZRec50.neo.mat [--task object] [--trials 8] [--epochs 2] [--workers 1,2,4]
+Usage: python tools/bench_tune.py data/ZRec50.neo.mat [--task object] [--trials 16] [--epochs 2] [--workers 1,2,4]
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ def _tune(recording: Path, task: str, trials: int, epochs: int, workers: int | N
 @click.command()
 @click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--task", type=click.Choice(["object", "grasp-phase", "aperture"]), default="object", show_default=True)
-@click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--trials", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--workers", "counts", default="1,2,4", show_default=True, help="Comma-separated worker counts.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the rows here.")
 def main(recording: Path, task: str, trials: int, epochs: int, counts: str, json_out: Path | None) -> None:
-    """Time the same search alone and with N workers of one TensorFlow thread each."""
+    """Time the same search alone and with N workers each running one TensorFlow op at a time (on one thread)."""
     cores = os.cpu_count() or 1
     worker_counts = [int(n) for n in counts.split(",") if n.strip()]
     if not worker_counts or min(worker_counts) < 1:
@@ -60,7 +60,7 @@ def main(recording: Path, task: str, trials: int, epochs: int, counts: str, json
 
     prepare(recording)  # the session's cache, so no run pays the cold binning
     print(f"tuning throughput: {recording.name}, {task}, {trials} trials x <= {epochs} epochs, seed 0; "
-          f"{cores} CPU cores; each worker 1 TensorFlow thread; wall time from start to written results")
+          f"{cores} CPU cores; each worker one TensorFlow op at a time; wall time from start to written results")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         plan = [(None, cores)] + [(n, 1) for n in worker_counts]
