@@ -348,12 +348,13 @@ def _workers(recording: Path, task: str, max_trials: int, epochs: int, count: in
     """The chief's plan: its address and the local workers' command (the same search and data options,
     the seed among them)."""
     from host.train.distributed import Address, check_port_free, free_port, worker_command
+    from host.train.fit import usable_cores
     from host.train.tune import Workers
 
     address = Address.parse(chief_address) if chief_address else Address("127.0.0.1", free_port())
     check_port_free(address)  # before the data is prepared; serve() checks again as it binds
     data_args = _data_args(click.get_current_context())
-    threads = threads or max(1, (os.cpu_count() or 1) // max(count, 1))
+    threads = threads or max(1, usable_cores() // max(count, 1))
     return Workers(address, count, worker_command(recording, task, max_trials, epochs, address, threads, data_args),
                    timeout)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,6 +126,54 @@ def test_far_rest_windows_are_those_beyond_a_window_from_any_grasp_window():
                         ("rest", "grasp"))
     far = far_rest(windows)
     assert np.array_equal(end_row[far], np.r_[11:38, 72:111])  # 38..49 and 60..71 are within 12 bins
+
+
+def _numbered_windows(n: int = 200):
+    """Windows whose last bin spells their end row (two count columns: row // 256, row % 256)."""
+    from host.data.windows import WindowSet
+
+    rows = np.arange(n + 11)
+    counts = np.stack([rows // 256, rows % 256], axis=1).astype(np.uint8)
+    end_row = np.arange(11, n + 11)
+    label = ((end_row >= 50) & (end_row < 60)).astype(np.uint8)
+    return WindowSet(counts, end_row, label, np.zeros(n, np.int32), "grasp-phase", ("rest", "grasp"))
+
+
+def _end_rows(feed) -> list:
+    return [int(r) for x, *_ in feed for r in x.numpy()[:, -1, 0].astype(int) * 256 + x.numpy()[:, -1, 1]]
+
+
+def test_each_epoch_is_a_fresh_seeded_order_or_share_of_the_windows():
+    """Every window exactly once per epoch (or a fresh 1/K with epoch sampling, no repeats), another
+    order or share next epoch, the same sequence for the same seed; thinning keeps every window
+    outside the far rest exactly once."""
+    import tensorflow as tf
+
+    windows = _numbered_windows()
+    counts = tf.constant(windows.counts)
+    feed = make_feed(counts, windows, 16, True, 3)
+    first, second = _end_rows(feed), _end_rows(feed)
+    assert sorted(first) == sorted(second) == list(windows.end_row) and first != second
+    assert _end_rows(make_feed(counts, windows, 16, True, 3)) == first  # seeded
+    sampled = make_feed(counts, windows, 16, True, 3, sample=3)
+    epochs = [_end_rows(sampled) for _ in range(3)]
+    assert all(len(e) == len(set(e)) == 67 for e in epochs) and epochs[0] != epochs[1]
+    assert int(sampled.cardinality()) == -(-67 // 16)
+    thin = Thinning(far_rest(windows), 4)
+    kept = set(windows.end_row[~thin.mask])
+    for rows in (_end_rows(make_feed(counts, windows, 16, True, 3, thin.weights(), thin=thin)) for _ in range(2)):
+        assert len(rows) == len(set(rows)) == thin.epoch_size and kept <= set(rows)
+    assert _end_rows(make_feed(counts, windows, 16, False, 3)) == list(windows.end_row)  # validation: in order
+
+
+def test_the_first_thread_choice_in_a_process_stands():
+    """A tune worker's --threads, then the hypermodel's default call: the worker's choice stays."""
+    code = ("from host.train.fit import use_threads; import tensorflow as tf; a = use_threads(3); b = use_threads(); "
+            "print(a, b, tf.config.threading.get_intra_op_parallelism_threads(), "
+            "tf.config.threading.get_inter_op_parallelism_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert out == ["(1,", "3)", "(1,", "3)", "1", "3"]
 
 
 def test_thinning_keeps_grasp_and_near_rest_and_draws_a_fresh_share_of_far_rest_each_epoch(session):

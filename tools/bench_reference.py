@@ -50,7 +50,7 @@ def run_way(recording: Path, task: str, way: str) -> dict:
 
     name, _ = preset_for(recording.name, "auto", task)
     if way == "reference":  # TensorFlow's own threads (every core per op and side by side), not ours
-        use_threads(os.cpu_count(), os.cpu_count() or 1)
+        use_threads(0, 0)
     overrides = {"rest_sample": 1} if way == "reference" and task == "grasp-phase" else {}  # every window
     config = TrainConfig(task=task, hyperparameters=preset(name), verbose=0, **overrides)
     prepared = prepare(recording)

@@ -6,7 +6,7 @@
 #   sbatch --nodes=3 --ntasks-per-node=2 --cpus-per-task=4 tools/slurm_tune.sh data/ZRec50.neo.mat object
 #
 # Task 0 is the chief (it trains nothing: give it a small share, or keep it on a login-class node);
-# tasks 1.. are workers with --cpus-per-task TensorFlow threads each. A worker that dies is dropped
+# tasks 1.. are workers running --cpus-per-task TensorFlow ops side by side, each op on one thread. A worker that dies is dropped
 # by the chief after WORKER_TIMEOUT seconds without a report (its trial retried once, then failed),
 # so the search finishes its budget with the workers that remain.
 #SBATCH --job-name=grasptpu-tune

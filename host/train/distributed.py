@@ -193,10 +193,15 @@ class Supervisor:
                 or len(self.oracle.trials) < (self.oracle.max_trials or 0))
 
     def _why_stuck(self, idle_since: float) -> str:
-        """Why the search cannot finish ("" while it can): every local worker dead, or, with no worker
-        of any kind left asking, trials unfinished for worker_timeout s."""
+        """Why the search cannot finish ("" while it can): every local worker dead (or ended before a
+        trial came back for a retry) with no worker elsewhere, or, with no worker of any kind left
+        asking, trials unfinished for worker_timeout s."""
         if self.slots and all(s.dead for s in self.slots) and self._unfinished():
             return "every local worker died (see the lines above); the search cannot finish"
+        if (self.slots and all(s.dead or s.done for s in self.slots) and self._unfinished()
+                and not self.oracle.tuner_ids):
+            return ("the local workers ended or died with trials left (see the lines above) and no worker elsewhere "
+                    "asks; the search cannot finish")
         if time.time() - idle_since > self.worker_timeout:
             return (f"no worker has asked for a trial for {self.worker_timeout:g} s and trials remain; start "
                     "workers (`grasptpu tune-worker`), or stop the chief (Ctrl-C writes the finished trials)")
@@ -261,7 +266,9 @@ def serve_oracle(tuner, poll_s: float = 0.2) -> None:
     """Be the chief: serve the tuner's oracle over gRPC until the search is done. KerasTuner's own
     `start_server` checks whether it may exit every 20 s once a worker has been told to stop, so a
     search whose workers end a trial apart kept the chief (and the results) waiting up to 20 s; this
-    is the same service and exit rule, checked every `poll_s`."""
+    is the same service, checked every `poll_s`. Its exit rule (a worker was told to stop, no trial
+    running, no worker registered) also waits for any trial queued for a retry: a worker that died
+    near the end leaves one, and its replacement needs seconds to connect."""
     import grpc
     from concurrent import futures
     from keras_tuner.src import protos
@@ -271,13 +278,18 @@ def serve_oracle(tuner, poll_s: float = 0.2) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     servicer = OracleServicer(tuner.oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    server.add_insecure_port(f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}")
+    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise GrasptpuError(f"cannot serve the tuning chief on {address}: {first_line(exc)}; pick another "
+                            "--chief-address") from None
     server.start()
     try:
-        while not (servicer.stop_triggered and exit_chief(tuner.oracle)):
+        while not (servicer.stop_triggered and exit_chief(tuner.oracle) and not tuner.oracle._retry_queue):
             time.sleep(poll_s)
     finally:
-        server.stop(grace=1.0)
+        server.stop(grace=1.0).wait()  # no request still changing the oracle while the results are read
 
 
 def track_reports(oracle) -> None:

@@ -50,18 +50,29 @@ def keras_verbosity(verbose: int | None = None) -> int:
 _THREADS: list = []  # the (intra, inter) this process chose; the first choice stands
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a SLURM task's or a container's share),
+    not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def use_threads(cores: int | None = None, per_op: int = 1) -> tuple[int, int]:
     """TensorFlow's threads for training, (intra-op, inter-op): each op on `per_op` thread, up to
-    `cores` ops at once (default: every core). The BiLSTM's ops are small (batch 256 x 40 units), so splitting one op over the
-    cores costs more than it gives, while independent ops (the two directions, the gates) run side
-    by side: one epoch of MRec41's detector 5.1 s against 5.7 s with TensorFlow's default (each op
-    on 2 threads), ZRec50's 2.4 against 2.6 s (tools/profile_train.py --tf-threads). The first call
-    in a process stands (a tune worker's --threads, then the hypermodel's default call); it must
-    come before TensorFlow runs an op, else TensorFlow keeps what it started with."""
+    `cores` ops at once (default: every usable core); 0 leaves either to TensorFlow. The BiLSTM's
+    ops are small (batch 256 x 40 units), so splitting one op over the cores cost more than it gave,
+    while independent ops (the two directions, the gates) run side by side: one epoch of MRec41's
+    detector 5.1 s against 5.7 s with TensorFlow's default (each op on 2 threads), ZRec50's 2.4
+    against 2.6 s, measured on 2 cores (tools/profile_train.py --tf-threads; measure again on a
+    machine with many more). The first call in a process stands (a tune worker's --threads, then
+    the hypermodel's default call); it must come before TensorFlow runs an op, else TensorFlow
+    keeps what it started with, and the pair returned is what it reports (0: its own choice)."""
     import tensorflow as tf
 
     if not _THREADS:
-        chosen = (per_op, max(1, cores or os.cpu_count() or 1))
+        chosen = (per_op, usable_cores() if cores is None else cores)
         try:
             tf.config.threading.set_intra_op_parallelism_threads(chosen[0])
             tf.config.threading.set_inter_op_parallelism_threads(chosen[1])
@@ -266,8 +277,8 @@ class DecoderHyperModel(kt.HyperModel):
                 keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=c.lr_patience)]
 
     def fit(self, hp, model, *args, callbacks=(), **kwargs):
-        """Train `model` on the training windows, validated on the validation windows; stops early on
-        validation accuracy (best weights restored) and halves the learning rate on a plateau.
+        """Train `model` on the training windows, validated on the validation windows, with
+        `schedule()`: early stopping (best weights restored) and the learning-rate halving.
         Extra `callbacks` (the tuner's) are added to these; positional data arguments are ignored."""
         import tensorflow as tf
 
