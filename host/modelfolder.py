@@ -51,9 +51,11 @@ def load_keras(folder: Path, manifest: dict):
     Keras cannot read is a one-line error, whatever Keras raises."""
     import keras
 
+    from host.train.bilstm import CUSTOM_OBJECTS
+
     path = Path(folder) / contract.KERAS_MODEL
     try:
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
+        model = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises anything from ValueError to OSError on a foreign file
         why = first_line(exc)[:200]
         raise GrasptpuError(f"{path}: not a readable Keras model ({type(exc).__name__}: {why}); retrain it") from None

@@ -18,21 +18,22 @@ EDGE_TPU_OPS = {  # Coral, "TensorFlow models on the Edge TPU", supported operat
 }
 
 
-def small_model(layers: int, n_units: int = 9, n_classes: int = 5):
+def small_model(layers: int, n_units: int = 9, n_classes: int = 5, lstm: str = "grouped"):
     rng = np.random.default_rng(layers)
     hp = {"bilstm_layers": layers, "units": 16, "dropout": 0.0, "kernel_regularizer": "none",
           "recurrent_regularizer": "none", "learning_rate": 1e-3}
     mean = rng.uniform(0.5, 3.0, n_units)
     var = rng.uniform(0.3, 4.0, n_units)
-    model = build_model(fixed_hp(hp), n_units, n_classes, 12, mean, var)
+    model = build_model(fixed_hp(hp), n_units, n_classes, 12, mean, var, lstm=lstm)
     for w in model.trainable_weights:  # random weights big enough to saturate some gates
         w.assign(rng.normal(0, 0.4, w.shape).astype(np.float32))
     return model, rng
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-def test_export_equals_the_trained_model(layers):
-    model, rng = small_model(layers)
+@pytest.mark.parametrize("lstm", ["grouped", "unrolled"])  # ours, and Keras' (older model folders)
+def test_export_equals_the_trained_model(layers, lstm):
+    model, rng = small_model(layers, lstm=lstm)
     exported = export_model(model, 12, 9)
     windows = rng.poisson(1.5, (24, 12, 9)).astype(np.float32)
     assert check_equivalent(model, exported, windows, atol=1e-5) < 1e-5

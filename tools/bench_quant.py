@@ -160,7 +160,9 @@ def keras_latency(path: Path, windows: _Cycle, n: int) -> dict:
     """The Keras model on one (1, 12, units) float32 window: `model(x)` and `predict_on_batch(x)`."""
     import keras
 
-    model = keras.models.load_model(path, compile=False)
+    from host.train.bilstm import CUSTOM_OBJECTS
+
+    model = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
 
     def make_input(i: int) -> np.ndarray:
         return windows[i].astype(np.float32)[None]

@@ -29,13 +29,21 @@ def _trained_parts(model) -> tuple[np.ndarray, np.ndarray, list, tuple[np.ndarra
             bi = model.get_layer(f"bilstm_{i}")
         except ValueError:
             break
-        fwd = [np.asarray(w) for w in bi.forward_layer.get_weights()]   # kernel, recurrent, bias
-        bwd = [np.asarray(w) for w in bi.backward_layer.get_weights()]
-        layers.append((fwd, bwd, bi.forward_layer.return_sequences))
+        fwd, bwd = _directions(bi)
+        layers.append(([np.asarray(w) for w in fwd], [np.asarray(w) for w in bwd], bool(bi.return_sequences)))
         i += 1
     if not layers:
         raise ValueError("the model has no bilstm_<i> layers: not a grasptpu BiLSTM decoder")
     return mean, std, layers, _head(model)
+
+
+def _directions(bi) -> tuple[list, list]:
+    """([kernel, recurrent kernel, bias] forward, the same backward) of a bidirectional layer:
+    grasptpu's training layer (host/train/bilstm.py) or Keras' Bidirectional(LSTM), which older
+    model folders hold; the same layout in both (gates i, f, c, o)."""
+    if hasattr(bi, "direction_weights"):
+        return bi.direction_weights()
+    return bi.forward_layer.get_weights(), bi.backward_layer.get_weights()
 
 
 def _head(model) -> tuple[np.ndarray, np.ndarray, str]:

@@ -6,11 +6,12 @@ then 1-4 bidirectional LSTM layers (the last returns only its final state), then
 Dropout is LSTM input dropout; kernel and recurrent regularisation are none / L1 / L2 / L1+L2
 with factor 0.01.
 
-Why the standard Keras LSTM for training, unrolled over the 12 bins: it is the fastest on the CPU
-and the tuner needs many fits. Unrolling computes the same recurrence without TensorFlow's
-while-loop; measured here (one epoch, 2 cores, `tools/profile_train.py`) it trained the two-layer
-detector 1.9x faster (MRec41: 8536 against 4289 windows/s) and the one-layer one 8 % faster
-(ZRec50), and the two-layer object classifier no slower (MRec41).
+Why our own bidirectional LSTM layer for training (host/train/bilstm.py): it is Keras' LSTM
+arithmetic, unrolled over the 12 bins, with input dropout masks shared by groups of windows so the
+first layer multiplies only the kept units; the tuner needs many fits, and this trained MRec41's
+two-layer detector 1.6x faster per step than Keras' unrolled LSTM (docs/method.md, "Training
+speed"). Keras' own layer stays selectable for the benchmarks (`lstm="unrolled"` or `"loop"`,
+the reference way).
 
 It is *not* what goes to the board. Measured here (tensorflow 2.21, keras 3.15): full-int8
 conversion of `Bidirectional(LSTM)` crashes inside the calibrator, and `LSTM(unroll=True)`
@@ -61,7 +62,7 @@ def _regularizer(name: str):
 
 def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
                 input_mean: np.ndarray | None = None, input_var: np.ndarray | None = None,
-                target_scale: tuple[float, float] | None = None, unroll: bool = True):
+                target_scale: tuple[float, float] | None = None, lstm: str = "grouped"):
     """A compiled BiLSTM classifier (or, with `target_scale`, regressor) for ``(window_bins, n_units)``
     count windows.
 
@@ -73,8 +74,8 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
         input_mean, input_var: per-unit statistics of the training windows; identity if None.
         target_scale: (mean, sd) of the training targets: a regressor whose one linear output is
             rescaled by them (so the network learns a unit-range value), trained on squared error.
-        unroll: unroll the LSTMs over the window (faster here; False is Keras' default loop, kept
-            for the benchmark against the reference way).
+        lstm: "grouped" (ours, host/train/bilstm.py), or Keras' `Bidirectional(LSTM)` "unrolled"
+            over the window or in its default "loop" (the reference way), for the benchmarks.
     Returns:
         A compiled `keras.Model` (Adam; sparse categorical cross-entropy and accuracy, or squared
         error and absolute error).
@@ -94,10 +95,7 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
     x = keras.layers.Normalization(axis=-1, mean=mean, variance=np.maximum(var, 1e-6), name="standardise")(inputs)
     for i in range(layers):
         last = i == layers - 1
-        lstm = keras.layers.LSTM(units, return_sequences=not last, dropout=dropout, unroll=unroll,
-                                 kernel_regularizer=_regularizer(kernel_reg),
-                                 recurrent_regularizer=_regularizer(recurrent_reg), name=f"lstm_{i}")
-        x = keras.layers.Bidirectional(lstm, name=f"bilstm_{i}")(x)
+        x = _bilstm(lstm, f"bilstm_{i}", units, not last, dropout, kernel_reg, recurrent_reg)(x)
     if target_scale is None:
         outputs = keras.layers.Dense(n_classes, activation="softmax", name="softmax")(x)
         loss, scores = "sparse_categorical_crossentropy", ["accuracy"]
@@ -108,6 +106,25 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
     model = keras.Model(inputs, outputs, name="bilstm_decoder")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=scores)
     return model
+
+
+LSTM_KINDS = ("grouped", "unrolled", "loop")
+
+
+def _bilstm(kind: str, name: str, units: int, sequences: bool, dropout: float, kernel_reg: str, recurrent_reg: str):
+    """One bidirectional LSTM layer of `kind` (LSTM_KINDS), named `name` (the export finds it so)."""
+    import keras
+
+    from host.train.bilstm import GroupDropoutBiLSTM
+
+    regs = {"kernel_regularizer": _regularizer(kernel_reg), "recurrent_regularizer": _regularizer(recurrent_reg)}
+    if kind == "grouped":
+        return GroupDropoutBiLSTM(units, return_sequences=sequences, dropout=dropout, name=name, **regs)
+    if kind not in LSTM_KINDS:
+        raise ValueError(f"no LSTM kind {kind!r}; known: {LSTM_KINDS}")
+    lstm = keras.layers.LSTM(units, return_sequences=sequences, dropout=dropout, unroll=kind == "unrolled",
+                             name=f"lstm_{name.split('_')[-1]}", **regs)
+    return keras.layers.Bidirectional(lstm, name=name)
 
 
 def fixed_hp(values: dict):
