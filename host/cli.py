@@ -106,6 +106,9 @@ def _config_options() -> list:
         flag = "--" + f.name.replace("_", "-")
         if f.type in (bool, "bool"):
             options.append(click.option(f"{flag}/--no-{flag[2:]}", f.name, default=f.default, help=f.metadata["help"]))
+        elif "choices" in f.metadata:
+            options.append(click.option(flag, f.name, type=click.Choice(f.metadata["choices"]), default=f.default,
+                                        show_default=True, help=f.metadata["help"]))
         else:
             options.append(click.option(flag, f.name, type=click.IntRange(min=f.metadata.get("min")), default=f.default,
                                         help=f.metadata["help"]))

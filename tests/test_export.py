@@ -31,7 +31,7 @@ def small_model(layers: int, n_units: int = 9, n_classes: int = 5, lstm: str = "
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("lstm", ["grouped", "unrolled"])  # ours, and Keras' (older model folders)
+@pytest.mark.parametrize("lstm", ["grouped", "keras"])  # ours, and Keras' (older model folders)
 def test_export_equals_the_trained_model(layers, lstm):
     model, rng = small_model(layers, lstm=lstm)
     exported = export_model(model, 12, 9)

@@ -62,7 +62,7 @@ def run_way(recording: Path, task: str, way: str) -> dict:
     else:
         train = hypermodel.sets["train"]
         model = build_model(fixed_hp(config.hyperparameters), train.counts.shape[1], hypermodel.n_classes,
-                            train.window_bins, hypermodel.mean, hypermodel.var, lstm="loop")
+                            train.window_bins, hypermodel.mean, hypermodel.var, lstm="keras-loop")
         history = _reference_fit(hypermodel, model)
     seconds = time.perf_counter() - t0
     test = evaluate(history.model, prepared, task, "test")

@@ -1,13 +1,13 @@
 """Where one training epoch's time goes: the input feed alone, a training epoch, and the validation
 pass, for the LSTM as we train it (host/train/bilstm.py: "grouped"), Keras' LSTM unrolled over the
-window ("unrolled", what we trained with before) and as Keras runs it by default (a while-loop,
-"loop"), optionally under XLA.
+window ("keras", what we trained with before) and as Keras runs it by default (a while-loop,
+"keras-loop"), optionally under XLA.
 
 Each variant builds the session's default model (its preset, seeded), runs one warm-up epoch
 (tracing), then times one more epoch and one validation pass on the same feeds `grasptpu train`
 uses. Prints windows per second and the ratio to the first variant listed (by default Keras'
 default loop), measured in the same run.
-Usage: python tools/profile_train.py data/ZRec50.neo.mat --task grasp-phase [--variants loop,unrolled,grouped]
+Usage: python tools/profile_train.py data/ZRec50.neo.mat --task grasp-phase [--variants keras-loop,keras,grouped]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-VARIANTS = ("loop", "unrolled", "grouped", "loop-xla", "unrolled-xla", "grouped-xla")
+VARIANTS = ("keras-loop", "keras", "grouped", "keras-loop-xla", "keras-xla", "grouped-xla")
 
 
 def _time(fn) -> float:
@@ -39,7 +39,7 @@ def _variant(hypermodel, hp, name: str):
     keras.utils.set_random_seed(hypermodel.config.seed)
     train = hypermodel.sets["train"]
     model = build_model(hp, train.counts.shape[1], hypermodel.n_classes, train.window_bins, hypermodel.mean,
-                        hypermodel.var, hypermodel.target_scale, lstm=name.split("-")[0])
+                        hypermodel.var, hypermodel.target_scale, lstm=name.removesuffix("-xla"))
     if name.endswith("xla"):
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=True)
     return model
@@ -48,7 +48,7 @@ def _variant(hypermodel, hp, name: str):
 @click.command()
 @click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--task", type=click.Choice(["object", "grasp-phase"]), default="grasp-phase", show_default=True)
-@click.option("--variants", default="loop,unrolled,grouped", show_default=True,
+@click.option("--variants", default="keras-loop,keras,grouped", show_default=True,
               help=f"Comma-separated, of {', '.join(VARIANTS)}.")
 @click.option("--rest-sample", type=click.IntRange(min=1), default=None, help="As grasptpu train (default: its own).")
 @click.option("--turnover-epochs", type=click.IntRange(min=0), default=5, show_default=True,

@@ -244,7 +244,7 @@ class DecoderHyperModel(kt.HyperModel):
 
         train = self.sets["train"]
         return build_model(hp, train.counts.shape[1], self.n_classes, train.window_bins, self.mean, self.var,
-                           self.target_scale)
+                           self.target_scale, lstm=self.config.lstm)
 
     def thinning(self) -> Thinning | None:
         """The detector's far rest windows, thinned per epoch (`rest_sample`); None for other tasks."""

@@ -10,8 +10,9 @@ Why our own bidirectional LSTM layer for training (host/train/bilstm.py): it is 
 arithmetic, unrolled over the 12 bins, with input dropout masks shared by groups of windows so the
 first layer multiplies only the kept units; the tuner needs many fits, and this trained MRec41's
 two-layer detector 1.6x faster per step than Keras' unrolled LSTM (docs/method.md, "Training
-speed"). Keras' own layer stays selectable for the benchmarks (`lstm="unrolled"` or `"loop"`,
-the reference way).
+speed"). Keras' own layer stays selectable: `lstm="keras"` (unrolled, one mask per window, what
+grasptpu trained with before; `grasptpu train --lstm keras`) or `"keras-loop"` (its default
+while-loop, the reference way).
 
 It is *not* what goes to the board. Measured here (tensorflow 2.21, keras 3.15): full-int8
 conversion of `Bidirectional(LSTM)` crashes inside the calibrator, and `LSTM(unroll=True)`
@@ -74,8 +75,8 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
         input_mean, input_var: per-unit statistics of the training windows; identity if None.
         target_scale: (mean, sd) of the training targets: a regressor whose one linear output is
             rescaled by them (so the network learns a unit-range value), trained on squared error.
-        lstm: "grouped" (ours, host/train/bilstm.py), or Keras' `Bidirectional(LSTM)` "unrolled"
-            over the window or in its default "loop" (the reference way), for the benchmarks.
+        lstm: "grouped" (ours, host/train/bilstm.py), or Keras' `Bidirectional(LSTM)`: "keras"
+            (unrolled over the window) or "keras-loop" (its default while-loop, the reference way).
     Returns:
         A compiled `keras.Model` (Adam; sparse categorical cross-entropy and accuracy, or squared
         error and absolute error).
@@ -108,7 +109,7 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
     return model
 
 
-LSTM_KINDS = ("grouped", "unrolled", "loop")
+LSTM_KINDS = ("grouped", "keras", "keras-loop")
 
 
 def _bilstm(kind: str, name: str, units: int, sequences: bool, dropout: float, kernel_reg: str, recurrent_reg: str):
@@ -122,7 +123,7 @@ def _bilstm(kind: str, name: str, units: int, sequences: bool, dropout: float, k
         return GroupDropoutBiLSTM(units, return_sequences=sequences, dropout=dropout, name=name, **regs)
     if kind not in LSTM_KINDS:
         raise ValueError(f"no LSTM kind {kind!r}; known: {LSTM_KINDS}")
-    lstm = keras.layers.LSTM(units, return_sequences=sequences, dropout=dropout, unroll=kind == "unrolled",
+    lstm = keras.layers.LSTM(units, return_sequences=sequences, dropout=dropout, unroll=kind == "keras",
                              name=f"lstm_{name.split('_')[-1]}", **regs)
     return keras.layers.Bidirectional(lstm, name=name)
 
