@@ -49,10 +49,10 @@ def test_tuner_space_is_methods():
     assert SEARCH_SPACE["kernel_regularizer"] == ["none", "l1", "l2", "l1_l2"]
 
 
-@pytest.mark.parametrize("task,chance_max", [("object", None), ("grasp-phase", None)])
-def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_path, task, chance_max, capsys):
+@pytest.mark.parametrize("task,lstm", [("object", "grouped"), ("grasp-phase", "keras")])
+def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_path, task, lstm, capsys):
     config = TrainConfig(task=task, hyperparameters=SMALL_HP, epochs=6, seed=0, verbose=0,
-                         class_weights=task == "grasp-phase")
+                         class_weights=task == "grasp-phase", lstm=lstm)
     record = run_training(session, config, tmp_path / "models")
     folder = record.folder
     metrics = json.loads((folder / "metrics.json").read_text())["test"]
@@ -83,7 +83,12 @@ def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_p
     assert len(history["val_accuracy"]) == manifest["training"]["epochs_run"] <= 6
     import keras
 
-    assert keras.models.load_model(folder / "model.keras").output_shape[-1] == len(manifest["data"]["classes"])
+    from host.modelfolder import load_keras
+
+    model = load_keras(folder, manifest)
+    assert model.output_shape[-1] == len(manifest["data"]["classes"])
+    layer = {"grouped": "GroupDropoutBiLSTM", "keras": "Bidirectional"}[lstm]  # the layer asked for, recorded
+    assert type(model.get_layer("bilstm_0")).__name__ == layer and manifest["config"]["lstm"] == lstm
 
 
 
