@@ -36,8 +36,8 @@ def session(tmp_path_factory):
 def test_presets_build_methods_architecture():
     m = build_model(fixed_hp(PRESETS["two-layer"]), n_units=10, n_classes=7)
     bilstm = [layer for layer in m.layers if layer.name.startswith("bilstm_")]
-    assert len(bilstm) == 2 and all(layer.units == 40 for layer in bilstm)
-    assert bilstm[0].dropout == 0.8
+    assert len(bilstm) == 2 and all(layer.forward_layer.units == 40 for layer in bilstm)
+    assert bilstm[0].forward_layer.dropout == 0.8
     assert m.output_shape == (None, 7) and m.input_shape == (None, 12, 10)
     z = build_model(fixed_hp(PRESETS["one-layer"]), n_units=10, n_classes=7)
     assert len([layer for layer in z.layers if layer.name.startswith("bilstm_")]) == 1
@@ -81,8 +81,6 @@ def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_p
     assert manifest["data"]["sha256"] and manifest["versions"]["keras"] and "git_commit" in manifest
     history = json.loads((folder / "history.json").read_text())
     assert len(history["val_accuracy"]) == manifest["training"]["epochs_run"] <= 6
-    import keras
-
     from host.modelfolder import load_keras
 
     model = load_keras(folder, manifest)

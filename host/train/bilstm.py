@@ -1,24 +1,28 @@
-"""The bidirectional LSTM layer grasptpu trains with: Keras' LSTM arithmetic, with input dropout
-masks shared by groups of windows so the input projection multiplies only the kept units.
+"""An opt-in bidirectional LSTM layer (`grasptpu train --lstm grouped`): Keras' LSTM arithmetic,
+with input dropout masks shared by groups of windows so the input projection multiplies only the
+kept units. Faster, and measured less accurate; Keras' own layer is the default.
 
-Why (docs/method.md, "Training speed"): on 2 cores a training step of MRec41's two-layer detector
-(568 units, batch 256) spends about half its time projecting the inputs of the first layer,
-12 bins x 568 units x 160 gate columns per window and direction, and Keras' LSTM drops 80 % of those
-inputs (the paper's dropout 0.8) only after multiplying them. Keras draws one input mask per
-window; this layer draws one per *group* of windows of the shuffled batch (MASK_GROUPS groups),
-each keeping exactly round(n x (1 - dropout)) units, and gathers those units' inputs and kernel
-rows, so a group's projection is a matmul of the kept units only. Each unit is still kept with
-probability 1 - dropout and the kept inputs are scaled so their expectation is unchanged; what
-changes is that the windows of a group share their mask. Measured: 25 against 16 ms per training
-step (MRec41's detector shape), test accuracy and F1 within noise on the six sessions.
+Why it exists (docs/method.md, "Training speed"): on 2 cores a training step of MRec41's
+two-layer detector (568 units, batch 256) spends about half its time projecting the first
+layer's inputs, 12 bins x 568 units x 160 gate columns per window and direction, and Keras' LSTM
+drops 80 % of those inputs (the paper's dropout 0.8) only after multiplying them. Keras draws one
+input mask per window; this layer draws one per *group* of windows of the shuffled batch
+(MASK_GROUPS groups), each keeping exactly round(n x (1 - dropout)) units, and gathers those
+units' inputs and kernel rows, so a group's projection is a matmul of the kept units only. Each
+unit is still kept with probability 1 - dropout and the kept inputs are scaled so their
+expectation is unchanged; what changes is that the windows of a group share their mask, and that
+costs accuracy. Measured: 25 against 16 ms per training step (MRec41's detector shape); in
+paired runs (same seed and split, 9 pairs) 1.5 points lower object accuracy and 1.3 points lower
+detector F1 on average, 7 pairs worse, 2 better. Exact per-window masks cannot skip the dropped
+units' arithmetic: gathering them per window was no faster than the dense matmul.
 
 Everything else is Keras' `Bidirectional(LSTM(..., unroll=True))` to the letter, so a trained
-model exports as before (host/quantize/export.py reads `direction_weights()`): gate order i, f, c, o
-in each direction's kernel, recurrent kernel and bias; sigmoid gates and tanh activation; Glorot-
-uniform kernels, orthogonal recurrent kernels, zero biases with the forget gate's at one; the
-backward direction reads the window from its last bin, its sequence output is put back in time
-order, and the two directions are concatenated. Inference (and dropout 0) is exactly that layer's
-arithmetic; tests/test_bilstm.py checks outputs and gradients against it.
+model exports as Keras' does (host/quantize/export.py reads `direction_weights()`): gate order
+i, f, c, o in each direction's kernel, recurrent kernel and bias; sigmoid gates and tanh
+activation; Glorot-uniform kernels, orthogonal recurrent kernels, zero biases with the forget
+gate's at one; the backward direction reads the window from its last bin, its sequence output is
+put back in time order, and the two directions are concatenated. Inference (and dropout 0) is
+exactly that layer's arithmetic; tests/test_bilstm.py checks outputs and gradients against it.
 """
 
 from __future__ import annotations

@@ -47,10 +47,11 @@ class TrainConfig:
     class_weights: bool = _option(False, "Weight classes by inverse frequency (rest:grasp is ~10:1).")
     calibration_windows: int = _option(1000, "Training windows stored with the model to calibrate its int8 ranges "
                                              "(stratified by label, plus the busiest window).", min=1)
-    lstm: str = _option("grouped", "The LSTM layer trained: grasptpu's (input dropout masks shared by groups of windows, "
-                                   "1.6x faster on large sessions; docs/method.md, 'Training speed') or Keras' own "
-                                   "Bidirectional(LSTM), unrolled (one mask per window, as the paper's scripts). "
-                                   "Both export alike.", choices=("grouped", "keras"))
+    lstm: str = _option("keras", "The LSTM layer trained: Keras' own Bidirectional(LSTM), unrolled, one input dropout mask "
+                                 "per window (the paper's scripts' layer), or grasptpu's 'grouped' layer, which shares each "
+                                 "mask among 32 windows of a batch: 1.6x faster per training step on MRec41 but on average "
+                                 "1.5 points less accurate in paired runs (docs/method.md, 'Training speed'). Both export alike.",
+                        choices=("keras", "grouped"))
     seed: int = 0
     verbose: int | None = None   # Keras verbosity; None = progress bar on a terminal, a line per epoch otherwise
 

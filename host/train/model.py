@@ -6,13 +6,16 @@ then 1-4 bidirectional LSTM layers (the last returns only its final state), then
 Dropout is LSTM input dropout; kernel and recurrent regularisation are none / L1 / L2 / L1+L2
 with factor 0.01.
 
-Why our own bidirectional LSTM layer for training (host/train/bilstm.py): it is Keras' LSTM
-arithmetic, unrolled over the 12 bins, with input dropout masks shared by groups of windows so the
-first layer multiplies only the kept units; the tuner needs many fits, and this trained MRec41's
-two-layer detector 1.6x faster per step than Keras' unrolled LSTM (docs/method.md, "Training
-speed"). Keras' own layer stays selectable: `lstm="keras"` (unrolled, one mask per window, what
-grasptpu trained with before; `grasptpu train --lstm keras`) or `"keras-loop"` (its default
-while-loop, the reference way).
+Why Keras' standard LSTM for training, unrolled over the 12 bins: it is the fastest exact layer
+on the CPU and the tuner needs many fits. Unrolling computes the same recurrence without
+TensorFlow's while-loop; measured here (one epoch, 2 cores, `tools/profile_train.py`) it trained
+the two-layer detector 1.9x faster (MRec41: 8536 against 4289 windows/s) and the one-layer one 8 %
+faster (ZRec50), and the two-layer object classifier no slower (MRec41). `lstm="grouped"`
+(host/train/bilstm.py, `grasptpu train --lstm grouped`) trades accuracy for speed: input dropout
+masks shared by groups of windows, so the first layer multiplies only the kept units (1.6x faster
+per step on MRec41, on average 1.5 points less accurate in paired runs; docs/method.md,
+"Training speed").
+`lstm="keras-loop"` is Keras' default while-loop, the reference way.
 
 It is *not* what goes to the board. Measured here (tensorflow 2.21, keras 3.15): full-int8
 conversion of `Bidirectional(LSTM)` crashes inside the calibrator, and `LSTM(unroll=True)`
@@ -63,7 +66,7 @@ def _regularizer(name: str):
 
 def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
                 input_mean: np.ndarray | None = None, input_var: np.ndarray | None = None,
-                target_scale: tuple[float, float] | None = None, lstm: str = "grouped"):
+                target_scale: tuple[float, float] | None = None, lstm: str = "keras"):
     """A compiled BiLSTM classifier (or, with `target_scale`, regressor) for ``(window_bins, n_units)``
     count windows.
 
@@ -75,8 +78,8 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
         input_mean, input_var: per-unit statistics of the training windows; identity if None.
         target_scale: (mean, sd) of the training targets: a regressor whose one linear output is
             rescaled by them (so the network learns a unit-range value), trained on squared error.
-        lstm: "grouped" (ours, host/train/bilstm.py), or Keras' `Bidirectional(LSTM)`: "keras"
-            (unrolled over the window) or "keras-loop" (its default while-loop, the reference way).
+        lstm: Keras' `Bidirectional(LSTM)` "keras" (unrolled over the window) or "keras-loop" (its
+            default while-loop, the reference way), or "grouped" (host/train/bilstm.py).
     Returns:
         A compiled `keras.Model` (Adam; sparse categorical cross-entropy and accuracy, or squared
         error and absolute error).
@@ -109,7 +112,7 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
     return model
 
 
-LSTM_KINDS = ("grouped", "keras", "keras-loop")
+LSTM_KINDS = ("keras", "grouped", "keras-loop")
 
 
 def _bilstm(kind: str, name: str, units: int, sequences: bool, dropout: float, kernel_reg: str, recurrent_reg: str):
