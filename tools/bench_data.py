@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
+from child_run import child_json  # noqa: E402 - tools/, this script's own folder
 sys.path.insert(0, str(ROOT))
 
 
@@ -131,9 +131,7 @@ def run_step(name: str, **kwargs) -> dict:
     """Run one step in a child process; its JSON result plus its own peak RSS and wall time."""
     args = json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()})
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--step", name, "--args", args],
-                         check=True, capture_output=True, text=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = child_json([__file__, "--step", name, "--args", args])
     result["process_s"] = time.perf_counter() - t0
     return result
 

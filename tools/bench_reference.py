@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
+from child_run import child_json  # noqa: E402 - tools/, this script's own folder
 sys.path.insert(0, str(ROOT))
 WAYS = ("ours", "reference")
 TASKS = ("object", "grasp-phase")  # the classifiers: both ways stop on validation accuracy
@@ -72,10 +72,7 @@ def run_way(recording: Path, task: str, way: str) -> dict:
 
 
 def _child(recording: Path, task: str, way: str) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = subprocess.run([sys.executable, __file__, str(recording), "--tasks", task, "--way", way], env=env,
-                         cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return child_json([__file__, str(recording), "--tasks", task, "--way", way])
 
 
 @click.command()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,15 +24,14 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
+from child_run import run_child  # noqa: E402 - tools/, this script's own folder
 sys.path.insert(0, str(ROOT))
 ALL = "MRec40,MRec41,MRec42,ZRec32,ZRec35,ZRec50"
 TASKS = ("object", "grasp-phase", "aperture")
 
 
 def _run(args: list[str]) -> None:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run([sys.executable, "-m", "host.cli", *args], check=True, env=env, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
+    run_child(["-m", "host.cli", *args])
 
 
 def _load(folder: Path) -> tuple[dict, dict]:

@@ -11,8 +11,6 @@ Usage: python tools/bench_tune.py data/ZRec50.neo.mat [--task object] [--trials 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,19 +19,19 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
+from child_run import run_child  # noqa: E402 - tools/, this script's own folder
 
 
 def _tune(recording: Path, task: str, trials: int, epochs: int, workers: int | None, threads: int,
           out: Path) -> dict:
     """One search; its wall time and what its results say."""
     name = f"w{workers or 0}"
-    args = [sys.executable, "-m", "host.cli", "tune", str(recording), "--task", task, "--max-trials", str(trials),
+    args = ["-m", "host.cli", "tune", str(recording), "--task", task, "--max-trials", str(trials),
             "--epochs", str(epochs), "--models-dir", str(out), "--name", name]
     if workers:
         args += ["--workers", str(workers), "--worker-threads", str(threads)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     t0 = time.perf_counter()
-    subprocess.run(args, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    run_child(args)
     wall = time.perf_counter() - t0
     best = json.loads((out / name / "best_hyperparameters.json").read_text())
     done = best["trials_finished"]
@@ -50,14 +48,15 @@ def _tune(recording: Path, task: str, trials: int, epochs: int, workers: int | N
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the rows here.")
 def main(recording: Path, task: str, trials: int, epochs: int, counts: str, json_out: Path | None) -> None:
     """Time the same search alone and with N workers each running one TensorFlow op at a time (on one thread)."""
-    cores = os.cpu_count() or 1
+    sys.path.insert(0, str(ROOT))
+    from host.data.prepare import prepare
+    from host.train.fit import usable_cores
+
+    cores = usable_cores()  # what `grasptpu tune --workers` divides among its workers
     worker_counts = [int(n) for n in counts.split(",") if n.strip()]
     if not worker_counts or min(worker_counts) < 1:
         raise click.BadParameter(f"{counts!r}: worker counts of 1 or more (the run alone is always made)",
                                  param_hint="--workers")
-    sys.path.insert(0, str(ROOT))
-    from host.data.prepare import prepare
-
     prepare(recording)  # the session's cache, so no run pays the cold binning
     print(f"tuning throughput: {recording.name}, {task}, {trials} trials x <= {epochs} epochs, seed 0; "
           f"{cores} CPU cores; each worker one TensorFlow op at a time; wall time from start to written results")
