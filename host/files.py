@@ -111,30 +111,39 @@ def read_bounded(path: Path, max_bytes: int) -> bytes:
     return raw
 
 
-def read_toml(path: Path, what: str, article: str, max_bytes: int, limit: str) -> dict:
-    """A small TOML file someone else may have written (an inventory, a layout), parsed, or a
-    one-line GrasptpuError: missing, a folder, unreadable, over `max_bytes` (`limit` in words), not
-    UTF-8 (TOML's encoding), not TOML, or nested deeper than the parser's stack. `what` names the
-    kind of file in the messages ("inventory", "layout"), `article` is its "a"/"an"."""
-    import tomllib
-
+def read_foreign(path: Path, what: str, article: str, fmt: str, parse, max_bytes: int, hint: str = ""):
+    """A small text file someone else wrote (an inventory, a layout, a bench or live JSON), parsed
+    by `parse(text)`, or a one-line GrasptpuError: a folder, missing, unreadable, over `max_bytes`,
+    not UTF-8, not `fmt` (`parse` raised ValueError) or nested deeper than the parser's stack. The
+    one place these are worded: `what` names the kind of file ("inventory file"), `article` is its
+    "a"/"an", `hint` what to do about it."""
     from host.errors import GrasptpuError, first_line
 
+    limit = f"{max_bytes / 2**20:g} MiB" if max_bytes >= 2**20 else f"{max_bytes / 2**10:g} KiB"
+    tail = f"; {hint}" if hint else ""
     try:
         raw = read_bounded(path, max_bytes)
     except IsADirectoryError:
-        raise GrasptpuError(f"{path}: a directory, not {article} {what} file") from None
+        raise GrasptpuError(f"{path}: a directory, not {article} {what}{tail}") from None
     except FileNotFoundError:
-        raise GrasptpuError(f"{path}: no such {what} file") from None
+        raise GrasptpuError(f"{path}: no such {what}{tail}") from None
     except FileTooLarge:
-        raise GrasptpuError(f"{path}: larger than {limit}; not {article} {what} file") from None
+        raise GrasptpuError(f"{path}: larger than {limit}; not {article} {what}{tail}") from None
     except OSError as exc:
-        raise GrasptpuError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+        raise GrasptpuError(f"{path}: cannot read the {what} ({exc.strerror or exc}){tail}") from None
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        return parse(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise GrasptpuError(f"{path}: not valid TOML (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise GrasptpuError(f"{path}: not valid TOML ({first_line(exc)})") from None
+        why = f"not UTF-8 text: {exc.reason} at byte {exc.start}"
     except RecursionError:
-        raise GrasptpuError(f"{path}: not valid TOML (nested too deeply for {article} {what} file)") from None
+        why = f"nested too deeply for {article} {what}"
+    except ValueError as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+        why = first_line(exc)
+    raise GrasptpuError(f"{path}: not valid {fmt} ({why}){tail}")
+
+
+def read_toml(path: Path, what: str, article: str, max_bytes: int) -> dict:
+    """A small TOML file someone else may have written (an inventory, a layout): `read_foreign`."""
+    import tomllib
+
+    return read_foreign(path, f"{what} file", article, "TOML", tomllib.loads, max_bytes)

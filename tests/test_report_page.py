@@ -242,7 +242,7 @@ def _drop_array(live: Path, name: str) -> None:
 
 @pytest.mark.parametrize("breakage, words", [
     ("no input", "give a bench JSON"),
-    ("missing bench", "no such file"),
+    ("missing bench", "no such bench JSON"),
     ("bench not JSON", "not valid JSON"),
     ("bench without latency", "no latency"),
     ("missing live folder", "no such live session folder"),

@@ -145,7 +145,7 @@ def board_from(path: Path, name: object, entry: object) -> Board:
 
 def load_inventory(path: Path | None = None) -> dict[str, Board]:
     path = inventory_path(path)
-    data = read_toml(path, "inventory", "an", MAX_INVENTORY_BYTES, f"{MAX_INVENTORY_BYTES >> 20} MiB")
+    data = read_toml(path, "inventory", "an", MAX_INVENTORY_BYTES)
     tables = data.get("boards")
     if not isinstance(tables, dict) or not tables:
         raise GrasptpuError(f"{path}: no [boards.NAME] tables")

@@ -192,7 +192,7 @@ def load_layout(path: Path | str | None) -> Layout:
     if path is None:
         return PAPER
     path = Path(path)
-    data = read_toml(path, "layout", "a", MAX_LAYOUT_BYTES, f"{MAX_LAYOUT_BYTES // 1024} KiB")
+    data = read_toml(path, "layout", "a", MAX_LAYOUT_BYTES)
     return from_dict(data, path, path.stem)
 
 

@@ -27,8 +27,8 @@ import numpy as np
 from device.contract import STREAM_TASKS, DeviceError, TestSet, load_manifest, read_npz
 from device.stream import class_of_objects, target_per_bin, trial_figures
 from host.live.session import MISSING
-from host.errors import GrasptpuError, first_line
-from host.files import FileTooLarge, read_bounded, write_text
+from host.errors import GrasptpuError
+from host.files import read_foreign, write_text
 
 SUMMARY = "summary.json"
 BINS = "bins.npz"
@@ -81,29 +81,15 @@ def build_report(out: Path, bench_json: Path | None = None, live_dir: Path | Non
 # ---------------------------------------------------------------- inputs
 
 def read_json(path: Path, what: str, hint: str):
-    """A JSON file someone else wrote, parsed, or a one-line GrasptpuError naming it."""
-    try:
-        raw = read_bounded(path, MAX_JSON_BYTES)
-    except IsADirectoryError:
-        raise GrasptpuError(f"{path}: a folder, not {what}; {hint}") from None
-    except FileNotFoundError:
-        raise GrasptpuError(f"{path}: no such file ({what}); {hint}") from None
-    except FileTooLarge:
-        raise GrasptpuError(f"{path}: larger than {MAX_JSON_BYTES >> 20} MB, not {what}; {hint}") from None
-    except OSError as exc:
-        raise GrasptpuError(f"{path}: cannot read {what} ({exc.strerror or exc}); {hint}") from None
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        why = "nested too deeply" if isinstance(exc, RecursionError) else first_line(exc)
-        raise GrasptpuError(f"{path}: not valid JSON ({why}); {hint}") from None
+    """A JSON file someone else wrote, parsed, or a one-line GrasptpuError naming it (`read_foreign`)."""
+    return read_foreign(path, what, "a", "JSON", json.loads, MAX_JSON_BYTES, hint)
 
 
 def load_bench(path: Path) -> list:
     """[(board name, {model name: device.bench result})] from a bench JSON: the list `grasptpu bench`
     writes (one result per board), {"boards": that list or {name: result}}, one board's result, or
     one device.bench result."""
-    data = read_json(path, "a bench JSON", BENCH_HINT)
+    data = read_json(path, "bench JSON", BENCH_HINT)
     if isinstance(data, dict) and "boards" in data:
         data = data["boards"]
         if isinstance(data, dict):
@@ -186,7 +172,7 @@ def load_live(folder: Path) -> Live:
     if not folder.is_dir():
         raise GrasptpuError(f"{folder}: no such live session folder; {LIVE_HINT}")
     path = folder / SUMMARY
-    summary = read_json(path, "a live session summary", LIVE_HINT)
+    summary = read_json(path, "live session summary", LIVE_HINT)
     if not isinstance(summary, dict):
         raise GrasptpuError(f"{path}: not a JSON object; {LIVE_HINT}")
     missing = [k for k in SUMMARY_KEYS if k not in summary]
