@@ -168,3 +168,22 @@ def coral_python(board_envs):
     if python37 is None:
         pytest.skip("no Python 3.7 on this machine for a Coral-faithful runtime")
     return sim_board.ensure_python_env(board_envs, sim_board.CORAL_KIND, str(python37), log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, board_envs):
+    """One running simulated board, b1 (real sshd on 127.0.0.1; Coral-faithful where this machine
+    has a Python 3.7), and its inventory file, per test module that asks: what the hostile-input
+    probes need. tests/test_deploy.py overrides it with a fleet of three."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import sim_board
+
+    boards_dir = tmp_path_factory.mktemp("fleet")
+    try:
+        sim_board.start_board(boards_dir, "b1", sim_board.free_port(), board_envs, log=lambda _: None)
+        yield boards_dir, sim_board.inventory_file(boards_dir)
+    finally:
+        for name in sim_board.list_boards(boards_dir):
+            sim_board.stop_board(boards_dir, name, log=lambda _: None)

@@ -475,19 +475,6 @@ def test_check_board_python_says_a_newline_python_in_one_line():
     assert one_line(str(caught.value)), str(caught.value)
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory, board_envs):
-    """One running simulated board, b1 (real sshd on 127.0.0.1), and its inventory: what probes 3
-    and 4 need (tests/test_deploy.py's fleet has three)."""
-    boards_dir = tmp_path_factory.mktemp("hostile-fleet")
-    try:
-        sim_board.start_board(boards_dir, "b1", sim_board.free_port(), board_envs, log=lambda _: None)
-        yield boards_dir, sim_board.inventory_file(boards_dir)
-    finally:
-        for name in sim_board.list_boards(boards_dir):
-            sim_board.stop_board(boards_dir, name, log=lambda _: None)
-
-
 class Impatient:
     """A connection whose commands time out after 20 s: a hostile python that got pasted unquoted
     and left an interpreter waiting on stdin fails the probe in seconds, not at pytest's timeout."""

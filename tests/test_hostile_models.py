@@ -667,19 +667,6 @@ def test_a_damaged_file_under_a_rehashed_manifest_is_one_line(quantised, tmp_pat
 
 # --- 3. numbered probes: each failed before model folders were untrusted -------------------------
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory, board_envs):
-    """One running simulated board, b1 (Coral-faithful where this machine has a Python 3.7), and
-    its inventory file: as tests/test_deploy.py's fleet, one board being enough here."""
-    boards_dir = tmp_path_factory.mktemp("fleet")
-    try:
-        sim_board.start_board(boards_dir, "b1", sim_board.free_port(), board_envs, log=lambda _: None)
-        yield boards_dir, sim_board.inventory_file(boards_dir)
-    finally:
-        for name in sim_board.list_boards(boards_dir):
-            sim_board.stop_board(boards_dir, name, log=lambda _: None)
-
-
 def board_root(inventory: Path) -> Path:
     return Path(load_inventory(inventory)["b1"].root)  # a simulated board's disk is a local folder
 
