@@ -19,7 +19,7 @@ import numpy as np
 
 from device.contract import sha256_of  # one implementation: the board must hash exactly as the host does
 
-__all__ = ["FileTooLarge", "StagedDir", "atomic_path", "read_bounded", "read_toml", "sha256_of", "write_json",
+__all__ = ["FileTooLarge", "StagedDir", "atomic_path", "read_bounded", "read_foreign", "read_toml", "sha256_of", "write_json",
            "write_text"]
 
 

@@ -379,3 +379,10 @@ def test_the_aperture_decoder_beats_wiener_and_kalman_and_passes_the_int8_gate_u
     assert runner.invoke(main, ["quantize", str(folder), "--representative", str(tmp_path / "quiet.npy")]).exit_code == 0
     result = runner.invoke(main, ["check-quant", str(folder)])
     assert result.exit_code == 1 and "FAIL: int8 R2 is" in result.output and "mm RMS" in result.output, result.output
+
+
+def test_an_unknown_lstm_layer_is_one_line():
+    from host.errors import GrasptpuError
+
+    with pytest.raises(GrasptpuError, match="--lstm 'fused': choose one of keras, grouped"):
+        TrainConfig(task="object", hyperparameters=SMALL_HP, lstm="fused")

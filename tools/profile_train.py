@@ -1,7 +1,7 @@
 """Where one training epoch's time goes: the input feed alone, a training epoch, and the validation
-pass, for the LSTM as we train it (host/train/bilstm.py: "grouped"), Keras' LSTM unrolled over the
-window ("keras", what we trained with before) and as Keras runs it by default (a while-loop,
-"keras-loop"), optionally under XLA.
+pass, for Keras' LSTM unrolled over the window ("keras", what `grasptpu train` uses), the opt-in
+grouped layer (host/train/bilstm.py, "grouped") and Keras' default while-loop ("keras-loop"),
+optionally under XLA.
 
 Each variant builds the session's default model (its preset, seeded), runs one warm-up epoch
 (tracing), then times one more epoch and one validation pass on the same feeds `grasptpu train`

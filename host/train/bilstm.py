@@ -16,13 +16,14 @@ paired runs (same seed and split, 9 pairs) 1.5 points lower object accuracy and 
 detector F1 on average, 7 pairs worse, 2 better. Exact per-window masks cannot skip the dropped
 units' arithmetic: gathering them per window was no faster than the dense matmul.
 
-Everything else is Keras' `Bidirectional(LSTM(..., unroll=True))` to the letter, so a trained
+Everything else is Keras' `Bidirectional(LSTM(..., unroll=True))`, so a trained
 model exports as Keras' does (host/quantize/export.py reads `direction_weights()`): gate order
 i, f, c, o in each direction's kernel, recurrent kernel and bias; sigmoid gates and tanh
 activation; Glorot-uniform kernels, orthogonal recurrent kernels, zero biases with the forget
 gate's at one; the backward direction reads the window from its last bin, its sequence output is
 put back in time order, and the two directions are concatenated. Inference (and dropout 0) is
-exactly that layer's arithmetic; tests/test_bilstm.py checks outputs and gradients against it.
+that layer's arithmetic up to rounding (the bias is added before h @ U, Keras adds it after);
+tests/test_bilstm.py checks outputs and gradients against it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ DIRECTIONS = ("forward", "backward")
 def _unit_forget_bias(units: int):
     """Keras' unit_forget_bias: zeros, except ones for the forget gate (i, f, c, o order)."""
     def init(shape, dtype=None):
-        return tf.concat([tf.zeros([units]), tf.ones([units]), tf.zeros([2 * units])], 0)
+        return tf.cast(tf.concat([tf.zeros([units]), tf.ones([units]), tf.zeros([2 * units])], 0), dtype or "float32")
     return init
 
 

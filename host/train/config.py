@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from host.errors import GrasptpuError
 
 
+LSTM_CHOICES = ("keras", "grouped")  # host.train.model.LSTM_KINDS less the reference way's loop
+
+
 def _option(default, help: str, **extra):
     """A TrainConfig field that is also a command-line option (help text and bounds declared here only)."""
     return field(default=default, metadata={"help": help, **extra})
@@ -49,9 +52,10 @@ class TrainConfig:
                                              "(stratified by label, plus the busiest window).", min=1)
     lstm: str = _option("keras", "The LSTM layer trained: Keras' own Bidirectional(LSTM), unrolled, one input dropout mask "
                                  "per window (the paper's scripts' layer), or grasptpu's 'grouped' layer, which shares each "
-                                 "mask among 32 windows of a batch: 1.6x faster per training step on MRec41 but on average "
-                                 "1.5 points less accurate in paired runs (docs/method.md, 'Training speed'). Both export alike.",
-                        choices=("keras", "grouped"))
+                                 "mask within 8 groups of a batch (32 windows at the default batch of 256): 1.6x faster per "
+                                 "training step on MRec41, but in paired runs on average 1.5 points lower object accuracy "
+                                 "and 1.3 points lower detector F1 (docs/method.md, 'Training speed'). Both export alike.",
+                        choices=LSTM_CHOICES)
     seed: int = 0
     verbose: int | None = None   # Keras verbosity; None = progress bar on a terminal, a line per epoch otherwise
 
@@ -59,6 +63,8 @@ class TrainConfig:
         for name, value in {**DEFAULTS, **TASK_DEFAULTS.get(self.task, {})}.items():
             if getattr(self, name) is None:  # resolved here, so the manifest records the value used
                 setattr(self, name, value)
+        if self.lstm not in LSTM_CHOICES:
+            raise GrasptpuError(f"--lstm {self.lstm!r}: choose one of {', '.join(LSTM_CHOICES)}")
         if self.rest_sample > 1 and self.task != "grasp-phase":
             raise GrasptpuError(f"--rest-sample is defined for the grasp-phase detector only (not the {self.task} "
                                 "task): leave it out")

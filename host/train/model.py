@@ -13,8 +13,8 @@ the two-layer detector 1.9x faster (MRec41: 8536 against 4289 windows/s) and the
 faster (ZRec50), and the two-layer object classifier no slower (MRec41). `lstm="grouped"`
 (host/train/bilstm.py, `grasptpu train --lstm grouped`) trades accuracy for speed: input dropout
 masks shared by groups of windows, so the first layer multiplies only the kept units (1.6x faster
-per step on MRec41, on average 1.5 points less accurate in paired runs; docs/method.md,
-"Training speed").
+per step on MRec41; in paired runs on average 1.5 points lower object accuracy and 1.3 points
+lower detector F1; docs/method.md, "Training speed").
 `lstm="keras-loop"` is Keras' default while-loop, the reference way.
 
 It is *not* what goes to the board. Measured here (tensorflow 2.21, keras 3.15): full-int8
