@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from host.errors import GrasptpuError
-
-
-LSTM_CHOICES = ("keras", "grouped")  # host.train.model.LSTM_KINDS less the reference way's loop
+from host.train.model import TRAINING_LSTMS
 
 
 def _option(default, help: str, **extra):
@@ -55,7 +53,7 @@ class TrainConfig:
                                  "mask within 8 groups of a batch (32 windows at the default batch of 256): 1.6x faster per "
                                  "training step on MRec41, but in paired runs on average 1.5 points lower object accuracy "
                                  "and 1.3 points lower detector F1 (docs/method.md, 'Training speed'). Both export alike.",
-                        choices=LSTM_CHOICES)
+                        choices=TRAINING_LSTMS)
     seed: int = 0
     verbose: int | None = None   # Keras verbosity; None = progress bar on a terminal, a line per epoch otherwise
 
@@ -63,8 +61,8 @@ class TrainConfig:
         for name, value in {**DEFAULTS, **TASK_DEFAULTS.get(self.task, {})}.items():
             if getattr(self, name) is None:  # resolved here, so the manifest records the value used
                 setattr(self, name, value)
-        if self.lstm not in LSTM_CHOICES:
-            raise GrasptpuError(f"--lstm {self.lstm!r}: choose one of {', '.join(LSTM_CHOICES)}")
+        if self.lstm not in TRAINING_LSTMS:
+            raise GrasptpuError(f"--lstm {self.lstm!r}: choose one of {', '.join(TRAINING_LSTMS)}")
         if self.rest_sample > 1 and self.task != "grasp-phase":
             raise GrasptpuError(f"--rest-sample is defined for the grasp-phase detector only (not the {self.task} "
                                 "task): leave it out")

@@ -12,9 +12,8 @@ TensorFlow's while-loop; measured here (one epoch, 2 cores, `tools/profile_train
 the two-layer detector 1.9x faster (MRec41: 8536 against 4289 windows/s) and the one-layer one 8 %
 faster (ZRec50), and the two-layer object classifier no slower (MRec41). `lstm="grouped"`
 (host/train/bilstm.py, `grasptpu train --lstm grouped`) trades accuracy for speed: input dropout
-masks shared by groups of windows, so the first layer multiplies only the kept units (1.6x faster
-per step on MRec41; in paired runs on average 1.5 points lower object accuracy and 1.3 points
-lower detector F1; docs/method.md, "Training speed").
+masks shared by groups of windows, so the first layer multiplies only the kept units (its figures:
+docs/method.md, "Training speed").
 `lstm="keras-loop"` is Keras' default while-loop, the reference way.
 
 It is *not* what goes to the board. Measured here (tensorflow 2.21, keras 3.15): full-int8
@@ -112,17 +111,18 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
     return model
 
 
-LSTM_KINDS = ("keras", "grouped", "keras-loop")
+TRAINING_LSTMS = ("keras", "grouped")  # what `grasptpu train --lstm` offers (host.train.config)
+LSTM_KINDS = (*TRAINING_LSTMS, "keras-loop")  # and the reference way's loop, for the benchmarks
 
 
 def _bilstm(kind: str, name: str, units: int, sequences: bool, dropout: float, kernel_reg: str, recurrent_reg: str):
     """One bidirectional LSTM layer of `kind` (LSTM_KINDS), named `name` (the export finds it so)."""
     import keras
 
-    from host.train.bilstm import GroupDropoutBiLSTM
-
     regs = {"kernel_regularizer": _regularizer(kernel_reg), "recurrent_regularizer": _regularizer(recurrent_reg)}
     if kind == "grouped":
+        from host.train.bilstm import GroupDropoutBiLSTM
+
         return GroupDropoutBiLSTM(units, return_sequences=sequences, dropout=dropout, name=name, **regs)
     if kind not in LSTM_KINDS:
         raise ValueError(f"no LSTM kind {kind!r}; known: {LSTM_KINDS}")
