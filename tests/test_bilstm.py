@@ -1,19 +1,21 @@
-"""grasptpu's training layer computes Keras' Bidirectional(LSTM), and drops inputs per group of windows."""
+"""grasptpu's training layer computes Keras' Bidirectional(LSTM): float32 exactly, bfloat16 training
+steps closely, inference in float32 always; its input dropout is Keras' (one mask per window) or
+shared by groups of windows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from host.train.bilstm import GroupDropoutBiLSTM
+from host.train.bilstm import CUSTOM_OBJECTS, FusedBiLSTM
 
 
-def _pair(sequences: bool, n: int = 7, units: int = 5, dropout: float = 0.0):
+def _pair(sequences: bool, n: int = 7, units: int = 5, dropout: float = 0.0, precision: str = "float32"):
     """Our layer and Keras' unrolled Bidirectional(LSTM), built on (12, n) and holding the same
     random weights (large enough to saturate some gates)."""
     import keras
 
-    ours = GroupDropoutBiLSTM(units, return_sequences=sequences, dropout=dropout)
+    ours = FusedBiLSTM(units, return_sequences=sequences, dropout=dropout, train_precision=precision)
     theirs = keras.layers.Bidirectional(keras.layers.LSTM(units, return_sequences=sequences, unroll=True))
     ours.build((None, 12, n))
     theirs.build((None, 12, n))
@@ -40,11 +42,35 @@ def test_outputs_and_gradients_are_keras_bidirectional_lstm(sequences):
         np.testing.assert_allclose(g_ours, g_theirs, atol=1e-4)
 
 
+def _outputs_and_gradients(layer, x):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        out = layer(x, training=True)
+        loss = tf.reduce_sum(tf.sin(out))
+    return out.numpy(), [g.numpy() for g in tape.gradient(loss, layer.trainable_weights)]
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_bfloat16_training_steps_are_close_and_inference_stays_float32(sequences):
+    """A bfloat16 projection rounds inputs and kernel to 8 significant bits: training outputs
+    and gradients move by about that (not more, not zero); inference is the float32 layer."""
+    import tensorflow as tf
+
+    ours, theirs, rng = _pair(sequences, n=40, precision="bfloat16")
+    x = tf.constant(rng.normal(0, 1, (6, 12, 40)).astype(np.float32))
+    np.testing.assert_allclose(ours(x), theirs(x), atol=1e-5)
+    (out, grads), (out_k, grads_k) = _outputs_and_gradients(ours, x), _outputs_and_gradients(theirs, x)
+    assert 0 < np.abs(out - out_k).max() < 0.02
+    for g, g_k in zip(grads, grads_k):
+        assert np.abs(g - g_k).max() <= 0.04 * np.abs(g_k).max()
+
+
 def test_initial_weights_are_keras_lstm_initialisers():
     import keras
 
     keras.utils.set_random_seed(0)
-    layer = GroupDropoutBiLSTM(4)
+    layer = FusedBiLSTM(4)
     layer.build((None, 12, 6))
     fwd, bwd = layer.direction_weights()
     for kernel, recurrent, bias in (fwd, bwd):
@@ -63,7 +89,7 @@ def test_a_group_of_windows_shares_one_mask_keeping_exactly_the_kept_share(batch
     import tensorflow as tf
 
     n, groups = 16, 4
-    layer = GroupDropoutBiLSTM(n // 4, dropout=0.75, mask_groups=groups, seed=1)
+    layer = FusedBiLSTM(n // 4, dropout=0.75, mask_groups=groups, seed=1)
     layer.build((None, 12, n))
     kernel = layer.cells[0][0]
     kernel.assign(np.eye(n, dtype=np.float32))
@@ -85,13 +111,34 @@ def test_a_group_of_windows_shares_one_mask_keeping_exactly_the_kept_share(batch
     np.testing.assert_array_equal(layer._project(x, kernel, training=False), x)  # inference keeps all
 
 
-def test_dropout_keeps_every_input_expectation():
+def test_by_default_each_window_draws_its_own_mask_for_all_its_bins():
+    """Keras' input dropout: each window keeps each unit with probability 1 - dropout, scaled by
+    1 / (1 - dropout), with one mask for all its bins; windows and batches draw anew."""
+    import tensorflow as tf
+
+    n = 16
+    layer = FusedBiLSTM(n // 4, dropout=0.75, seed=1)
+    layer.build((None, 12, n))
+    kernel = layer.cells[0][0]
+    kernel.assign(np.eye(n, dtype=np.float32))
+    x = tf.ones((512, 12, n))
+    first = layer._project(x, kernel, training=True).numpy()
+    assert set(np.unique(first)) == {0.0, 4.0}
+    assert (first == first[:, :1]).all()
+    assert len({w.tobytes() for w in first[:, 0]}) > 400  # windows' masks differ
+    assert abs((first != 0).mean() - 0.25) < 0.02
+    assert not np.array_equal(first, layer._project(x, kernel, training=True).numpy())
+    np.testing.assert_array_equal(layer._project(x, kernel, training=False), x)
+
+
+@pytest.mark.parametrize("groups", [8, 0])
+def test_dropout_keeps_every_input_expectation(groups):
     """Averaged over many batches, each unit's dropped input is the input (kept with probability
-    keep / n, scaled by n / keep)."""
+    keep / n, scaled by n / keep; or 1 - dropout, scaled by its inverse)."""
     import tensorflow as tf
 
     n = 10
-    layer = GroupDropoutBiLSTM(n // 4 + 1, dropout=0.7, mask_groups=8, seed=2)
+    layer = FusedBiLSTM(n // 4 + 1, dropout=0.7, mask_groups=groups, seed=2)
     layer.build((None, 12, n))
     kernel = tf.constant(np.eye(n, 4 * layer.units, dtype=np.float32))
     x = tf.ones((8, 1, n))
@@ -103,15 +150,42 @@ def test_a_model_with_the_layer_saves_and_loads_in_safe_mode(tmp_path):
     import keras
 
     inputs = keras.Input((12, 7))
-    x = GroupDropoutBiLSTM(5, return_sequences=True, dropout=0.5, kernel_regularizer="l2", name="bilstm_0")(inputs)
-    x = GroupDropoutBiLSTM(5, recurrent_regularizer=keras.regularizers.L1L2(0.01, 0.01), name="bilstm_1")(x)
+    x = FusedBiLSTM(5, return_sequences=True, dropout=0.5, kernel_regularizer="l2", name="bilstm_0",
+                    mask_groups=8, train_precision="bfloat16")(inputs)
+    x = FusedBiLSTM(5, recurrent_regularizer=keras.regularizers.L1L2(0.01, 0.01), name="bilstm_1")(x)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
     windows = np.random.default_rng(0).normal(0, 1, (4, 12, 7)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict_on_batch(windows), model.predict_on_batch(windows), atol=1e-6)
     layer = loaded.get_layer("bilstm_0")
-    assert (layer.dropout, layer.return_sequences, layer.mask_groups) == (0.5, True, 8)
+    assert (layer.dropout, layer.return_sequences, layer.mask_groups, layer.train_precision) == (0.5, True, 8, "bfloat16")
     # the regularisers came back: L2 on both directions' kernels, L1L2 on both recurrent kernels
     np.testing.assert_allclose(sorted(float(v) for v in loaded.losses), sorted(float(v) for v in model.losses))
     assert len(loaded.losses) == 4
+
+
+def test_a_model_saved_under_the_layers_former_name_loads(tmp_path):
+    """Model folders trained with `--lstm grouped` before the rename name the layer
+    grasptpu>GroupDropoutBiLSTM; CUSTOM_OBJECTS (what grasptpu loads with) still reads them."""
+    import json
+    import zipfile
+
+    import keras
+
+    inputs = keras.Input((12, 7))
+    model = keras.Model(inputs, FusedBiLSTM(5, dropout=0.5, mask_groups=8, name="bilstm_0")(inputs))
+    model.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(tmp_path / "old.keras", "w") as old:
+        for item in new.infolist():
+            data = new.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                layer = next(c for c in config["config"]["layers"] if c["name"] == "bilstm_0")
+                assert layer["registered_name"] == "grasptpu>FusedBiLSTM"
+                layer["registered_name"], layer["class_name"] = "grasptpu>GroupDropoutBiLSTM", "GroupDropoutBiLSTM"
+                del layer["config"]["train_precision"]
+                data = json.dumps(config).encode()
+            old.writestr(item, data)
+    loaded = keras.models.load_model(tmp_path / "old.keras", custom_objects=CUSTOM_OBJECTS, compile=False)
+    assert (loaded.get_layer("bilstm_0").mask_groups, loaded.get_layer("bilstm_0").train_precision) == (8, "float32")

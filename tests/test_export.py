@@ -31,7 +31,7 @@ def small_model(layers: int, n_units: int = 9, n_classes: int = 5, lstm: str = "
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("lstm", ["keras", "grouped"])  # the default layer and the opt-in one
+@pytest.mark.parametrize("lstm", ["fused-bf16", "keras", "grouped"])  # the default layer and two opt-in ones
 def test_export_equals_the_trained_model(layers, lstm):
     model, rng = small_model(layers, lstm=lstm)
     exported = export_model(model, 12, 9)

@@ -36,8 +36,8 @@ def session(tmp_path_factory):
 def test_presets_build_methods_architecture():
     m = build_model(fixed_hp(PRESETS["two-layer"]), n_units=10, n_classes=7)
     bilstm = [layer for layer in m.layers if layer.name.startswith("bilstm_")]
-    assert len(bilstm) == 2 and all(layer.forward_layer.units == 40 for layer in bilstm)
-    assert bilstm[0].forward_layer.dropout == 0.8
+    assert len(bilstm) == 2 and all(layer.units == 40 for layer in bilstm)  # the default layer, fused-bf16
+    assert bilstm[0].dropout == 0.8 and bilstm[0].train_precision == "bfloat16" and bilstm[0].mask_groups == 0
     assert m.output_shape == (None, 7) and m.input_shape == (None, 12, 10)
     z = build_model(fixed_hp(PRESETS["one-layer"]), n_units=10, n_classes=7)
     assert len([layer for layer in z.layers if layer.name.startswith("bilstm_")]) == 1
@@ -85,8 +85,10 @@ def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_p
 
     model = load_keras(folder, manifest)
     assert model.output_shape[-1] == len(manifest["data"]["classes"])
-    layer = {"grouped": "GroupDropoutBiLSTM", "keras": "Bidirectional"}[lstm]  # the layer asked for, recorded
+    layer = {"grouped": "FusedBiLSTM", "keras": "Bidirectional"}[lstm]  # the layer asked for, recorded
     assert type(model.get_layer("bilstm_0")).__name__ == layer and manifest["config"]["lstm"] == lstm
+    if lstm == "grouped":
+        assert model.get_layer("bilstm_0").mask_groups == 8
 
 
 
@@ -384,5 +386,5 @@ def test_the_aperture_decoder_beats_wiener_and_kalman_and_passes_the_int8_gate_u
 def test_an_unknown_lstm_layer_is_one_line():
     from host.errors import GrasptpuError
 
-    with pytest.raises(GrasptpuError, match="--lstm 'fused': choose one of keras, grouped"):
-        TrainConfig(task="object", hyperparameters=SMALL_HP, lstm="fused")
+    with pytest.raises(GrasptpuError, match="--lstm 'cudnn': choose one of fused-bf16, fused, keras, grouped"):
+        TrainConfig(task="object", hyperparameters=SMALL_HP, lstm="cudnn")

@@ -1,13 +1,13 @@
 """Where one training epoch's time goes: the input feed alone, a training epoch, and the validation
-pass, for Keras' LSTM unrolled over the window ("keras", what `grasptpu train` uses), the opt-in
-grouped layer (host/train/bilstm.py, "grouped") and Keras' default while-loop ("keras-loop"),
-optionally under XLA.
+pass, for each layer `grasptpu train --lstm` offers (host.train.model.TRAINING_LSTMS: our fused
+layer with a bfloat16 or float32 projection, Keras' LSTM unrolled over the window, the grouped
+mode) and Keras' default while-loop ("keras-loop", the reference way), optionally under XLA.
 
 Each variant builds the session's default model (its preset, seeded), runs one warm-up epoch
 (tracing), then times one more epoch and one validation pass on the same feeds `grasptpu train`
 uses. Prints windows per second and the ratio to the first variant listed (by default Keras'
-default loop), measured in the same run.
-Usage: python tools/profile_train.py data/ZRec50.neo.mat --task grasp-phase [--variants keras-loop,keras,grouped]
+unrolled layer), measured in the same run.
+Usage: python tools/profile_train.py data/ZRec50.neo.mat --task grasp-phase [--variants keras,fused,fused-bf16]
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-VARIANTS = ("keras-loop", "keras", "grouped", "keras-loop-xla", "keras-xla", "grouped-xla")
+from host.train.model import LSTM_KINDS  # noqa: E402  (after the path insert)
+
+VARIANTS = (*LSTM_KINDS, *(f"{kind}-xla" for kind in LSTM_KINDS))
 
 
 def _time(fn) -> float:
@@ -48,7 +50,7 @@ def _variant(hypermodel, hp, name: str):
 @click.command()
 @click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--task", type=click.Choice(["object", "grasp-phase"]), default="grasp-phase", show_default=True)
-@click.option("--variants", default="keras-loop,keras,grouped", show_default=True,
+@click.option("--variants", default="keras,fused,fused-bf16", show_default=True,
               help=f"Comma-separated, of {', '.join(VARIANTS)}.")
 @click.option("--rest-sample", type=click.IntRange(min=1), default=None, help="As grasptpu train (default: its own).")
 @click.option("--turnover-epochs", type=click.IntRange(min=0), default=5, show_default=True,

@@ -39,8 +39,8 @@ def _trained_parts(model) -> tuple[np.ndarray, np.ndarray, list, tuple[np.ndarra
 
 def _directions(bi) -> tuple[list, list]:
     """([kernel, recurrent kernel, bias] forward, the same backward) of a bidirectional layer:
-    Keras' Bidirectional(LSTM) (the default) or the opt-in grouped layer (host/train/bilstm.py);
-    the same layout in both (gates i, f, c, o)."""
+    grasptpu's fused layer (host/train/bilstm.py; the default, and the grouped mode) or Keras'
+    Bidirectional(LSTM) (`--lstm keras`); the same layout in both (gates i, f, c, o)."""
     if hasattr(bi, "direction_weights"):
         return bi.direction_weights()
     return bi.forward_layer.get_weights(), bi.backward_layer.get_weights()

@@ -1,29 +1,34 @@
-"""An opt-in bidirectional LSTM layer (`grasptpu train --lstm grouped`): Keras' LSTM arithmetic,
-with input dropout masks shared by groups of windows so the input projection multiplies only the
-kept units. Faster, and measured less accurate; Keras' own layer is the default.
+"""grasptpu's training BiLSTM layer: Keras' LSTM arithmetic, unrolled over the window, with the
+input projection of every bin in one matmul, in bfloat16 during training steps.
 
 Why it exists (docs/method.md, "Training speed"): on 2 cores a training step of MRec41's
 two-layer detector (568 units, batch 256) spends about half its time projecting the first
-layer's inputs, 12 bins x 568 units x 160 gate columns per window and direction, and Keras' LSTM
-drops 80 % of those inputs (the paper's dropout 0.8) only after multiplying them. Keras draws one
-input mask per window; this layer draws one per *group* of windows of the shuffled batch
-(MASK_GROUPS groups), each keeping exactly round(n x (1 - dropout)) units, and gathers those
-units' inputs and kernel rows, so a group's projection is a matmul of the kept units only. Each
-unit is still kept with probability 1 - dropout and the kept inputs are scaled so their
-expectation is unchanged; what changes is that the windows of a group share their mask, and that
-costs accuracy. Measured: 25 against 16 ms per training step (MRec41's detector shape); in
-paired runs (same seed and split, 9 pairs) 1.5 points lower object accuracy and 1.3 points lower
-detector F1 on average, 7 pairs worse, 2 better. Exact per-window masks cannot skip the dropped
-units' arithmetic: gathering them per window was no faster than the dense matmul.
+layer's inputs, 12 bins x 568 units x 160 gate columns per window and direction, an arithmetic
+load already near the cores' float32 peak. Keras' LSTM (unrolled) applies the input dropout mask
+and multiplies the kernel once per bin; this layer masks each window once and projects all its
+bins in one matmul (1.12x an epoch of MRec41's detector), and with `train_precision="bfloat16"`
+does that matmul, forward and kernel gradient, in bfloat16 with float32 accumulation (the CPU's
+AVX512-BF16 instructions; 1.41x), everything else in float32. Inference (validation, test,
+export) is float32 always, so every reported metric is the float32 model's.
+
+Input dropout: Keras draws one Bernoulli mask per window (`mask_groups=0`, the default), each
+unit kept with probability 1 - dropout and scaled by 1 / (1 - dropout); this layer draws the same.
+The opt-in grouped mode (`grasptpu train --lstm grouped`, `mask_groups=8`) shares one mask within
+each of MASK_GROUPS groups of the shuffled batch (32 windows at batch 256), each group keeping
+exactly round(n x (1 - dropout)) units scaled by n / keep, and multiplies only those units'
+inputs and kernel rows: 25 against 16 ms per training step, but in paired runs (same seed and
+split, 9 pairs) 1.5 points lower object accuracy and 1.3 points lower detector F1 on average.
+Exact per-window masks cannot skip the dropped units' arithmetic: gathering them per window was
+no faster than the dense matmul.
 
 Everything else is Keras' `Bidirectional(LSTM(..., unroll=True))`, so a trained
 model exports as Keras' does (host/quantize/export.py reads `direction_weights()`): gate order
 i, f, c, o in each direction's kernel, recurrent kernel and bias; sigmoid gates and tanh
 activation; Glorot-uniform kernels, orthogonal recurrent kernels, zero biases with the forget
 gate's at one; the backward direction reads the window from its last bin, its sequence output is
-put back in time order, and the two directions are concatenated. Inference (and dropout 0) is
-that layer's arithmetic up to rounding (the bias is added before h @ U, Keras adds it after);
-tests/test_bilstm.py checks outputs and gradients against it.
+put back in time order, and the two directions are concatenated. Inference (and float32 training
+at dropout 0) is that layer's arithmetic up to rounding (the bias is added before h @ U, Keras
+adds it after); tests/test_bilstm.py checks outputs and gradients against it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-MASK_GROUPS = 8  # windows of a 256-window batch share a mask in groups of 32
+MASK_GROUPS = 8  # the grouped mode: windows of a 256-window batch share a mask in groups of 32
+PRECISIONS = ("float32", "bfloat16")  # of the input projection's matmul in training steps
 DIRECTIONS = ("forward", "backward")
 
 
@@ -43,7 +49,7 @@ def _unit_forget_bias(units: int):
 
 
 @keras.saving.register_keras_serializable(package="grasptpu")
-class GroupDropoutBiLSTM(keras.layers.Layer):
+class FusedBiLSTM(keras.layers.Layer):
     """A bidirectional LSTM over a (batch, bins, features) window; see the module docstring.
 
     Args:
@@ -51,16 +57,22 @@ class GroupDropoutBiLSTM(keras.layers.Layer):
         return_sequences: return every bin's output (batch, bins, 2 x units), else the last.
         dropout: fraction of input features dropped in training (0 <= dropout < 1).
         kernel_regularizer, recurrent_regularizer: Keras regularizers (or their names / configs).
-        mask_groups: groups of windows per batch that share one input mask.
+        mask_groups: 0 for one input mask per window (Keras' dropout), else the groups of windows
+            per batch that share one.
         seed: dropout seed; None draws from Keras' global seed (keras.utils.set_random_seed).
+        train_precision: PRECISIONS, the dtype of the input projection's matmul in training steps
+            (inference is float32).
     """
 
     def __init__(self, units: int, return_sequences: bool = False, dropout: float = 0.0,
-                 kernel_regularizer=None, recurrent_regularizer=None, mask_groups: int = MASK_GROUPS,
-                 seed: int | None = None, **kwargs):
+                 kernel_regularizer=None, recurrent_regularizer=None, mask_groups: int = 0,
+                 seed: int | None = None, train_precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if train_precision not in PRECISIONS:
+            raise ValueError(f"train_precision must be one of {PRECISIONS}, got {train_precision!r}")
+        self.train_precision = train_precision
         self.units, self.return_sequences, self.dropout = int(units), bool(return_sequences), float(dropout)
         self.mask_groups, self.seed = int(mask_groups), seed
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -97,13 +109,19 @@ class GroupDropoutBiLSTM(keras.layers.Layer):
         return tf.concat(outputs, -1)
 
     def _project(self, x, kernel, training):
-        """x @ kernel for every bin at once, the inputs dropped in training (`_dropped`)."""
+        """x @ kernel for every bin at once; in training the inputs dropped (per window, or per
+        group in `_grouped`) and the matmul in `train_precision`."""
         n, bins = int(x.shape[-1]), int(x.shape[1])
+        dtype = self.train_precision if training else "float32"
         if training and self.dropout > 0:
-            return self._dropped(x, kernel, n, bins)
-        return tf.reshape(tf.matmul(tf.reshape(x, [-1, n]), kernel), [-1, bins, 4 * self.units])
+            if self.mask_groups:
+                return self._grouped(x, kernel, n, bins, dtype)
+            keep = 1.0 - self.dropout
+            kept = keras.random.uniform((tf.shape(x)[0], 1, n), seed=self.seed_generator) < keep
+            x = x * (tf.cast(kept, x.dtype) / keep)  # Keras' dropout: one mask per window, all its bins
+        return tf.reshape(_matmul(tf.reshape(x, [-1, n]), kernel, dtype), [-1, bins, 4 * self.units])
 
-    def _dropped(self, x, kernel, n: int, bins: int):
+    def _grouped(self, x, kernel, n: int, bins: int, dtype: str):
         """The projection with one input mask per group of windows: each group keeps exactly
         `keep` random units, and multiplies only their inputs and kernel rows, scaled by n / keep
         so every input's expectation is unchanged (unit kept with probability keep / n)."""
@@ -115,7 +133,7 @@ class GroupDropoutBiLSTM(keras.layers.Layer):
         parts = []
         for g, xg in enumerate(tf.split(x, sizes, axis=0, num=groups)):
             rows = tf.gather(tf.transpose(tf.reshape(xg, [-1, n])), kept[g])  # (keep, windows x bins)
-            parts.append(tf.matmul(rows, tf.gather(kernel, kept[g]), transpose_a=True))
+            parts.append(_matmul(rows, tf.gather(kernel, kept[g]), dtype, transpose_a=True))
         z = tf.concat(parts, 0) * (n / keep)
         return tf.reshape(z, [-1, bins, 4 * self.units])
 
@@ -140,11 +158,22 @@ class GroupDropoutBiLSTM(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "units": self.units, "return_sequences": self.return_sequences,
                 "dropout": self.dropout, "mask_groups": self.mask_groups, "seed": self.seed,
+                "train_precision": self.train_precision,
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)
                 if self.kernel_regularizer else None,
                 "recurrent_regularizer": keras.regularizers.serialize(self.recurrent_regularizer)
                 if self.recurrent_regularizer else None}
 
 
+def _matmul(a, b, dtype: str, transpose_a: bool = False):
+    """a @ b in `dtype` (float32 or bfloat16), returned in a's dtype; TensorFlow's gradient of the
+    casts makes the kernel gradient's matmul bfloat16 too."""
+    if dtype == "float32":
+        return tf.matmul(a, b, transpose_a=transpose_a)
+    return tf.cast(tf.matmul(tf.cast(a, dtype), tf.cast(b, dtype), transpose_a=transpose_a), a.dtype)
+
+
 # What a model file names our layer by (its registered name): pass to keras.models.load_model.
-CUSTOM_OBJECTS = {keras.saving.get_registered_name(GroupDropoutBiLSTM): GroupDropoutBiLSTM}
+# Model folders trained before the layer's rename name it GroupDropoutBiLSTM (mask_groups=8 saved).
+CUSTOM_OBJECTS = {keras.saving.get_registered_name(FusedBiLSTM): FusedBiLSTM,
+                  "grasptpu>GroupDropoutBiLSTM": FusedBiLSTM}

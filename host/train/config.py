@@ -48,11 +48,13 @@ class TrainConfig:
     class_weights: bool = _option(False, "Weight classes by inverse frequency (rest:grasp is ~10:1).")
     calibration_windows: int = _option(1000, "Training windows stored with the model to calibrate its int8 ranges "
                                              "(stratified by label, plus the busiest window).", min=1)
-    lstm: str = _option("keras", "The LSTM layer trained: Keras' own Bidirectional(LSTM), unrolled, one input dropout mask "
-                                 "per window (the paper's scripts' layer), or grasptpu's 'grouped' layer, which shares each "
-                                 "mask within 8 groups of a batch (32 windows at the default batch of 256): 1.6x faster per "
-                                 "training step on MRec41, but in paired runs on average 1.5 points lower object accuracy "
-                                 "and 1.3 points lower detector F1 (docs/method.md, 'Training speed'). Both export alike.",
+    lstm: str = _option("fused-bf16", "The LSTM layer trained (all export alike; docs/method.md, 'Training speed'). "
+                                      "fused-bf16: grasptpu's layer, Keras' LSTM arithmetic and input dropout (one mask "
+                                      "per window), every bin's input projection in one matmul, in bfloat16 during "
+                                      "training steps (validation, test and export are float32); fused: the same in "
+                                      "float32; keras: Keras' own Bidirectional(LSTM), unrolled (the paper's scripts' "
+                                      "layer); grouped: one mask per group of 32 windows, faster but measured less "
+                                      "accurate.",
                         choices=TRAINING_LSTMS)
     seed: int = 0
     verbose: int | None = None   # Keras verbosity; None = progress bar on a terminal, a line per epoch otherwise

@@ -6,15 +6,14 @@ then 1-4 bidirectional LSTM layers (the last returns only its final state), then
 Dropout is LSTM input dropout; kernel and recurrent regularisation are none / L1 / L2 / L1+L2
 with factor 0.01.
 
-Why Keras' standard LSTM for training, unrolled over the 12 bins: it is the fastest exact layer
-on the CPU and the tuner needs many fits. Unrolling computes the same recurrence without
-TensorFlow's while-loop; measured here (one epoch, 2 cores, `tools/profile_train.py`) it trained
-the two-layer detector 1.9x faster (MRec41: 8536 against 4289 windows/s) and the one-layer one 8 %
-faster (ZRec50), and the two-layer object classifier no slower (MRec41). `lstm="grouped"`
-(host/train/bilstm.py, `grasptpu train --lstm grouped`) trades accuracy for speed: input dropout
-masks shared by groups of windows, so the first layer multiplies only the kept units (its figures:
-docs/method.md, "Training speed").
-`lstm="keras-loop"` is Keras' default while-loop, the reference way.
+Why grasptpu's own layer for training (host/train/bilstm.py, `lstm="fused-bf16"`): the tuner
+needs many fits and the CPU's time goes into the first layer's input projection. The layer is
+Keras' LSTM arithmetic and input dropout, unrolled over the 12 bins (the same recurrence without
+TensorFlow's while-loop: 1.9x on MRec41's two-layer detector), with every bin's projection in one
+matmul, done in bfloat16 during training steps; its figures against Keras' own unrolled layer
+(`lstm="keras"`) are in docs/method.md, "Training speed". `lstm="fused"` is the same layer in
+float32, `lstm="grouped"` shares input dropout masks within groups of windows (faster, less
+accurate), `lstm="keras-loop"` is Keras' default while-loop, the reference way.
 
 It is *not* what goes to the board. Measured here (tensorflow 2.21, keras 3.15): full-int8
 conversion of `Bidirectional(LSTM)` crashes inside the calibrator, and `LSTM(unroll=True)`
@@ -65,7 +64,7 @@ def _regularizer(name: str):
 
 def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
                 input_mean: np.ndarray | None = None, input_var: np.ndarray | None = None,
-                target_scale: tuple[float, float] | None = None, lstm: str = "keras"):
+                target_scale: tuple[float, float] | None = None, lstm: str = "fused-bf16"):
     """A compiled BiLSTM classifier (or, with `target_scale`, regressor) for ``(window_bins, n_units)``
     count windows.
 
@@ -77,8 +76,9 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
         input_mean, input_var: per-unit statistics of the training windows; identity if None.
         target_scale: (mean, sd) of the training targets: a regressor whose one linear output is
             rescaled by them (so the network learns a unit-range value), trained on squared error.
-        lstm: Keras' `Bidirectional(LSTM)` "keras" (unrolled over the window) or "keras-loop" (its
-            default while-loop, the reference way), or "grouped" (host/train/bilstm.py).
+        lstm: one of LSTM_KINDS: our fused layer "fused-bf16" or "fused", or its "grouped" mode
+            (host/train/bilstm.py); Keras' `Bidirectional(LSTM)` "keras" (unrolled over the window)
+            or "keras-loop" (its default while-loop, the reference way).
     Returns:
         A compiled `keras.Model` (Adam; sparse categorical cross-entropy and accuracy, or squared
         error and absolute error).
@@ -111,8 +111,11 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
     return model
 
 
-TRAINING_LSTMS = ("keras", "grouped")  # what `grasptpu train --lstm` offers (host.train.config)
-LSTM_KINDS = (*TRAINING_LSTMS, "keras-loop")  # and the reference way's loop, for the benchmarks
+# What `grasptpu train --lstm` offers (host.train.config), the default first: our fused layer
+# (host/train/bilstm.py) with a bfloat16 or float32 projection, Keras' own unrolled layer, the
+# grouped-mask mode. LSTM_KINDS adds Keras' while-loop, the reference way, for the benchmarks.
+TRAINING_LSTMS = ("fused-bf16", "fused", "keras", "grouped")
+LSTM_KINDS = (*TRAINING_LSTMS, "keras-loop")
 
 
 def _bilstm(kind: str, name: str, units: int, sequences: bool, dropout: float, kernel_reg: str, recurrent_reg: str):
@@ -120,12 +123,14 @@ def _bilstm(kind: str, name: str, units: int, sequences: bool, dropout: float, k
     import keras
 
     regs = {"kernel_regularizer": _regularizer(kernel_reg), "recurrent_regularizer": _regularizer(recurrent_reg)}
-    if kind == "grouped":
-        from host.train.bilstm import GroupDropoutBiLSTM
-
-        return GroupDropoutBiLSTM(units, return_sequences=sequences, dropout=dropout, name=name, **regs)
     if kind not in LSTM_KINDS:
         raise ValueError(f"no LSTM kind {kind!r}; known: {LSTM_KINDS}")
+    if kind in ("fused-bf16", "fused", "grouped"):
+        from host.train.bilstm import MASK_GROUPS, FusedBiLSTM
+
+        return FusedBiLSTM(units, return_sequences=sequences, dropout=dropout, name=name,
+                           mask_groups=MASK_GROUPS if kind == "grouped" else 0,
+                           train_precision="bfloat16" if kind == "fused-bf16" else "float32", **regs)
     lstm = keras.layers.LSTM(units, return_sequences=sequences, dropout=dropout, unroll=kind == "keras",
                              name=f"lstm_{name.split('_')[-1]}", **regs)
     return keras.layers.Bidirectional(lstm, name=name)
