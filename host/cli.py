@@ -278,7 +278,10 @@ def _train_config(recording: Path, task: str, preset: str, hp_pairs: tuple[str, 
         chosen, why = preset_for(recording.name, preset, task)
         base = model_mod.preset(chosen)
         click.echo(f"hyperparameters: preset {chosen} ({why})")
-    return TrainConfig(task=task, hyperparameters={**base, **_hp_overrides(hp_pairs)}, seed=seed, **options)
+    config = TrainConfig(task=task, hyperparameters={**base, **_hp_overrides(hp_pairs)}, seed=seed, **options)
+    chosen_by = "asked for" if options.get("lstm") else "the default on this CPU, see --lstm"
+    click.echo(f"LSTM layer: {config.lstm} ({chosen_by})")
+    return config
 
 
 @main.command()

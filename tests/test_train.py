@@ -13,7 +13,7 @@ import pytest
 from host.data import matfile
 from host.data import synth
 from host.modelfolder import sha256_of
-from host.train.model import PRESETS, SEARCH_SPACE, build_model, fixed_hp
+from host.train.model import PRESETS, SEARCH_SPACE, build_model, default_lstm, fixed_hp
 from host.data.prepare import assert_disjoint
 from host.train.config import TrainConfig
 from host.train.fit import Thinning, class_weight_vector, far_rest, make_feed
@@ -36,8 +36,9 @@ def session(tmp_path_factory):
 def test_presets_build_methods_architecture():
     m = build_model(fixed_hp(PRESETS["two-layer"]), n_units=10, n_classes=7)
     bilstm = [layer for layer in m.layers if layer.name.startswith("bilstm_")]
-    assert len(bilstm) == 2 and all(layer.units == 40 for layer in bilstm)  # the default layer, fused-bf16
-    assert bilstm[0].dropout == 0.8 and bilstm[0].train_precision == "bfloat16" and bilstm[0].mask_groups == 0
+    assert len(bilstm) == 2 and all(layer.units == 40 for layer in bilstm)  # the default layer, fused(-bf16)
+    precision = "bfloat16" if default_lstm() == "fused-bf16" else "float32"
+    assert bilstm[0].dropout == 0.8 and bilstm[0].train_precision == precision and bilstm[0].mask_groups == 0
     assert m.output_shape == (None, 7) and m.input_shape == (None, 12, 10)
     z = build_model(fixed_hp(PRESETS["one-layer"]), n_units=10, n_classes=7)
     assert len([layer for layer in z.layers if layer.name.startswith("bilstm_")]) == 1
@@ -381,6 +382,18 @@ def test_the_aperture_decoder_beats_wiener_and_kalman_and_passes_the_int8_gate_u
     assert runner.invoke(main, ["quantize", str(folder), "--representative", str(tmp_path / "quiet.npy")]).exit_code == 0
     result = runner.invoke(main, ["check-quant", str(folder)])
     assert result.exit_code == 1 and "FAIL: int8 R2 is" in result.output and "mm RMS" in result.output, result.output
+
+
+def test_the_default_layer_projects_in_bfloat16_only_where_the_cpu_multiplies_it_natively(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n\nprocessor\t: 1\n")
+    assert default_lstm(str(cpuinfo)) == "fused"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    assert default_lstm(str(cpuinfo)) == "fused-bf16"
+    cpuinfo.write_text("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert default_lstm(str(cpuinfo)) == "fused-bf16"
+    assert default_lstm(str(tmp_path / "absent")) == "fused"  # no /proc (macOS, Windows): float32
+    assert TrainConfig(task="object", hyperparameters=SMALL_HP).lstm == default_lstm()  # resolved, so recorded
 
 
 def test_an_unknown_lstm_layer_is_one_line():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from host.errors import GrasptpuError
-from host.train.model import TRAINING_LSTMS
+from host.train.model import TRAINING_LSTMS, default_lstm
 
 
 def _option(default, help: str, **extra):
@@ -48,13 +48,14 @@ class TrainConfig:
     class_weights: bool = _option(False, "Weight classes by inverse frequency (rest:grasp is ~10:1).")
     calibration_windows: int = _option(1000, "Training windows stored with the model to calibrate its int8 ranges "
                                              "(stratified by label, plus the busiest window).", min=1)
-    lstm: str = _option("fused-bf16", "The LSTM layer trained (all export alike; docs/method.md, 'Training speed'). "
-                                      "fused-bf16: grasptpu's layer, Keras' LSTM arithmetic and input dropout (one mask "
-                                      "per window), every bin's input projection in one matmul, in bfloat16 during "
-                                      "training steps (validation, test and export are float32); fused: the same in "
-                                      "float32; keras: Keras' own Bidirectional(LSTM), unrolled (the paper's scripts' "
-                                      "layer); grouped: one mask per group of 32 windows, faster but measured less "
-                                      "accurate.",
+    lstm: str | None = _option(None, "The LSTM layer trained (all export alike; docs/method.md, 'Training speed'). "
+                                     "fused-bf16: grasptpu's layer, Keras' LSTM arithmetic and input dropout (one "
+                                     "mask per window), every bin's input projection in one matmul, in bfloat16 "
+                                     "during training steps (validation, test and export are float32); fused: the "
+                                     "same in float32; keras: Keras' own Bidirectional(LSTM), unrolled (the paper's "
+                                     "scripts' layer); grouped: one mask per group of 32 windows, faster but "
+                                     "measured less accurate. Default: fused-bf16 where the CPU multiplies bfloat16 "
+                                     "natively (avx512_bf16 or amx_bf16 in /proc/cpuinfo), else fused.",
                         choices=TRAINING_LSTMS)
     seed: int = 0
     verbose: int | None = None   # Keras verbosity; None = progress bar on a terminal, a line per epoch otherwise
@@ -63,6 +64,8 @@ class TrainConfig:
         for name, value in {**DEFAULTS, **TASK_DEFAULTS.get(self.task, {})}.items():
             if getattr(self, name) is None:  # resolved here, so the manifest records the value used
                 setattr(self, name, value)
+        if self.lstm is None:
+            self.lstm = default_lstm()
         if self.lstm not in TRAINING_LSTMS:
             raise GrasptpuError(f"--lstm {self.lstm!r}: choose one of {', '.join(TRAINING_LSTMS)}")
         if self.rest_sample > 1 and self.task != "grasp-phase":

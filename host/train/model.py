@@ -64,7 +64,7 @@ def _regularizer(name: str):
 
 def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
                 input_mean: np.ndarray | None = None, input_var: np.ndarray | None = None,
-                target_scale: tuple[float, float] | None = None, lstm: str = "fused-bf16"):
+                target_scale: tuple[float, float] | None = None, lstm: str | None = None):
     """A compiled BiLSTM classifier (or, with `target_scale`, regressor) for ``(window_bins, n_units)``
     count windows.
 
@@ -78,13 +78,14 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
             rescaled by them (so the network learns a unit-range value), trained on squared error.
         lstm: one of LSTM_KINDS: our fused layer "fused-bf16" or "fused", or its "grouped" mode
             (host/train/bilstm.py); Keras' `Bidirectional(LSTM)` "keras" (unrolled over the window)
-            or "keras-loop" (its default while-loop, the reference way).
+            or "keras-loop" (its default while-loop, the reference way); None: `default_lstm()`.
     Returns:
         A compiled `keras.Model` (Adam; sparse categorical cross-entropy and accuracy, or squared
         error and absolute error).
     """
     import keras
 
+    lstm = lstm or default_lstm()
     layers = hp.Choice("bilstm_layers", SEARCH_SPACE["bilstm_layers"])
     units = hp.Choice("units", SEARCH_SPACE["units"])
     dropout = hp.Choice("dropout", SEARCH_SPACE["dropout"])
@@ -116,6 +117,20 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
 # grouped-mask mode. LSTM_KINDS adds Keras' while-loop, the reference way, for the benchmarks.
 TRAINING_LSTMS = ("fused-bf16", "fused", "keras", "grouped")
 LSTM_KINDS = (*TRAINING_LSTMS, "keras-loop")
+# CPU flags (Linux /proc/cpuinfo) of native bfloat16 matmul: without them TensorFlow converts
+# bfloat16 in software and the bfloat16 projection would be slower, not faster.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def default_lstm(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The layer `grasptpu train` uses unless told: "fused-bf16" where the CPU multiplies bfloat16
+    natively (BF16_CPU_FLAGS), else "fused" (the same layer in float32)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        flags = set()
+    return "fused-bf16" if flags & set(BF16_CPU_FLAGS) else "fused"
 
 
 def _bilstm(kind: str, name: str, units: int, sequences: bool, dropout: float, kernel_reg: str, recurrent_reg: str):
