@@ -4,8 +4,8 @@ layer with a bfloat16 or float32 projection, Keras' LSTM unrolled over the windo
 mode) and Keras' default while-loop ("keras-loop", the reference way), optionally under XLA.
 
 Each variant builds the session's default model (its preset, seeded), runs one warm-up epoch
-(tracing), then times one more epoch and one validation pass on the same feeds `grasptpu train`
-uses. Prints windows per second and the ratio to the first variant listed (by default Keras'
+(tracing), then times `--repeat` more epochs and validation passes on the same feeds `grasptpu
+train` uses (medians). Prints windows per second and the ratio to the first variant listed (by default Keras'
 unrolled layer), measured in the same run.
 Usage: python tools/profile_train.py data/ZRec50.neo.mat --task grasp-phase [--variants keras,fused,fused-bf16]
 """
@@ -53,13 +53,16 @@ def _variant(hypermodel, hp, name: str):
 @click.option("--variants", default="keras,fused,fused-bf16", show_default=True,
               help=f"Comma-separated, of {', '.join(VARIANTS)}.")
 @click.option("--rest-sample", type=click.IntRange(min=1), default=None, help="As grasptpu train (default: its own).")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Epochs and validation passes timed per variant (after the warm-up); the median is printed "
+                   "(one epoch's time varies by about 10 % here).")
 @click.option("--turnover-epochs", type=click.IntRange(min=0), default=5, show_default=True,
               help="Epochs (with validation) to time the wait at each epoch's start, tf.data's autotuner on "
                    "and off, with the first variant; 0 skips it.")
 @click.option("--tf-threads", default="", metavar="INTRA,INTER",
               help="TensorFlow's intra-op and inter-op threads, e.g. 2,2 for its default on 2 cores. Default: "
                    "grasptpu's (1 per op, every core for ops side by side; host.train.fit.use_threads).")
-def main(recording: Path, task: str, variants: str, rest_sample: int | None, turnover_epochs: int,
+def main(recording: Path, task: str, variants: str, rest_sample: int | None, repeat: int, turnover_epochs: int,
          tf_threads: str) -> None:
     """Time the feed, a training epoch and a validation pass per variant."""
     import numpy as np
@@ -104,12 +107,12 @@ def main(recording: Path, task: str, variants: str, rest_sample: int | None, tur
     for v in chosen:
         model = _variant(hypermodel, fixed_hp(config.hyperparameters), v)
         warm = _time(lambda: model.fit(feed, epochs=1, verbose=0))
-        epoch = _time(lambda: model.fit(feed, epochs=1, verbose=0))
+        epoch = float(np.median([_time(lambda: model.fit(feed, epochs=1, verbose=0)) for _ in range(repeat)]))
         model.evaluate(val_feed, verbose=0)
-        evaluation = _time(lambda: model.evaluate(val_feed, verbose=0))
+        evaluation = float(np.median([_time(lambda: model.evaluate(val_feed, verbose=0)) for _ in range(repeat)]))
         base = base or (v, epoch + evaluation)
-        print(f"  {v:<13} warm-up epoch {warm:6.1f} s | epoch {epoch:6.1f} s ({per_epoch / epoch:6.0f} windows/s) "
-              f"+ validation {evaluation:5.1f} s ({len(val) / evaluation:6.0f} windows/s) | "
+        print(f"  {v:<13} warm-up epoch {warm:6.1f} s | epoch {epoch:6.2f} s ({per_epoch / epoch:6.0f} windows/s) "
+              f"+ validation {evaluation:5.2f} s ({len(val) / evaluation:6.0f} windows/s) | "
               f"{base[1] / (epoch + evaluation):4.2f}x {base[0]}")
     if turnover_epochs:
         hp = fixed_hp(config.hyperparameters)
