@@ -189,3 +189,11 @@ def test_a_model_saved_under_the_layers_former_name_loads(tmp_path):
             old.writestr(item, data)
     loaded = keras.models.load_model(tmp_path / "old.keras", custom_objects=CUSTOM_OBJECTS, compile=False)
     assert (loaded.get_layer("bilstm_0").mask_groups, loaded.get_layer("bilstm_0").train_precision) == (8, "float32")
+
+
+@pytest.mark.parametrize("kwargs,message", [({"dropout": 1.0}, "dropout must be in"),
+                                            ({"train_precision": "float16"}, "train_precision must be one of"),
+                                            ({"mask_groups": -1}, "mask_groups must be 0")])
+def test_a_bad_argument_is_refused_when_the_layer_is_made(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FusedBiLSTM(4, **kwargs)

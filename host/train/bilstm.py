@@ -74,9 +74,10 @@ class FusedBiLSTM(keras.layers.Layer):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if train_precision not in PRECISIONS:
             raise ValueError(f"train_precision must be one of {PRECISIONS}, got {train_precision!r}")
-        self.train_precision = train_precision
+        if mask_groups < 0:
+            raise ValueError(f"mask_groups must be 0 (one mask per window) or more, got {mask_groups}")
         self.units, self.return_sequences, self.dropout = int(units), bool(return_sequences), float(dropout)
-        self.mask_groups, self.seed = int(mask_groups), seed
+        self.mask_groups, self.seed, self.train_precision = int(mask_groups), seed, train_precision
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
         self.seed_generator = keras.random.SeedGenerator(seed)
