@@ -6,10 +6,10 @@ two-layer detector (568 units, batch 256) spends about half its time projecting 
 layer's inputs, 12 bins x 568 units x 160 gate columns per window and direction, an arithmetic
 load already near the cores' float32 peak. Keras' LSTM (unrolled) applies the input dropout mask
 and multiplies the kernel once per bin; this layer masks each window once and projects all its
-bins in one matmul (in float32 as fast as Keras' layer), and with `train_precision="bfloat16"`
-does that matmul, forward and kernel gradient, in bfloat16 with float32 accumulation (the CPU's
-AVX512-BF16 instructions), everything else in float32: an epoch with validation of MRec41's
-detector 1.13x, of its object classifier 1.20x. Inference (validation, test, export) is float32
+bins in one matmul (in float32 0.98-1.21x Keras' layer, within this machine's timing drift), and
+with `train_precision="bfloat16"` does that matmul, forward and kernel gradient, in bfloat16 with
+float32 accumulation (the CPU's AVX512-BF16 instructions), everything else in float32: an epoch
+with validation of MRec41's detector or object classifier 1.13-1.20x Keras' layer. Inference (validation, test, export) is float32
 always, so every reported metric is the float32 model's; in paired runs the bfloat16 and float32
 projections ended within 0.2 points of each other.
 
