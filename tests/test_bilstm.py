@@ -4,6 +4,8 @@ shared by groups of windows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -165,30 +167,20 @@ def test_a_model_with_the_layer_saves_and_loads_in_safe_mode(tmp_path):
     assert len(loaded.losses) == 4
 
 
-def test_a_model_saved_under_the_layers_former_name_loads(tmp_path):
-    """Model folders trained with `--lstm grouped` before the rename name the layer
-    grasptpu>GroupDropoutBiLSTM; CUSTOM_OBJECTS (what grasptpu loads with) still reads them."""
-    import json
-    import zipfile
-
+def test_a_model_saved_before_the_rename_loads_with_its_weights():
+    """tests/data/grouped-layer-before-rename.keras was saved by the layer's code before the rename
+    (commit b765850, class GroupDropoutBiLSTM, two layers, mask_groups 8) with its outputs on four
+    windows: grasptpu's CUSTOM_OBJECTS load it in safe mode and reproduce them."""
     import keras
 
-    inputs = keras.Input((12, 7))
-    model = keras.Model(inputs, FusedBiLSTM(5, dropout=0.5, mask_groups=8, name="bilstm_0")(inputs))
-    model.save(tmp_path / "new.keras")
-    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(tmp_path / "old.keras", "w") as old:
-        for item in new.infolist():
-            data = new.read(item)
-            if item.filename == "config.json":
-                config = json.loads(data)
-                layer = next(c for c in config["config"]["layers"] if c["name"] == "bilstm_0")
-                assert layer["registered_name"] == "grasptpu>FusedBiLSTM"
-                layer["registered_name"], layer["class_name"] = "grasptpu>GroupDropoutBiLSTM", "GroupDropoutBiLSTM"
-                del layer["config"]["train_precision"]
-                data = json.dumps(config).encode()
-            old.writestr(item, data)
-    loaded = keras.models.load_model(tmp_path / "old.keras", custom_objects=CUSTOM_OBJECTS, compile=False)
-    assert (loaded.get_layer("bilstm_0").mask_groups, loaded.get_layer("bilstm_0").train_precision) == (8, "float32")
+    data = Path(__file__).parent / "data"
+    model = keras.models.load_model(data / "grouped-layer-before-rename.keras", custom_objects=CUSTOM_OBJECTS,
+                                    compile=False, safe_mode=True)
+    saved = np.load(data / "grouped-layer-before-rename.npz")
+    np.testing.assert_allclose(model.predict_on_batch(saved["windows"]), saved["outputs"], atol=1e-6)
+    layer = model.get_layer("bilstm_0")
+    assert isinstance(layer, FusedBiLSTM) and (layer.mask_groups, layer.train_precision) == (8, "float32")
+    assert len(model.losses) == 2  # its L2 kernel regularisers, one per direction
 
 
 @pytest.mark.parametrize("kwargs,message", [({"dropout": 1.0}, "dropout must be in"),

@@ -50,7 +50,7 @@ def test_tuner_space_is_methods():
     assert SEARCH_SPACE["kernel_regularizer"] == ["none", "l1", "l2", "l1_l2"]
 
 
-@pytest.mark.parametrize("task,lstm", [("object", "grouped"), ("grasp-phase", "keras")])
+@pytest.mark.parametrize("task,lstm", [("object", "fused-bf16"), ("object", "grouped"), ("grasp-phase", "keras")])
 def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_path, task, lstm, capsys):
     config = TrainConfig(task=task, hyperparameters=SMALL_HP, epochs=6, seed=0, verbose=0,
                          class_weights=task == "grasp-phase", lstm=lstm)
@@ -86,10 +86,11 @@ def test_training_beats_chance_and_writes_a_complete_model_folder(session, tmp_p
 
     model = load_keras(folder, manifest)
     assert model.output_shape[-1] == len(manifest["data"]["classes"])
-    layer = {"grouped": "FusedBiLSTM", "keras": "Bidirectional"}[lstm]  # the layer asked for, recorded
+    layer = {"keras": "Bidirectional"}.get(lstm, "FusedBiLSTM")  # the layer asked for, recorded
     assert type(model.get_layer("bilstm_0")).__name__ == layer and manifest["config"]["lstm"] == lstm
-    if lstm == "grouped":
-        assert model.get_layer("bilstm_0").mask_groups == 8
+    if lstm != "keras":
+        bi = model.get_layer("bilstm_0")
+        assert (bi.mask_groups, bi.train_precision) == ((8, "float32") if lstm == "grouped" else (0, "bfloat16"))
 
 
 

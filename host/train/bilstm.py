@@ -1,5 +1,5 @@
 """grasptpu's training BiLSTM layer: Keras' LSTM arithmetic, unrolled over the window, with the
-input projection of every bin in one matmul, in bfloat16 during training steps.
+input projection of every bin in one matmul, optionally in bfloat16 during training steps.
 
 Why it exists (docs/method.md, "Training speed"): on 2 cores a training step of MRec41's
 two-layer detector (568 units, batch 256) spends about half its time projecting the first
@@ -7,9 +7,12 @@ layer's inputs, 12 bins x 568 units x 160 gate columns per window and direction,
 load already near the cores' float32 peak. Keras' LSTM (unrolled) applies the input dropout mask
 and multiplies the kernel once per bin; this layer masks each window once and projects all its
 bins in one matmul (in float32 0.98-1.21x Keras' layer, within this machine's timing drift), and
-with `train_precision="bfloat16"` does that matmul, forward and kernel gradient, in bfloat16 with
-float32 accumulation (the CPU's AVX512-BF16 instructions), everything else in float32: an epoch
-with validation of MRec41's detector or object classifier 1.13-1.20x Keras' layer. Inference (validation, test, export) is float32
+with `train_precision="bfloat16"` does that matmul in bfloat16 with float32 accumulation (the CPU's
+AVX512-BF16 instructions): its inputs and kernel rounded to bfloat16, and so are its results, the
+kernel gradient and (above the first layer) the gradient passed down to the layer below. The
+recurrence, the other layers, the weights and the optimiser stay float32. An epoch with
+validation of MRec41's detector or object classifier: 1.13-1.20x Keras' layer. Inference
+(validation, test, export) is float32
 always, so every reported metric is the float32 model's; in paired runs the bfloat16 and float32
 projections ended within 0.2 points of each other.
 
@@ -176,7 +179,12 @@ def _matmul(a, b, dtype: str, transpose_a: bool = False):
     return tf.cast(tf.matmul(tf.cast(a, dtype), tf.cast(b, dtype), transpose_a=transpose_a), a.dtype)
 
 
-# What a model file names our layer by (its registered name): pass to keras.models.load_model.
-# Model folders trained before the layer's rename name it GroupDropoutBiLSTM (mask_groups=8 saved).
-CUSTOM_OBJECTS = {keras.saving.get_registered_name(FusedBiLSTM): FusedBiLSTM,
-                  "grasptpu>GroupDropoutBiLSTM": FusedBiLSTM}
+@keras.saving.register_keras_serializable(package="grasptpu")
+class GroupDropoutBiLSTM(FusedBiLSTM):
+    """The layer's name before it became FusedBiLSTM, so model folders trained with `--lstm grouped`
+    then still load: Keras 3 finds a layer's weights in the file under its class name (snake case),
+    so the old name must be a class, not only an alias. Nothing builds it any more."""
+
+
+# What a model file names our layers by (their registered names): pass to keras.models.load_model.
+CUSTOM_OBJECTS = {keras.saving.get_registered_name(c): c for c in (FusedBiLSTM, GroupDropoutBiLSTM)}

@@ -10,9 +10,9 @@ Why grasptpu's own layer for training (host/train/bilstm.py, `lstm="fused-bf16"`
 needs many fits and the CPU's time goes into the first layer's input projection. The layer is
 Keras' LSTM arithmetic and input dropout, unrolled over the 12 bins (the same recurrence without
 TensorFlow's while-loop: 1.9x on MRec41's two-layer detector), with every bin's projection in one
-matmul, done in bfloat16 during training steps; its figures against Keras' own unrolled layer
-(`lstm="keras"`) are in docs/method.md, "Training speed". `lstm="fused"` is the same layer in
-float32, `lstm="grouped"` shares input dropout masks within groups of windows (faster, less
+matmul, done in bfloat16 during training steps where the CPU multiplies bfloat16 natively
+(`default_lstm`; else `lstm="fused"`, the same in float32); its figures against Keras' own unrolled layer
+(`lstm="keras"`) are in docs/method.md, "Training speed". `lstm="grouped"` shares input dropout masks within groups of windows (faster, less
 accurate), `lstm="keras-loop"` is Keras' default while-loop, the reference way.
 
 It is *not* what goes to the board. Measured here (tensorflow 2.21, keras 3.15): full-int8
