@@ -108,11 +108,14 @@ class FusedBiLSTM(keras.layers.Layer):
         return (input_shape[0], 2 * self.units)
 
     def call(self, inputs, training=False):
-        outputs = []
-        for (kernel, recurrent, bias), backward in zip(self.cells, (False, True)):
-            z = self._project(inputs, kernel, training) + bias
-            outputs.append(self._recur(z, recurrent, backward))
-        return tf.concat(outputs, -1)
+        return self.recur_projected([self._project(inputs, kernel, training) + bias for kernel, _, bias in self.cells])
+
+    def recur_projected(self, projected: list):
+        """The layer's output from its inputs already projected, x @ kernel + bias of each direction
+        (batch, bins, 4 x units): both recurrences, concatenated. Validation (host/train/validate.py)
+        projects each bin once and gathers the windows' bins before calling this."""
+        return tf.concat([self._recur(z, recurrent, backward)
+                          for z, (_, recurrent, _), backward in zip(projected, self.cells, (False, True))], -1)
 
     def _project(self, x, kernel, training):
         """x @ kernel for every bin at once; in training the inputs dropped (per window, or per

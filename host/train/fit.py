@@ -282,13 +282,16 @@ class DecoderHyperModel(kt.HyperModel):
         Extra `callbacks` (the tuner's) are added to these; positional data arguments are ignored."""
         import tensorflow as tf
 
+        from host.train.validate import bin_validation
+
         c, train = self.config, self.sets["train"]
         counts = tf.constant(np.asarray(train.counts))  # the session's counts, shared by both feeds
         train_feed = make_feed(counts, train, c.batch_size, True, c.seed, self.loss_weights(), c.epoch_sample,
                                self.thinning())
-        val_feed = make_feed(counts, self.sets["validation"], 1024, False, c.seed)
+        validation = bin_validation(model, counts, self.sets["validation"])  # None: Keras' layer
+        val_feed = None if validation else make_feed(counts, self.sets["validation"], 1024, False, c.seed)
         return model.fit(train_feed, validation_data=val_feed, epochs=kwargs.pop("epochs", c.epochs),
-                         callbacks=[*self.schedule(), *callbacks],
+                         callbacks=[*([validation] if validation else []), *self.schedule(), *callbacks],
                          verbose=keras_verbosity(kwargs.pop("verbose", c.verbose)),
                          shuffle=False)  # the tf.data feed shuffles, seeded
 
