@@ -183,6 +183,18 @@ def test_the_first_thread_choice_in_a_process_stands():
     assert out == ["(1,", "3)", "(1,", "3)", "1", "3"]
 
 
+def test_graph_rewrites_are_off_for_training_and_the_first_choice_stands():
+    """Training turns grappler off; the reference way's earlier call (TensorFlow's default) stays."""
+    code = ("from host.train.fit import graph_rewrites; import tensorflow as tf; a = graph_rewrites(); "
+            "b = graph_rewrites(True); print(a, b, tf.config.optimizer.get_experimental_options())")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout
+    assert out.startswith("False False ") and "'disable_meta_optimizer': True" in out
+    code = code.replace("a = graph_rewrites(); b = graph_rewrites(True)", "a = graph_rewrites(True); b = graph_rewrites()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout
+    assert out.startswith("True True ") and "'disable_meta_optimizer': False" in out
+
+
 def test_thinning_keeps_grasp_and_near_rest_and_draws_a_fresh_share_of_far_rest_each_epoch(session):
     """The detector's epochs: every grasp and near-rest window once, ceil(far / K) far rest windows,
     another draw next epoch, the same draws for the same seed; far rest weighted K times, mean 1."""

@@ -1,9 +1,12 @@
 """Our training against the reference way, on the same session, model and stopping rule.
 
 The authors' reference scripts materialise every window as one float array and call `model.fit`
-on it, every window every epoch, with Keras' default (looped) LSTM and TensorFlow's default threads.
+on it, every window every epoch, with Keras' default (looped) LSTM and TensorFlow's default threads
+and graph optimiser.
 `grasptpu train` gathers each batch in-graph from the uint8 counts, unrolls the LSTMs over the 12
-bins, runs each op on one thread (host.train.fit.use_threads), and trains the detector with its
+bins, runs each op on one thread (host.train.fit.use_threads) without TensorFlow's graph rewrites
+(host.train.fit.graph_rewrites), validates with each bin projected once (host/train/validate.py),
+and trains the detector with its
 default `rest_sample` (each run prints the value; K > 1 thins the far rest windows per epoch,
 their loss reweighted). Each way runs in its own
 process (so peak RSS is its own: data preparation, arrays, TensorFlow), seeded alike, with the same
@@ -45,12 +48,13 @@ def run_way(recording: Path, task: str, way: str) -> dict:
     from host.data.prepare import prepare
     from host.train.config import TrainConfig, preset_for
     from host.train.evaluate import evaluate
-    from host.train.fit import DecoderHyperModel, use_threads
+    from host.train.fit import DecoderHyperModel, graph_rewrites, use_threads
     from host.train.model import build_model, fixed_hp, preset
 
     name, _ = preset_for(recording.name, "auto", task)
-    if way == "reference":  # TensorFlow's own threads (every core per op and side by side), not ours
+    if way == "reference":  # TensorFlow's own threads (every core per op and side by side) and graph rewrites
         use_threads(0, 0)
+        graph_rewrites(True)
     overrides = {"rest_sample": 1} if way == "reference" and task == "grasp-phase" else {}  # every window
     config = TrainConfig(task=task, hyperparameters=preset(name), verbose=0, **overrides)
     prepared = prepare(recording)

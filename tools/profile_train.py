@@ -5,7 +5,8 @@ mode) and Keras' default while-loop ("keras-loop", the reference way), optionall
 
 Each variant builds the session's default model (its preset, seeded), runs one warm-up epoch
 (tracing), then times `--repeat` more epochs and validation passes on the same feeds `grasptpu
-train` uses (medians). Prints windows per second and the ratio to the first variant listed (by default Keras'
+train` uses, and its validation (each bin projected once for the fused layers, host/train/validate.py;
+Keras' evaluate for Keras' layers) (medians). Prints windows per second and the ratio to the first variant listed (by default Keras'
 unrolled layer), measured in the same run.
 Usage: python tools/profile_train.py data/ZRec50.neo.mat --task grasp-phase [--variants keras,fused,fused-bf16]
 """
@@ -45,6 +46,18 @@ def _variant(hypermodel, hp, name: str):
     if name.endswith("xla"):
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=True)
     return model
+
+
+def _validation(model, counts, windows, feed):
+    """The validation pass training runs for this model: each bin projected once
+    (host/train/validate.py), or Keras' evaluate for Keras' layers."""
+    from host.train.validate import bin_validation
+
+    fast = bin_validation(model, counts, windows)
+    if fast is None:
+        return lambda: model.evaluate(feed, verbose=0)
+    fast.set_model(model)
+    return fast.scores
 
 
 @click.command()
@@ -108,8 +121,9 @@ def main(recording: Path, task: str, variants: str, rest_sample: int | None, rep
         model = _variant(hypermodel, fixed_hp(config.hyperparameters), v)
         warm = _time(lambda: model.fit(feed, epochs=1, verbose=0))
         epoch = float(np.median([_time(lambda: model.fit(feed, epochs=1, verbose=0)) for _ in range(repeat)]))
-        model.evaluate(val_feed, verbose=0)
-        evaluation = float(np.median([_time(lambda: model.evaluate(val_feed, verbose=0)) for _ in range(repeat)]))
+        validate = _validation(model, counts, val, val_feed)
+        validate()  # tracing
+        evaluation = float(np.median([_time(validate) for _ in range(repeat)]))
         base = base or (v, epoch + evaluation)
         print(f"  {v:<13} warm-up epoch {warm:6.1f} s | epoch {epoch:6.2f} s ({per_epoch / epoch:6.0f} windows/s) "
               f"+ validation {evaluation:5.2f} s ({len(val) / evaluation:6.0f} windows/s) | "

@@ -25,7 +25,7 @@ from host.files import StagedDir, write_json
 from host.modelfolder import write_manifest
 from host.provenance import environment
 from host.train.evaluate import evaluate, write_aperture_report, write_report
-from host.train.fit import TrainConfig, TrainResult, config_dict, train, use_threads
+from host.train.fit import TrainConfig, TrainResult, config_dict, graph_rewrites, train, use_threads
 
 
 @dataclass
@@ -127,7 +127,8 @@ def run_training(recording: Path, config: TrainConfig, models_dir: Path, name: s
             "training": {"seconds": result.seconds, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                          "train_windows": result.train_windows, "epoch_windows": result.epoch_windows,
                          "windows_per_second": result.windows_per_second,
-                         "tf_threads": dict(zip(("intra_op", "inter_op"), use_threads()))},
+                         "tf_threads": dict(zip(("intra_op", "inter_op"), use_threads())),
+                         "tf_graph_rewrites": graph_rewrites()},
             "metrics": {"test": _headline(test_metrics)},
             "test_set": {"file": TEST_SET, "windows": len(sets["test"]), "split": "test"},
             "calibration": calibration_info,
