@@ -183,6 +183,22 @@ def test_the_first_thread_choice_in_a_process_stands():
     assert out == ["(1,", "3)", "(1,", "3)", "1", "3"]
 
 
+@pytest.mark.parametrize("task", ["object", "aperture"])
+def test_the_training_step_is_traced_once(session, task):
+    """The optimiser's and the metrics' variables exist before fit: a first trace that created them
+    would make TensorFlow trace the (unrolled, slow to trace) step a second time."""
+    from host.data.prepare import prepare
+    from host.train.fit import DecoderHyperModel
+
+    config = TrainConfig(task=task, hyperparameters=SMALL_HP, epochs=2, verbose=0)
+    hypermodel = DecoderHyperModel(prepare(session), config)
+    model = hypermodel.build(fixed_hp(SMALL_HP))
+    traces, step = [], model.train_step
+    model.train_step = lambda data: traces.append(1) or step(data)
+    history = hypermodel.fit(fixed_hp(SMALL_HP), model).history
+    assert len(traces) == 1 and len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
+
+
 def test_graph_rewrites_are_off_for_training_and_the_first_choice_stands():
     """Training turns grappler off; the reference way's earlier call (TensorFlow's default) stays."""
     code = ("from host.train.fit import graph_rewrites; import tensorflow as tf; a = graph_rewrites(); "
