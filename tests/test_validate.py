@@ -72,11 +72,16 @@ def test_keras_layer_validates_the_keras_way(prepared):
     assert bin_validation(model, tf.constant(np.asarray(windows.counts)), windows) is None
 
 
-def test_each_row_is_projected_once(prepared):
-    """The rows are the validation windows' bins without repeats, and every window finds its own."""
+def test_each_pass_projects_only_the_rows_its_windows_read(prepared):
+    """The rows are the validation windows' bins without repeats; every window finds its 12 rows from
+    its start on; a pass projects at most 12 rows per window it scores (memory bounded by the chunk)."""
     windows = DecoderHyperModel(prepared, TrainConfig(task="grasp-phase", hyperparameters=HP, verbose=0)).sets["validation"]
-    check = BinValidation(tf.constant(np.asarray(windows.counts)), windows)
-    rows = check.rows.numpy()
-    assert len(np.unique(rows)) == len(rows) < len(windows) * windows.window_bins / 5
-    np.testing.assert_array_equal(rows[check.positions][:, -1], windows.end_row)
-    np.testing.assert_array_equal(np.diff(rows[check.positions], axis=1), 1)
+    check = BinValidation(tf.constant(np.asarray(windows.counts)), windows, chunk=50)
+    rows, bins = check.rows, windows.window_bins
+    assert len(np.unique(rows)) == len(rows) < len(windows) * bins / 5
+    read = rows[check.first[:, None] + np.arange(bins)[None, :]]
+    np.testing.assert_array_equal(np.diff(read, axis=1), 1)
+    np.testing.assert_array_equal(read[:, -1], np.sort(windows.end_row))
+    passes = list(check.chunks())
+    assert sum(w.stop - w.start for w, _ in passes) == len(windows) and len(passes) > 3
+    assert all(r.stop - r.start <= (w.stop - w.start) * bins for w, r in passes)

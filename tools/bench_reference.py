@@ -1,11 +1,12 @@
 """Our training against the reference way, on the same session, model and stopping rule.
 
 The authors' reference scripts materialise every window as one float array and call `model.fit`
-on it, every window every epoch, with Keras' default (looped) LSTM and TensorFlow's default threads
-and graph optimiser.
+on it, every window every epoch, with Keras' default (looped) LSTM, one step per call, and
+TensorFlow's default threads and graph optimiser.
 `grasptpu train` gathers each batch in-graph from the uint8 counts, unrolls the LSTMs over the 12
 bins, runs each op on one thread (host.train.fit.use_threads) without TensorFlow's graph rewrites
-(host.train.fit.graph_rewrites), validates with each bin projected once (host/train/validate.py),
+(host.train.fit.graph_rewrites), runs 32 steps per call (host.train.model.STEPS_PER_EXECUTION),
+validates with each bin projected once (host/train/validate.py),
 and trains the detector with its
 default `rest_sample` (each run prints the value; K > 1 thins the far rest windows per epoch,
 their loss reweighted). Each way runs in its own
@@ -66,7 +67,8 @@ def run_way(recording: Path, task: str, way: str) -> dict:
     else:
         train = hypermodel.sets["train"]
         model = build_model(fixed_hp(config.hyperparameters), train.counts.shape[1], hypermodel.n_classes,
-                            train.window_bins, hypermodel.mean, hypermodel.var, lstm="keras-loop")
+                            train.window_bins, hypermodel.mean, hypermodel.var, lstm="keras-loop",
+                            steps_per_execution=1)  # Keras' default: a call per step
         history = _reference_fit(hypermodel, model)
     seconds = time.perf_counter() - t0
     test = evaluate(history.model, prepared, task, "test")

@@ -37,14 +37,16 @@ def _variant(hypermodel, hp, name: str):
     """The session's model with the variant's LSTM layer, compiled with or without XLA."""
     import keras
 
-    from host.train.model import build_model
+    from host.train.model import build_model, build_training_state
 
     keras.utils.set_random_seed(hypermodel.config.seed)
     train = hypermodel.sets["train"]
     model = build_model(hp, train.counts.shape[1], hypermodel.n_classes, train.window_bins, hypermodel.mean,
                         hypermodel.var, hypermodel.target_scale, lstm=name.removesuffix("-xla"))
     if name.endswith("xla"):
-        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=True)
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=True,
+                      steps_per_execution=model.steps_per_execution)
+        build_training_state(model, hypermodel.target_scale is not None)  # the recompile's metrics
     return model
 
 
@@ -138,8 +140,9 @@ def main(recording: Path, task: str, variants: str, rest_sample: int | None, rep
 
 
 def _turnover(model, feeds: tuple, epochs: int, autotune: bool, variant: str) -> None:
-    """Fit `epochs` epochs with validation, as training does; print the mean epoch and the wait
-    between an epoch's start and its first step (the first epoch, tracing, left out)."""
+    """Fit `epochs` epochs with Keras' validation on the tf.data feed (the autotuner's wait is the
+    feeds'); print the mean epoch and the wait between an epoch's start and its first step (the
+    first epoch, tracing, left out)."""
     import keras
 
     walls, waits = [], []

@@ -11,7 +11,8 @@ with `train_precision="bfloat16"` does that matmul in bfloat16 with float32 accu
 AVX512-BF16 instructions): its inputs and kernel rounded to bfloat16, and so are its results, the
 kernel gradient and (above the first layer) the gradient passed down to the layer below. The
 recurrence, the other layers, the weights and the optimiser stay float32. An epoch with
-validation of MRec41's detector or object classifier: 1.13-1.20x Keras' layer. Inference
+validation (Keras' evaluate for both) of MRec41's detector or object classifier: 1.13-1.20x
+Keras' layer. Inference
 (validation, test, export) is float32
 always, so every reported metric is the float32 model's; in paired runs the bfloat16 and float32
 projections ended within 0.2 points of each other.

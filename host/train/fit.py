@@ -305,7 +305,7 @@ class DecoderHyperModel(kt.HyperModel):
         from host.train.validate import bin_validation
 
         c, train = self.config, self.sets["train"]
-        counts = tf.constant(np.asarray(train.counts))  # the session's counts, shared by both feeds
+        counts = tf.constant(np.asarray(train.counts))  # the session's counts, shared by the feed and validation
         train_feed = make_feed(counts, train, c.batch_size, True, c.seed, self.loss_weights(), c.epoch_sample,
                                self.thinning())
         validation = bin_validation(model, counts, self.sets["validation"])  # None: Keras' layer

@@ -64,7 +64,8 @@ def _regularizer(name: str):
 
 def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
                 input_mean: np.ndarray | None = None, input_var: np.ndarray | None = None,
-                target_scale: tuple[float, float] | None = None, lstm: str | None = None):
+                target_scale: tuple[float, float] | None = None, lstm: str | None = None,
+                steps_per_execution: int | None = None):
     """A compiled BiLSTM classifier (or, with `target_scale`, regressor) for ``(window_bins, n_units)``
     count windows.
 
@@ -79,6 +80,8 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
         lstm: one of LSTM_KINDS: our fused layer "fused-bf16" or "fused", or its "grouped" mode
             (host/train/bilstm.py); Keras' `Bidirectional(LSTM)` "keras" (unrolled over the window)
             or "keras-loop" (its default while-loop, the reference way); None: `default_lstm()`.
+        steps_per_execution: training steps per call into TensorFlow; None: STEPS_PER_EXECUTION
+            (the reference way passes Keras' default, 1).
     Returns:
         A compiled `keras.Model` (Adam; sparse categorical cross-entropy and accuracy, or squared
         error and absolute error).
@@ -109,23 +112,25 @@ def build_model(hp, n_units: int, n_classes: int, window_bins: int = 12,
         loss, scores = "mse", ["mae"]
     model = keras.Model(inputs, outputs, name="bilstm_decoder")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=scores,
-                  steps_per_execution=STEPS_PER_EXECUTION)
-    _build_training_state(model, target_scale is not None)
+                  steps_per_execution=steps_per_execution or STEPS_PER_EXECUTION)
+    build_training_state(model, target_scale is not None)
     return model
 
 
 # Training steps per call into TensorFlow (Keras runs them in one graph loop): each call from
-# Python costs about as much as a tenth of a step here. MRec41, one run each way: the detector's
-# epoch 3.41 against 4.11 s, the object classifier's 0.76-0.79 against 0.83-0.89 s (its 33 steps
-# with 33 per call). Same steps, same order, same numbers; Keras' progress bar moves per call.
+# Python costs about as much as a tenth of a step here. MRec41: the detector's epoch 3.41 s with 32
+# per call against 4.11 s with 1; the object classifier's 0.76-0.79 s with 33 or 1 000 against
+# 0.83-0.89 s with 1 (docs/method.md, "Training speed"). Same steps, same order, same numbers;
+# Keras' progress bar moves per call.
 STEPS_PER_EXECUTION = 32
 
 
-def _build_training_state(model, regression: bool) -> None:
-    """Create the optimiser's and the compiled metrics' variables now. Keras' TensorFlow trainer
-    creates them inside the first trace of the training step, and TensorFlow traces a function
-    twice when its first trace creates variables: MRec41's two-layer step took 1.4 s to trace, and
-    the second trace 1.1 s more in every training run and tuning trial."""
+def build_training_state(model, regression: bool) -> None:
+    """Create the optimiser's and the compiled metrics' variables now (again after a recompile).
+    Keras' TensorFlow trainer creates them inside the first trace of the training step, and
+    TensorFlow traces a function twice when its first trace creates variables: MRec41's two-layer
+    object classifier traced its step in 1.95 s and again in 1.11 s, now once in 1.44 s, in every
+    training run and tuning trial."""
     model.optimizer.build(model.trainable_variables)
     y = np.zeros((1,), np.float32 if regression else np.int32)
     model.compute_metrics(None, y, np.zeros((1, model.output_shape[-1]), np.float32), sample_weight=None)

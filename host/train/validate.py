@@ -24,7 +24,7 @@ import tensorflow as tf
 from host.data.windows import WindowSet
 from host.train.bilstm import FusedBiLSTM
 
-CHUNK_WINDOWS = 4096  # windows per pass of the recurrence: bounds memory, not the result
+CHUNK_WINDOWS = 4096  # windows per pass (and at most 12x as many rows projected): bounds memory, not the result
 
 
 def _layers(model) -> list:
@@ -48,62 +48,63 @@ class BinValidation(keras.callbacks.Callback):
     Args:
         counts: the session's binned counts (one tensor, shared with the training feed).
         windows: the validation windows (their end rows index `counts`).
-        chunk: windows per recurrence pass (memory only).
+        chunk: windows per pass; a pass projects only the rows its windows read (memory only).
     """
 
     def __init__(self, counts: tf.Tensor, windows: WindowSet, chunk: int = CHUNK_WINDOWS) -> None:
         super().__init__()
-        first = windows.end_row - (windows.window_bins - 1)
-        # every row a validation window reads, once; each window's bins as positions among them
-        rows, inverse = np.unique(first[:, None] + np.arange(windows.window_bins)[None, :], return_inverse=True)
-        self.rows = tf.constant(rows.astype(np.int64))
-        self.positions = inverse.reshape(len(windows), windows.window_bins).astype(np.int64)
-        self.counts, self.chunk = counts, max(1, int(chunk))
+        order = np.argsort(windows.end_row, kind="stable")  # the mean does not depend on the order
+        first = windows.end_row[order] - (windows.window_bins - 1)
+        # every row a validation window reads, once, sorted; a window's 12 rows are consecutive
+        # integers, so they are consecutive in `rows` too: from `self.first` on
+        self.rows = np.unique(first[:, None] + np.arange(windows.window_bins)[None, :]).astype(np.int64)
+        self.first = np.searchsorted(self.rows, first).astype(np.int64)
+        self.bins, self.counts, self.chunk = windows.window_bins, counts, max(1, int(chunk))
         self.regression = windows.target is not None
         y = windows.target if self.regression else windows.label
-        self.y = np.asarray(y, np.float32 if self.regression else np.int32)
-        self._project = self._windows = None
+        self.y = np.asarray(y, np.float32 if self.regression else np.int32)[order]
+        self._score = None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs.update(self.scores())
 
-    def scores(self) -> dict:
-        """val_loss and the compiled metric, over every validation window (the model as it is now)."""
-        if self._project is None:
-            self._trace()
-        projected = self._project(self.rows)
-        loss = metric = 0.0
+    def chunks(self):
+        """(windows lo:hi, rows lo:hi) per pass: the windows in end-row order, and the rows they read."""
         for lo in range(0, len(self.y), self.chunk):  # a few chunks, not windows
             hi = min(lo + self.chunk, len(self.y))
-            chunk_loss, chunk_metric = self._windows(*projected, tf.constant(self.positions[lo:hi]),
-                                                     tf.constant(self.y[lo:hi]))
-            loss += float(chunk_loss) * (hi - lo)
+            yield slice(lo, hi), slice(int(self.first[lo]), int(self.first[hi - 1]) + self.bins)
+
+    def scores(self) -> dict:
+        """val_loss and the compiled metric, over every validation window (the model as it is now)."""
+        if self._score is None:
+            self._score = self._trace()
+        loss = metric = 0.0
+        for windows, rows in self.chunks():
+            chunk_loss, chunk_metric = self._score(tf.constant(self.rows[rows]),
+                                                   tf.constant(self.first[windows] - rows.start),
+                                                   tf.constant(self.y[windows]))
+            loss += float(chunk_loss) * (windows.stop - windows.start)  # Keras weighs a batch's loss by its size
             metric += float(chunk_metric)
         n = max(len(self.y), 1)
         return {"val_loss": loss / n, "val_mae" if self.regression else "val_accuracy": metric / n}
 
-    def _trace(self) -> None:
-        """The two graph functions: every row projected by both directions, then windows scored."""
+    def _trace(self):
+        """The graph function scoring one pass: its rows projected by both directions, each window's
+        bins gathered from them, then the recurrences and the rest of the network."""
         norm, first, *rest = _layers(self.model)
-        bins = self.positions.shape[1]
         model, counts, regression = self.model, self.counts, self.regression
+        offsets = tf.range(self.bins, dtype=tf.int64)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
-        def project(rows):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64),
+                                      tf.TensorSpec([None], tf.float32 if regression else tf.int32)])
+        def score(rows, starts, y):
             x = tf.cast(tf.gather(counts, rows), tf.float32)
             n = x.shape[-1]
             x = tf.reshape(norm(tf.reshape(x, [-1, 1, n])), [-1, n])  # as a (rows, 1 bin, units) batch
-            return tuple(tf.matmul(x, kernel) + bias for kernel, _, bias in first.cells)
-
-        units = 4 * first.units
-        specs = [tf.TensorSpec([None, units], tf.float32)] * len(first.cells)
-
-        @tf.function(input_signature=[*specs, tf.TensorSpec([None, bins], tf.int64),
-                                      tf.TensorSpec([None], tf.float32 if regression else tf.int32)])
-        def windows(*args):
-            *projected, positions, y = args
-            x = first.recur_projected([tf.gather(z, positions) for z in projected])
+            positions = starts[:, None] + offsets[None, :]
+            x = first.recur_projected([tf.gather(tf.matmul(x, kernel) + bias, positions)
+                                       for kernel, _, bias in first.cells])
             for layer in rest:
                 x = layer(x, training=False)
             loss = model.compute_loss(y=y, y_pred=x, training=False)  # the compiled loss + regularisation
@@ -112,7 +113,7 @@ class BinValidation(keras.callbacks.Callback):
             hits = tf.cast(tf.argmax(x, axis=-1, output_type=tf.int32) == y, tf.float32)
             return loss, tf.reduce_sum(hits)
 
-        self._project, self._windows = project, windows
+        return score
 
 
 def bin_validation(model, counts: tf.Tensor, windows: WindowSet) -> BinValidation | None:
