@@ -70,6 +70,23 @@ def write_with_neo(rec: Recording, path: Path, **kw) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def write_session(tmp_path_factory):
+    """A writer of small synthetic sessions, the paper's layout: `write(n_units, n_trials, seed,
+    difficulty=0.5, folder=None, name="ZRec50.neo.mat")` draws one (host.data.synth, deterministic
+    in its arguments) into `folder` (default: a fresh temporary folder) and returns its path. The
+    name is a paper session's, so training picks that session's preset as it would on real data."""
+    from host.data import matfile, synth
+
+    def write(n_units: int, n_trials: int, seed: int, difficulty: float = 0.5, folder: Path | None = None,
+              name: str = "ZRec50.neo.mat") -> Path:
+        path = (folder or tmp_path_factory.mktemp("data")) / name
+        matfile.save_recording(synth.generate(n_units=n_units, n_trials=n_trials, difficulty=difficulty,
+                                              seed=seed), path)
+        return path
+    return write
+
+
 @pytest.fixture
 def tiny() -> Recording:
     return make_recording()
@@ -100,22 +117,19 @@ TINY_HP = {"bilstm_layers": 1, "units": 16, "dropout": 0.0, "kernel_regularizer"
 
 
 @pytest.fixture(scope="session")
-def quantised(tmp_path_factory):
+def quantised(tmp_path_factory, write_session):
     """A tiny synthetic session with both decoders trained (a few epochs) and quantised, once per run.
 
     Returns (recording, grasp-phase folder, object folder). Tests that change a folder copy it first.
     """
     from click.testing import CliRunner
 
-    from host.data import matfile
-    from host.data import synth
     from host.cli import main
     from host.train.config import TrainConfig
     from host.train.run import run_training
 
     root = tmp_path_factory.mktemp("quantised")
-    data = root / "ZRec50.neo.mat"
-    matfile.save_recording(synth.generate(n_units=20, n_trials=150, difficulty=0.5, seed=5), data)
+    data = write_session(20, 150, seed=5, folder=root)
     folders = []
     for task, epochs in (("grasp-phase", 5), ("object", 8)):
         config = TrainConfig(task=task, hyperparameters=TINY_HP, epochs=epochs, seed=0, verbose=0,

@@ -60,17 +60,10 @@ def test_kalman_decodes_a_linear_dynamical_system_and_equals_its_recursion():
     np.testing.assert_allclose(pred, ref, rtol=1e-9, atol=1e-9)
 
 
-def test_both_baselines_decode_the_synthetic_aperture():
-    from host.data import matfile, synth
+def test_both_baselines_decode_the_synthetic_aperture(tmp_path, write_session):
     from host.data.prepare import prepare
 
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "s.neo.mat"
-        matfile.save_recording(synth.generate(n_units=150, n_trials=160, seed=5), path)
-        p = prepare(path, use_cache=False)
+    p = prepare(write_session(150, 160, seed=5, difficulty=1.0, folder=tmp_path, name="s.neo.mat"), use_cache=False)
     b, parts = p.binned, p.split.as_dict()
 
     def rows(trials):

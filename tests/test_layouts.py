@@ -177,9 +177,8 @@ def test_inspect_lists_what_a_layout_may_name_and_suggests_one_that_works(tmp_pa
     assert len(select_trials(load_recording(path), path, layout).class_names) == 6
 
 
-def test_inspect_says_when_a_file_has_the_papers_layout(tmp_path):
-    path = tmp_path / "s.neo.mat"
-    matfile.save_recording(synth.generate(n_units=4, n_trials=40, seed=1), path)
+def test_inspect_says_when_a_file_has_the_papers_layout(tmp_path, write_session):
+    path = write_session(4, 40, seed=1, difficulty=1.0, folder=tmp_path, name="s.neo.mat")
     result = CliRunner().invoke(main, ["inspect", str(path)])
     assert result.exit_code == 0 and "has the paper's layout" in result.output, result.output
 

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.data import matfile
-from host.data import synth
 from host.modelfolder import sha256_of
 from host.train.model import PRESETS, SEARCH_SPACE, build_model, default_lstm, fixed_hp
 from host.data.prepare import assert_disjoint
@@ -26,11 +24,9 @@ SMALL_HP = {"bilstm_layers": 1, "units": 16, "dropout": 0.2, "kernel_regularizer
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
+def session(write_session):
     """An easy tiny session: 24 units, 240 trials, half the default difficulty."""
-    path = tmp_path_factory.mktemp("data") / "ZRec50.neo.mat"
-    matfile.save_recording(synth.generate(n_units=24, n_trials=240, difficulty=0.5, seed=3), path)
-    return path
+    return write_session(24, 240, seed=3)
 
 
 def test_presets_build_methods_architecture():
@@ -367,13 +363,12 @@ def test_cli_refuses_unknown_animal_and_bad_overrides(session, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_aperture_decoder_beats_wiener_and_kalman_and_passes_the_int8_gate_unless_miscalibrated(tmp_path):
+def test_the_aperture_decoder_beats_wiener_and_kalman_and_passes_the_int8_gate_unless_miscalibrated(tmp_path, write_session):
     from click.testing import CliRunner
 
     from host.cli import main
 
-    path = tmp_path / "ZRec50.neo.mat"
-    matfile.save_recording(synth.generate(n_units=60, n_trials=200, difficulty=0.7, seed=6), path)
+    path = write_session(60, 200, seed=6, difficulty=0.7, folder=tmp_path)
     runner = CliRunner()
     result = runner.invoke(main, ["train", str(path), "--task", "aperture", "--models-dir", str(tmp_path / "m"),
                                   "--name", "ap"])

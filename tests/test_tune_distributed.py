@@ -15,18 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from host.data import matfile
-from host.data import synth
 from host.train.distributed import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "ZRec50.neo.mat"
-    matfile.save_recording(synth.generate(n_units=16, n_trials=160, difficulty=0.5, seed=4), path)
-    return path
+def session(write_session):
+    return write_session(16, 160, seed=4)
 
 
 def _tune(session, models: Path, *args) -> subprocess.Popen:

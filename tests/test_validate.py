@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from host.data import matfile, synth
 from host.data.prepare import prepare
 from host.train.config import TrainConfig
 from host.train.fit import DecoderHyperModel, make_feed, train
@@ -18,10 +17,8 @@ HP = {"bilstm_layers": 2, "units": 8, "dropout": 0.5, "kernel_regularizer": "l2"
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "ZRec50.neo.mat"
-    matfile.save_recording(synth.generate(n_units=12, n_trials=60, difficulty=0.5, seed=5), path)
-    return prepare(path)
+def prepared(write_session):
+    return prepare(write_session(12, 60, seed=5))
 
 
 def _keras_scores(model, hypermodel) -> dict:
@@ -41,9 +38,9 @@ def test_scores_equal_keras_evaluate(prepared, task, layers, lstm):
     model = hypermodel.build(fixed_hp(config.hyperparameters))
     hypermodel.fit(fixed_hp(config.hyperparameters), model)
     windows = hypermodel.sets["validation"]
-    ours = bin_validation(model, tf.constant(np.asarray(windows.counts)), windows)
+    assert bin_validation(model, tf.constant(np.asarray(windows.counts)), windows) is not None
+    ours = BinValidation(tf.constant(np.asarray(windows.counts)), windows, chunk=37)  # several chunks, the last partial
     ours.set_model(model)
-    ours.chunk = 37  # several chunks, the last one partial
     got, expected = ours.scores(), _keras_scores(model, hypermodel)
     assert set(got) == set(expected)
     for key in expected:

@@ -70,7 +70,7 @@ def _validation(model, counts, windows, feed):
 @click.option("--rest-sample", type=click.IntRange(min=1), default=None, help="As grasptpu train (default: its own).")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
               help="Epochs and validation passes timed per variant (after the warm-up); the median is printed "
-                   "(one epoch's time varies by about 10 % here).")
+                   "(one epoch's time drifts by 10-30 % between processes on this machine, less within one).")
 @click.option("--turnover-epochs", type=click.IntRange(min=0), default=5, show_default=True,
               help="Epochs (with validation) to time the wait at each epoch's start, tf.data's autotuner on "
                    "and off, with the first variant; 0 skips it.")

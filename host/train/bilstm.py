@@ -7,15 +7,14 @@ layer's inputs, 12 bins x 568 units x 160 gate columns per window and direction,
 load already near the cores' float32 peak. Keras' LSTM (unrolled) applies the input dropout mask
 and multiplies the kernel once per bin; this layer masks each window once and projects all its
 bins in one matmul (in float32 0.98-1.21x Keras' layer, within this machine's timing drift), and
-with `train_precision="bfloat16"` does that matmul in bfloat16 with float32 accumulation (the CPU's
-AVX512-BF16 instructions): its inputs and kernel rounded to bfloat16, and so are its results, the
-kernel gradient and (above the first layer) the gradient passed down to the layer below. The
-recurrence, the other layers, the weights and the optimiser stay float32. An epoch with
-validation (Keras' evaluate for both) of MRec41's detector or object classifier: 1.13-1.20x
-Keras' layer. Inference
-(validation, test, export) is float32
-always, so every reported metric is the float32 model's; in paired runs the bfloat16 and float32
-projections ended within 0.2 points of each other.
+with `train_precision="bfloat16"` does that matmul in bfloat16 with float32 accumulation (the
+CPU's AVX512-BF16 instructions): its inputs and kernel rounded to bfloat16, and so are its
+results, the kernel gradient and (above the first layer) the gradient passed down to the layer
+below. The recurrence, the other layers, the weights and the optimiser stay float32. An epoch
+with validation (Keras' evaluate for both) of MRec41's detector or object classifier: 1.13-1.20x
+Keras' layer. Inference (validation, test, export) is float32 always, so every reported metric is
+the float32 model's; in paired runs the bfloat16 and float32 projections ended within 0.2 points
+of each other.
 
 Input dropout: Keras draws one Bernoulli mask per window (`mask_groups=0`, the default), each
 unit kept with probability 1 - dropout and scaled by 1 / (1 - dropout); this layer draws the same.

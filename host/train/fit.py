@@ -50,6 +50,15 @@ def keras_verbosity(verbose: int | None = None) -> int:
 _THREADS: list = []  # the (intra, inter) this process chose; the first choice stands
 
 
+def _first_choice_stands(chosen: list, choose):
+    """What the first call in this process chose (`choose()`, kept in `chosen`): TensorFlow takes
+    its threads and graph options only before it runs, so a later call cannot change them and gets
+    the first choice back (use_threads, graph_rewrites)."""
+    if not chosen:
+        chosen.append(choose())
+    return chosen[0]
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity: a SLURM task's or a container's share),
     not the machine's."""
@@ -71,16 +80,15 @@ def use_threads(cores: int | None = None, per_op: int = 1) -> tuple[int, int]:
     keeps what it started with, and the pair returned is what it reports (0: its own choice)."""
     import tensorflow as tf
 
-    if not _THREADS:
-        chosen = (per_op, usable_cores() if cores is None else cores)
+    def choose() -> tuple[int, int]:
         try:
-            tf.config.threading.set_intra_op_parallelism_threads(chosen[0])
-            tf.config.threading.set_inter_op_parallelism_threads(chosen[1])
+            tf.config.threading.set_intra_op_parallelism_threads(per_op)
+            tf.config.threading.set_inter_op_parallelism_threads(usable_cores() if cores is None else cores)
         except RuntimeError:  # TensorFlow already runs: it keeps its threads
-            chosen = (tf.config.threading.get_intra_op_parallelism_threads(),
-                      tf.config.threading.get_inter_op_parallelism_threads())
-        _THREADS.append(chosen)
-    return _THREADS[0]
+            pass
+        return (tf.config.threading.get_intra_op_parallelism_threads(),
+                tf.config.threading.get_inter_op_parallelism_threads())
+    return _first_choice_stands(_THREADS, choose)
 
 
 _REWRITES: list = []  # whether TensorFlow's graph optimiser runs in this process; the first choice stands
@@ -96,10 +104,10 @@ def graph_rewrites(enabled: bool = False) -> bool:
     keeps TensorFlow's default. Returns the choice that stands (set before any graph is built)."""
     import tensorflow as tf
 
-    if not _REWRITES:
+    def choose() -> bool:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not enabled})
-        _REWRITES.append(bool(enabled))
-    return _REWRITES[0]
+        return bool(enabled)
+    return _first_choice_stands(_REWRITES, choose)
 
 
 def class_weight_vector(labels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -141,6 +141,7 @@ def build_training_state(model, regression: bool) -> None:
 # (host/train/bilstm.py) with a bfloat16 or float32 projection, Keras' own unrolled layer, the
 # grouped-mask mode. LSTM_KINDS adds Keras' while-loop, the reference way, for the benchmarks.
 TRAINING_LSTMS = ("fused-bf16", "fused", "keras", "grouped")
+FUSED_LSTMS = ("fused-bf16", "fused", "grouped")  # the kinds built from our layer; the others are Keras'
 LSTM_KINDS = (*TRAINING_LSTMS, "keras-loop")
 # CPU flags (Linux /proc/cpuinfo) of native bfloat16 matmul: without them TensorFlow converts
 # bfloat16 in software and the bfloat16 projection would be slower, not faster.
@@ -165,7 +166,7 @@ def _bilstm(kind: str, name: str, units: int, sequences: bool, dropout: float, k
     regs = {"kernel_regularizer": _regularizer(kernel_reg), "recurrent_regularizer": _regularizer(recurrent_reg)}
     if kind not in LSTM_KINDS:
         raise ValueError(f"no LSTM kind {kind!r}; known: {LSTM_KINDS}")
-    if kind in ("fused-bf16", "fused", "grouped"):
+    if kind in FUSED_LSTMS:
         from host.train.bilstm import MASK_GROUPS, FusedBiLSTM
 
         return FusedBiLSTM(units, return_sequences=sequences, dropout=dropout, name=name,

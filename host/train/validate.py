@@ -63,6 +63,10 @@ class BinValidation(keras.callbacks.Callback):
         self.regression = windows.target is not None
         y = windows.target if self.regression else windows.label
         self.y = np.asarray(y, np.float32 if self.regression else np.int32)[order]
+        # each pass's inputs as tensors, made once: every epoch scores the same windows
+        self._passes = [(tf.constant(self.rows[rows]), tf.constant(self.first[windows] - rows.start),
+                         tf.constant(self.y[windows]), windows.stop - windows.start)
+                        for windows, rows in self.chunks()]
         self._score = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -80,11 +84,9 @@ class BinValidation(keras.callbacks.Callback):
         if self._score is None:
             self._score = self._trace()
         loss = metric = 0.0
-        for windows, rows in self.chunks():
-            chunk_loss, chunk_metric = self._score(tf.constant(self.rows[rows]),
-                                                   tf.constant(self.first[windows] - rows.start),
-                                                   tf.constant(self.y[windows]))
-            loss += float(chunk_loss) * (windows.stop - windows.start)  # Keras weighs a batch's loss by its size
+        for rows, starts, y, size in self._passes:
+            chunk_loss, chunk_metric = self._score(rows, starts, y)
+            loss += float(chunk_loss) * size  # Keras weighs a batch's loss by its size
             metric += float(chunk_metric)
         n = max(len(self.y), 1)
         return {"val_loss": loss / n, "val_mae" if self.regression else "val_accuracy": metric / n}
