@@ -92,16 +92,17 @@ def search_options(func):
     )(func)
 
 
-def _config_options() -> list:
+def _config_options(names: tuple[str, ...] | None = None) -> list:
     """One click option per TrainConfig field that declares itself an option (its default, help
-    text and bounds live on the field, host.train.config.TrainConfig, and nowhere else)."""
+    text and bounds live on the field, host.train.config.TrainConfig, and nowhere else); only the
+    fields `names` if given."""
     import dataclasses
 
     from host.train.config import TrainConfig
 
     options = []
     for f in dataclasses.fields(TrainConfig):
-        if "help" not in f.metadata:
+        if "help" not in f.metadata or (names is not None and f.name not in names):
             continue
         flag = "--" + f.name.replace("_", "-")
         if f.type in (bool, "bool"):
@@ -325,6 +326,7 @@ def train(recording: Path, task: str, name: str | None, train_share: float, mode
 @click.option("--worker-threads", type=click.IntRange(min=1), default=None,
               help="TensorFlow ops each local worker runs at once (each op on one thread). Default: the cores divided "
                    "among the workers.")
+@_options(*_config_options(("lstm",)))
 @click.option("--worker-timeout", type=click.FloatRange(min=1), default=3600.0,
               help="A worker elsewhere not heard of for this many seconds is dropped (its trial retried once, then "
                    "failed): KerasTuner workers report when a trial starts and ends, so make it longer than a "
@@ -333,12 +335,13 @@ def train(recording: Path, task: str, name: str | None, train_share: float, mode
 @data_options
 def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_trials: int, epochs: int,
          workers: int | None, chief_address: str | None, worker_threads: int | None, worker_timeout: float,
-         bin_ms: float, label_bin: str, seed: int, reading: dict) -> None:
+         lstm: str | None, bin_ms: float, label_bin: str, seed: int, reading: dict) -> None:
     """Bayesian hyperparameter search (KerasTuner) over the paper's space (Table 2), scored on the validation split.
 
     Writes results.tsv and best_hyperparameters.json (for `grasptpu train --hp-file`). With
     --workers N the trials run in N worker processes (KerasTuner's distributed mode): the same
-    files, and a worker that dies mid-trial never stalls the search.
+    files, and a worker that dies mid-trial never stalls the search. Every trial, on any worker,
+    trains the chief's --lstm layer (its CPU's default unless given); the results record it.
     """
     from host.render import tuned
     from host.train.tune import run_tuning
@@ -346,7 +349,8 @@ def tune(recording: Path, task: str, name: str | None, models_dir: Path, max_tri
     plan = None if workers is None else _workers(recording, task, max_trials, epochs, workers, chief_address,
                                                  worker_threads, worker_timeout)
     click.echo(tuned(run_tuning(recording, task, models_dir, name, max_trials, epochs, seed,
-                                {"bin_ms": bin_ms, "label_bin": label_bin, **reading}, plan, echo=click.echo)))
+                                {"bin_ms": bin_ms, "label_bin": label_bin, **reading}, plan, echo=click.echo,
+                                lstm=lstm)))
 
 
 def _workers(recording: Path, task: str, max_trials: int, epochs: int, count: int, chief_address,

@@ -76,7 +76,8 @@ def tuned(t) -> str:
     objective = OBJECTIVES[t.task][0]
     what = {"val_accuracy": "validation accuracy", "val_loss": "validation loss"}[objective]
     return "\n".join([tsv(t.rows),
-                      f"best ({what} {t.rows[0][objective]:.4f}): {json.dumps(t.best)}",
+                      f"best ({what} {t.rows[0][objective]:.4f}): {json.dumps(t.best)}; every trial trained "
+                      f"the {t.rows[0]['lstm']} layer",
                       f"written to {t.best_file}; train with: grasptpu train {t.recording} --task {t.task} "
                       f"--hp-file {t.best_file}"])
 

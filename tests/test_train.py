@@ -288,13 +288,30 @@ def test_tune_then_train_with_the_best_hyperparameters(session, tmp_path):
     best_file = tmp_path / "ZRec50-object-tuning" / "best_hyperparameters.json"
     best = json.loads(best_file.read_text())
     assert set(best["hyperparameters"]) == set(SEARCH_SPACE) and best["objective"].startswith("val_accuracy")
+    assert best["lstm"] == default_lstm()  # the layer every trial trained, not a hyperparameter to train with
     rows = (tmp_path / "ZRec50-object-tuning" / "results.tsv").read_text().strip().splitlines()
     assert len(rows) == 3 and rows[0].startswith("trial\tval_accuracy")
+    layer = rows[0].split("\t").index("lstm")
+    assert {row.split("\t")[layer] for row in rows[1:]} == {default_lstm()}
     result = runner.invoke(main, ["train", str(session), "--task", "object", "--hp-file", str(best_file),
                                   "--epochs", "1", "--models-dir", str(tmp_path), "--name", "tuned"])
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "tuned" / "config.json").read_text())
     assert config["hyperparameters"] == best["hyperparameters"]
+
+
+def test_a_trials_layer_is_the_searchs_not_the_workers(session):
+    """In a search the layer is a fixed value of the space, set by the chief: a worker whose own
+    default (its TrainConfig.lstm) differs builds the trial's layer, the one recorded for the trial."""
+    from host.data.prepare import prepare
+    from host.train.fit import LAYER_HP, DecoderHyperModel
+
+    worker = DecoderHyperModel(prepare(session), TrainConfig(task="object", hyperparameters={}, epochs=1, lstm="fused"))
+    trial = fixed_hp(SMALL_HP)
+    trial.Fixed(LAYER_HP, "keras")  # what the chief's space holds
+    assert type(worker.build(trial).get_layer("bilstm_0")).__name__ == "Bidirectional"
+    own = fixed_hp(SMALL_HP)  # a training run: no trial value, the config's layer
+    assert type(worker.build(own).get_layer("bilstm_0")).__name__ == "FusedBiLSTM" and own.get(LAYER_HP) == "fused"
 
 
 def test_sweep_follows_the_validation_rule(session, tmp_path):

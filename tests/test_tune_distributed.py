@@ -83,7 +83,8 @@ def _results(models: Path) -> tuple[dict, list[str]]:
 
 @pytest.mark.slow
 def test_a_chief_and_two_workers_finish_the_search(session, tmp_path):
-    proc = _tune(session, tmp_path, "--max-trials", 3, "--epochs", 1, "--workers", 2)
+    """...training the chief's --lstm, not the workers' own default layer (fused or fused-bf16 here)."""
+    proc = _tune(session, tmp_path, "--max-trials", 3, "--epochs", 1, "--workers", 2, "--lstm", "keras")
     out = Output(proc)
     assert proc.wait(600) == 0, out.text
     # the chief writes the results once the last trial is in (KerasTuner's own chief looked every 20 s)
@@ -91,6 +92,8 @@ def test_a_chief_and_two_workers_finish_the_search(session, tmp_path):
     best, rows = _results(tmp_path)
     assert best["workers"] == 2 and best["trials_finished"] == 3 and best["trials_failed"] == 0
     assert len(rows) == 4 and rows[0].startswith("trial\tval_accuracy")
+    layer = rows[0].split("\t").index("lstm")
+    assert best["lstm"] == "keras" and [row.split("\t")[layer] for row in rows[1:]] == ["keras"] * 3
     assert "chief serving on 127.0.0.1:" in out.text and not _workers_alive(str(session))
 
 

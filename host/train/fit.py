@@ -92,6 +92,10 @@ def use_threads(cores: int | None = None, per_op: int = 1) -> tuple[int, int]:
 
 
 _REWRITES: list = []  # whether TensorFlow's graph optimiser runs in this process; the first choice stands
+# The hyperparameter naming the LSTM layer a model trains (TrainConfig.lstm). In a search it is a
+# fixed value of the space, set by the chief's tuner: KerasTuner hands every trial the chief's value,
+# so workers whose CPUs default to another layer still train the same one, and each trial records it.
+LAYER_HP = "lstm"
 
 
 def graph_rewrites(enabled: bool = False) -> bool:
@@ -271,8 +275,9 @@ class DecoderHyperModel(kt.HyperModel):
         from host.train.model import build_model
 
         train = self.sets["train"]
+        lstm = hp.Fixed(LAYER_HP, self.config.lstm)  # a trial's value (the chief's) if it has one
         return build_model(hp, train.counts.shape[1], self.n_classes, train.window_bins, self.mean, self.var,
-                           self.target_scale, lstm=self.config.lstm)
+                           self.target_scale, lstm=lstm)
 
     def thinning(self) -> Thinning | None:
         """The detector's far rest windows, thinned per epoch (`rest_sample`); None for other tasks."""

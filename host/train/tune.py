@@ -21,7 +21,7 @@ from pathlib import Path
 from host.data.prepare import Prepared, prepare
 from host.errors import GrasptpuError
 from host.files import StagedDir, write_json, write_text
-from host.train.fit import DecoderHyperModel, TrainConfig
+from host.train.fit import LAYER_HP, DecoderHyperModel, TrainConfig
 
 BEST_FILE = "best_hyperparameters.json"
 OBJECTIVES = {"object": ("val_accuracy", "max"), "grasp-phase": ("val_accuracy", "max"), "aperture": ("val_loss", "min")}
@@ -42,23 +42,27 @@ class Tuned:
 
 
 def make_tuner(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path,
-               batch_size: int = BATCH_SIZE, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None):
+               batch_size: int = BATCH_SIZE, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None,
+               lstm: str | None = None):
     """The Bayesian tuner over the task's hypermodel. In KerasTuner's distributed mode (its environment
     variables set) the same call makes the chief's tuner or a worker's. A trial whose worker died is
-    retried once (max_retries_per_trial), then recorded as failed."""
+    retried once (max_retries_per_trial), then recorded as failed. `lstm`: the layer trained (None:
+    this CPU's default); the chief's choice is part of the search space (DecoderHyperModel.build), so
+    every worker trains the chief's layer whatever its own CPU's default."""
     import keras_tuner as kt
 
     config = TrainConfig(task=task, hyperparameters={}, epochs=epochs, batch_size=batch_size,
-                         stop_patience=stop_patience, seed=seed, verbose=verbose)
+                         stop_patience=stop_patience, seed=seed, verbose=verbose, lstm=lstm)
     return kt.BayesianOptimization(DecoderHyperModel(prepared, config), objective=kt.Objective(*OBJECTIVES[task]),
                                    max_trials=max_trials, seed=seed, directory=str(workdir), project_name="search",
                                    overwrite=True, max_retries_per_trial=1)
 
 
 def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path,
-           batch_size: int = BATCH_SIZE, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None):
+           batch_size: int = BATCH_SIZE, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None,
+           lstm: str | None = None):
     """Run the Bayesian search in this process; returns the finished tuner."""
-    tuner = make_tuner(prepared, task, max_trials, epochs, seed, workdir, batch_size, stop_patience, verbose)
+    tuner = make_tuner(prepared, task, max_trials, epochs, seed, workdir, batch_size, stop_patience, verbose, lstm)
     tuner.search(epochs=epochs)
     return tuner
 
@@ -74,7 +78,7 @@ class Workers:
 
 
 def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path, workers: Workers,
-          echo=print):
+          echo=print, lstm: str | None = None):
     """Be the chief of a distributed search until its budget is done; (tuner, supervisor events, why it
     stopped early: "" when it did not, "interrupted" on Ctrl-C / SIGTERM, else the supervisor's reason)."""
     import os
@@ -91,7 +95,7 @@ def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int
     os.environ.update(dist.role_environment("chief", workers.address))
     supervisor = None
     try:
-        tuner = make_tuner(prepared, task, max_trials, epochs, seed, workdir)
+        tuner = make_tuner(prepared, task, max_trials, epochs, seed, workdir, lstm=lstm)
         dist.track_reports(tuner.oracle)
         supervisor = dist.Supervisor(tuner.oracle, workers.command, workers.address, workers.count, workers.timeout,
                                      echo)
@@ -136,32 +140,36 @@ def tsv(rows: list[dict]) -> str:
 
 
 def run_tuning(recording: Path, task: str, models_dir: Path, name: str | None, max_trials: int, epochs: int,
-               seed: int, data_options: dict | None = None, workers: Workers | None = None, echo=print) -> Tuned:
+               seed: int, data_options: dict | None = None, workers: Workers | None = None, echo=print,
+               lstm: str | None = None) -> Tuned:
     """Search (here, or as the chief of workers), then write the table and the best hyperparameters
-    atomically; an interrupted distributed search writes the trials it finished and says so."""
+    atomically; an interrupted distributed search writes the trials it finished and says so. Every
+    trial trains the layer `lstm` (None: this CPU's default), recorded per trial in the table and
+    once in the best file (not among the hyperparameters: `grasptpu train` picks its own layer)."""
     prepared = prepare(recording, progress=True, seed=seed, **(data_options or {}))
     name = name or f"{prepared.binned.session}-{task}-tuning"
     events, stopped = [], ""
     with StagedDir(models_dir / name) as staged:
         if workers is None:
-            tuner = search(prepared, task, max_trials, epochs, seed, staged.path / "keras_tuner")
+            tuner = search(prepared, task, max_trials, epochs, seed, staged.path / "keras_tuner", lstm=lstm)
         else:
             tuner, events, stopped = serve(prepared, task, max_trials, epochs, seed, staged.path / "keras_tuner",
-                                           workers, echo)
+                                           workers, echo, lstm)
         rows = results_table(tuner, task)
         objective, direction = OBJECTIVES[task]
         if not rows or rows[0][objective] is None:
             if stopped:
                 raise TuningInterrupted(f"{stopped} before any trial finished; nothing was written")
             raise GrasptpuError("every tuning trial failed (see the log above); nothing was written")
-        best = tuner.get_best_hyperparameters(1)[0].values
+        best = dict(tuner.get_best_hyperparameters(1)[0].values)
+        layer = best.pop(LAYER_HP)
         write_text(staged.path / "results.tsv", tsv(rows) + "\n")
         done = sum(r[objective] is not None for r in rows)
         write_json(staged.path / BEST_FILE, {
             "task": task, "session": prepared.binned.session,
             "objective": f"{objective} ({direction}imum, validation split)",
             "max_trials": max_trials, "epochs": epochs, "seed": seed,
-            f"best_{objective}": rows[0][objective], "hyperparameters": best,
+            f"best_{objective}": rows[0][objective], "hyperparameters": best, "lstm": layer,
             "trials_finished": done, "trials_failed": len(rows) - done,
             **({"workers": workers.count, "chief": str(workers.address), "events": events} if workers else {}),
             **({"interrupted": True, "stopped": stopped} if stopped else {}),
