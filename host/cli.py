@@ -403,7 +403,11 @@ def tune_worker(recording: Path, task: str, max_trials: int, epochs: int, chief_
     use_threads(threads)  # N workers share the cores
     prepared = prepare(recording, seed=seed, bin_ms=bin_ms, label_bin=label_bin, **reading)
     with tempfile.TemporaryDirectory(prefix=f"grasptpu-{tuner_id}-") as workdir:
-        make_tuner(prepared, task, max_trials, epochs, seed, Path(workdir), verbose=0).search(epochs=epochs)
+        tuner = make_tuner(prepared, task, max_trials, epochs, seed, Path(workdir), verbose=0)
+        # from here on each build is a trial's, with the chief's layer (the built one is named)
+        tuner.hypermodel.announce = lambda kind: click.echo(f"tune-worker {tuner_id}: trial model built with the "
+                                                            f"{kind} layer")
+        tuner.search(epochs=epochs)
     click.echo(f"tune-worker {tuner_id}: the chief at {address} has no trial left")
 
 

@@ -79,7 +79,7 @@ def tuned(t) -> str:
                       f"best ({what} {t.rows[0][objective]:.4f}): {json.dumps(t.best)}; every trial trained "
                       f"the {t.rows[0]['lstm']} layer",
                       f"written to {t.best_file}; train with: grasptpu train {t.recording} --task {t.task} "
-                      f"--hp-file {t.best_file}"])
+                      f"--hp-file {t.best_file} --lstm {t.rows[0]['lstm']}"])
 
 
 def _natural(item: tuple) -> tuple:

@@ -300,6 +300,20 @@ def test_tune_then_train_with_the_best_hyperparameters(session, tmp_path):
     assert config["hyperparameters"] == best["hyperparameters"]
 
 
+def test_a_best_file_naming_more_than_the_searched_hyperparameters_is_refused(session, tmp_path):
+    """A stray value (the layer, say) would override --lstm unrecorded: one line, exit 2, no model."""
+    from click.testing import CliRunner
+
+    from host.cli import main
+
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"hyperparameters": {**SMALL_HP, "lstm": "keras"}}))
+    result = CliRunner().invoke(main, ["train", str(session), "--task", "object", "--hp-file", str(best),
+                                       "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "lstm not among the searched hyperparameters" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not list(tmp_path.glob("ZRec50-*"))
+
+
 def test_a_trials_layer_is_the_searchs_not_the_workers(session):
     """In a search the layer is a fixed value of the space, set by the chief: a worker whose own
     default (its TrainConfig.lstm) differs builds the trial's layer, the one recorded for the trial."""

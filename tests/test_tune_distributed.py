@@ -4,6 +4,7 @@ worker killed mid-trial, Ctrl-C on the chief, and the one-line refusals (no chie
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -94,6 +95,8 @@ def test_a_chief_and_two_workers_finish_the_search(session, tmp_path):
     assert len(rows) == 4 and rows[0].startswith("trial\tval_accuracy")
     layer = rows[0].split("\t").index("lstm")
     assert best["lstm"] == "keras" and [row.split("\t")[layer] for row in rows[1:]] == ["keras"] * 3
+    built = re.findall(r"tune-worker (tuner\d): trial model built with the (\S+) layer", out.text)
+    assert len(built) >= 3 and {kind for _, kind in built} == {"keras"}, out.text  # the layer each worker built
     assert "chief serving on 127.0.0.1:" in out.text and not _workers_alive(str(session))
 
 
@@ -191,10 +194,11 @@ def test_the_slurm_script_starts_a_chief_and_workers_that_finish(session, tmp_pa
         (bin_dir / tool).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NTASKS": "3", "SLURM_JOB_NODELIST": "node1",
            "SLURM_CPUS_PER_TASK": "1", "PORT": str(free_port()), "MODELS_DIR": str(tmp_path / "models"),
-           "GRASPTPU": f"{sys.executable} -m host.cli"}
+           "GRASPTPU": f"{sys.executable} -m host.cli", "LSTM": "fused"}
     done = subprocess.run(["bash", str(REPO / "tools" / "slurm_tune.sh"), str(session), "object", "2", "1"], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     best, rows = _results(tmp_path / "models")
     assert best["workers"] == 0 and best["trials_finished"] == 2 and len(rows) == 3
     assert "tune-worker tuner1: the chief" in done.stdout and "tune-worker tuner2: the chief" in done.stdout
+    assert best["lstm"] == "fused" and "built with the fused layer" in done.stdout  # LSTM= reaches the chief

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from child_run import ROOT, child_json  # noqa: E402 - tools/, this script's own folder
+from child_run import ROOT, child_json  # tools/, this script's own folder
 sys.path.insert(0, str(ROOT))
 
 

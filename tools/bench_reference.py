@@ -28,7 +28,7 @@ from pathlib import Path
 
 import click
 
-from child_run import ROOT, child_json  # noqa: E402 - tools/, this script's own folder
+from child_run import ROOT, child_json  # tools/, this script's own folder
 sys.path.insert(0, str(ROOT))
 WAYS = ("ours", "reference")
 TASKS = ("object", "grasp-phase")  # the classifiers: both ways stop on validation accuracy
@@ -130,9 +130,14 @@ def main(recordings: tuple[Path, ...], tasks: str, seeds: str, way: str | None, 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
-        raise click.BadParameter(f"{seeds!r}: give integers separated by commas", param_hint="--seeds") from None
+        seed_list = []
+    if not seed_list or len(set(seed_list)) < len(seed_list):
+        raise click.BadParameter(f"{seeds!r}: give distinct integers separated by commas", param_hint="--seeds")
+    paths = [r.resolve() for r in recordings]
+    if len({p.name for p in paths}) < len(paths):
+        raise click.BadParameter("two recordings share a file name: give each session once", param_hint="RECORDINGS")
     if way:
-        print(json.dumps(run_way(recordings[0].resolve(), chosen[0], way, seed_list[0])))
+        print(json.dumps(run_way(paths[0], chosen[0], way, seed_list[0])))
         return
     print(f"training: ours vs the reference way (float windows + model.fit, every window, looped LSTM); "
           f"{', '.join(r.name for r in recordings)}, default preset, training split fit, validation split stops, "
@@ -141,9 +146,9 @@ def main(recordings: tuple[Path, ...], tasks: str, seeds: str, way: str | None, 
           f" {'peak RSS MB':>11} {'test acc':>9} {'F1':>6} {'K':>2}  ours vs reference")
     rows = []
     for task in chosen:
-        for recording in recordings:
+        for recording in paths:
             for seed in seed_list:
-                pair = {w: _child(recording.resolve(), task, w, seed) for w in WAYS}
+                pair = {w: _child(recording, task, w, seed) for w in WAYS}
                 rows.extend(pair.values())
                 for w, r in pair.items():
                     ratio = "" if w == "reference" else (
@@ -154,7 +159,8 @@ def main(recordings: tuple[Path, ...], tasks: str, seeds: str, way: str | None, 
                     json_out.write_text(json.dumps(rows, indent=1))
     if len(rows) > len(WAYS) * len(chosen):
         for task in chosen:
-            print("\n".join(paired_summary(rows, task)))
+            for line in paired_summary(rows, task):
+                print(line)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from child_run import ROOT, run_child  # noqa: E402 - tools/, this script's own folder
+from child_run import ROOT, run_child  # tools/, this script's own folder
 sys.path.insert(0, str(ROOT))
 ALL = "MRec40,MRec41,MRec42,ZRec32,ZRec35,ZRec50"
 TASKS = ("object", "grasp-phase", "aperture")

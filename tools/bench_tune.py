@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from child_run import ROOT, run_child  # noqa: E402 - tools/, this script's own folder
+from child_run import ROOT, run_child  # tools/, this script's own folder
 
 
 def _tune(recording: Path, task: str, trials: int, epochs: int, workers: int | None, threads: int,

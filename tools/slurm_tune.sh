@@ -6,9 +6,12 @@
 #   sbatch --nodes=3 --ntasks-per-node=2 --cpus-per-task=4 tools/slurm_tune.sh data/ZRec50.neo.mat object
 #
 # Task 0 is the chief (it trains nothing: give it a small share, or keep it on a login-class node);
-# tasks 1.. are workers running --cpus-per-task TensorFlow ops side by side, each op on one thread. A worker that dies is dropped
-# by the chief after WORKER_TIMEOUT seconds without a report (its trial retried once, then failed),
-# so the search finishes its budget with the workers that remain.
+# tasks 1.. are workers running --cpus-per-task TensorFlow ops side by side, each op on one thread.
+# A worker that dies is dropped by the chief after WORKER_TIMEOUT seconds without a report (its
+# trial retried once, then failed), so the search finishes its budget with the workers that remain.
+# Every worker trains the chief's layer: LSTM=fused-bf16 (or fused, ...) chooses it; unset, the
+# chief node's CPU decides (fused-bf16 where it multiplies bfloat16 natively), which matters when
+# the chief runs on a different kind of node than the workers.
 #SBATCH --job-name=grasptpu-tune
 #SBATCH --output=grasptpu-tune-%j.log
 set -euo pipefail
@@ -21,6 +24,7 @@ PORT=${PORT:-8470}
 MODELS_DIR=${MODELS_DIR:-models}
 WORKER_TIMEOUT=${WORKER_TIMEOUT:-3600}
 SEED=${SEED:-0}
+LSTM=${LSTM:-}
 GRASPTPU=${GRASPTPU:-.venv/bin/grasptpu}
 
 CHIEF_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
@@ -30,7 +34,7 @@ SEARCH=("$RECORDING" --task "$TASK" --max-trials "$MAX_TRIALS" --epochs "$EPOCHS
 srun --kill-on-bad-exit=0 bash -c '
   if [ "$SLURM_PROCID" -eq 0 ]; then
     exec '"$GRASPTPU"' tune '"${SEARCH[*]@Q}"' --models-dir '"$MODELS_DIR"' --workers 0 \
-      --chief-address 0.0.0.0:'"$PORT"' --worker-timeout '"$WORKER_TIMEOUT"'
+      --chief-address 0.0.0.0:'"$PORT"' --worker-timeout '"$WORKER_TIMEOUT"' '"${LSTM:+--lstm $LSTM}"'
   else
     exec '"$GRASPTPU"' tune-worker '"${SEARCH[*]@Q}"' --chief '"$CHIEF_HOST"':'"$PORT"' \
       --id "tuner$SLURM_PROCID" --threads "${SLURM_CPUS_PER_TASK:-1}" --wait-s 300

@@ -92,10 +92,25 @@ def use_threads(cores: int | None = None, per_op: int = 1) -> tuple[int, int]:
 
 
 _REWRITES: list = []  # whether TensorFlow's graph optimiser runs in this process; the first choice stands
+
+
 # The hyperparameter naming the LSTM layer a model trains (TrainConfig.lstm). In a search it is a
 # fixed value of the space, set by the chief's tuner: KerasTuner hands every trial the chief's value,
 # so workers whose CPUs default to another layer still train the same one, and each trial records it.
 LAYER_HP = "lstm"
+
+
+def built_layer(model) -> str:
+    """Which of TRAINING_LSTMS (host.train.model) `model`'s first BiLSTM layer is, read off the built
+    layer itself (a tuning worker says it per trial)."""
+    from host.train.bilstm import FusedBiLSTM
+
+    layer = model.get_layer("bilstm_0")
+    if not isinstance(layer, FusedBiLSTM):
+        return "keras" if getattr(layer.forward_layer, "unroll", False) else "keras-loop"
+    if layer.mask_groups:
+        return "grouped"
+    return "fused-bf16" if layer.train_precision == "bfloat16" else "fused"
 
 
 def graph_rewrites(enabled: bool = False) -> bool:
@@ -268,6 +283,7 @@ class DecoderHyperModel(kt.HyperModel):
         target = self.sets["train"].target
         self.target_scale = None if target is None else (float(target.mean()), float(target.std() or 1.0))
         self.early_stopping = None
+        self.announce = None  # called with built_layer() of each model built (a tuning worker's log)
         k = config.rest_sample
         self._thinning = Thinning(far_rest(self.sets["train"]), k) if k > 1 else None
 
@@ -276,8 +292,11 @@ class DecoderHyperModel(kt.HyperModel):
 
         train = self.sets["train"]
         lstm = hp.Fixed(LAYER_HP, self.config.lstm)  # a trial's value (the chief's) if it has one
-        return build_model(hp, train.counts.shape[1], self.n_classes, train.window_bins, self.mean, self.var,
-                           self.target_scale, lstm=lstm)
+        model = build_model(hp, train.counts.shape[1], self.n_classes, train.window_bins, self.mean, self.var,
+                            self.target_scale, lstm=lstm)
+        if self.announce:
+            self.announce(built_layer(model))
+        return model
 
     def thinning(self) -> Thinning | None:
         """The detector's far rest windows, thinned per epoch (`rest_sample`); None for other tasks."""

@@ -22,9 +22,14 @@ from host.data.prepare import Prepared, prepare
 from host.errors import GrasptpuError
 from host.files import StagedDir, write_json, write_text
 from host.train.fit import LAYER_HP, DecoderHyperModel, TrainConfig
+from host.train.model import SEARCH_SPACE
 
 BEST_FILE = "best_hyperparameters.json"
 OBJECTIVES = {"object": ("val_accuracy", "max"), "grasp-phase": ("val_accuracy", "max"), "aperture": ("val_loss", "min")}
+# Random trials before the Bayesian model guides the search: KerasTuner's default, 3 per
+# hyperparameter searched, counted on the paper's space (KerasTuner would also count the fixed
+# layer value, LAYER_HP, and a 20-trial search would then never leave its random start).
+INITIAL_POINTS = 3 * len(SEARCH_SPACE)
 TUNE_STOP_PATIENCE = 5  # a trial is a screening run: stop sooner than a final training (10)
 BATCH_SIZE = next(f.default for f in fields(TrainConfig) if f.name == "batch_size")  # a training run's, not a copy
 
@@ -55,7 +60,7 @@ def make_tuner(prepared: Prepared, task: str, max_trials: int, epochs: int, seed
                          stop_patience=stop_patience, seed=seed, verbose=verbose, lstm=lstm)
     return kt.BayesianOptimization(DecoderHyperModel(prepared, config), objective=kt.Objective(*OBJECTIVES[task]),
                                    max_trials=max_trials, seed=seed, directory=str(workdir), project_name="search",
-                                   overwrite=True, max_retries_per_trial=1)
+                                   overwrite=True, max_retries_per_trial=1, num_initial_points=INITIAL_POINTS)
 
 
 def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path,
@@ -191,6 +196,11 @@ def load_best(path: Path) -> dict:
     """Hyperparameters from a best_hyperparameters.json."""
     try:
         data = json.loads(Path(path).read_text())
-        return dict(data["hyperparameters"])
+        values = dict(data["hyperparameters"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise GrasptpuError(f"{path}: not a tuning result ({type(exc).__name__}); run `grasptpu tune` first") from None
+    unknown = sorted(set(values) - set(SEARCH_SPACE))
+    if unknown:  # e.g. the layer, which --lstm chooses: a stray one would override it unrecorded
+        raise GrasptpuError(f"{path}: {', '.join(map(str, unknown))} not among the searched hyperparameters "
+                            f"({', '.join(SEARCH_SPACE)}); remove them from \"hyperparameters\"")
+    return values

@@ -59,7 +59,7 @@ class BinValidation(keras.callbacks.Callback):
         # integers, so they are consecutive in `rows` too: from `self.first` on
         self.rows = np.unique(first[:, None] + np.arange(windows.window_bins)[None, :]).astype(np.int64)
         self.first = np.searchsorted(self.rows, first).astype(np.int64)
-        self.bins, self.counts, self.chunk = windows.window_bins, counts, max(1, int(chunk))
+        self.bins, self.counts, self._chunk = windows.window_bins, counts, max(1, int(chunk))
         self.regression = windows.target is not None
         y = windows.target if self.regression else windows.label
         self.y = np.asarray(y, np.float32 if self.regression else np.int32)[order]
@@ -75,8 +75,8 @@ class BinValidation(keras.callbacks.Callback):
 
     def chunks(self):
         """(windows lo:hi, rows lo:hi) per pass: the windows in end-row order, and the rows they read."""
-        for lo in range(0, len(self.y), self.chunk):  # a few chunks, not windows
-            hi = min(lo + self.chunk, len(self.y))
+        for lo in range(0, len(self.y), self._chunk):  # a few chunks, not windows
+            hi = min(lo + self._chunk, len(self.y))
             yield slice(lo, hi), slice(int(self.first[lo]), int(self.first[hi - 1]) + self.bins)
 
     def scores(self) -> dict:
