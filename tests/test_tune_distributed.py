@@ -121,8 +121,8 @@ def test_a_worker_killed_mid_trial_is_replaced_and_the_search_finishes(session, 
 @pytest.mark.slow
 def test_a_worker_killed_after_the_other_was_told_to_stop_is_replaced_and_its_trial_retried(session, tmp_path):
     """The chief must not finish while a trial waits for its retry: a worker that dies near the end,
-    after the other worker was told there is no trial left, leaves one (seed 0 draws a one-layer
-    and a four-layer trial, so the one-layer worker is told to stop first)."""
+    after the other worker was told there is no trial left, leaves one (seed 0 draws a two-layer
+    and a four-layer trial, so the two-layer worker is told to stop first)."""
     proc = _tune(session, tmp_path, "--max-trials", 2, "--epochs", 20, "--workers", 2)
     out = Output(proc)
     out.wait_for("has no trial left", 600)
