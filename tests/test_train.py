@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from host.modelfolder import sha256_of
-from host.train.model import PRESETS, SEARCH_SPACE, build_model, default_lstm, fixed_hp
+from host.train.model import LSTM_KINDS, PRESETS, SEARCH_SPACE, build_model, built_layer, default_lstm, fixed_hp
 from host.data.prepare import assert_disjoint
 from host.train.config import TrainConfig
 from host.train.fit import Thinning, class_weight_vector, far_rest, make_feed
@@ -38,6 +38,12 @@ def test_presets_build_methods_architecture():
     assert m.output_shape == (None, 7) and m.input_shape == (None, 12, 10)
     z = build_model(fixed_hp(PRESETS["one-layer"]), n_units=10, n_classes=7)
     assert len([layer for layer in z.layers if layer.name.startswith("bilstm_")]) == 1
+
+
+@pytest.mark.parametrize("kind", LSTM_KINDS)
+def test_the_layer_read_off_a_built_model_is_the_kind_it_was_built_as(kind):
+    model = build_model(fixed_hp(PRESETS["one-layer"]), n_units=10, n_classes=3, lstm=kind)
+    assert built_layer(model) == kind  # a tuning worker reports the kind from the model itself
 
 
 def test_tuner_space_is_methods():

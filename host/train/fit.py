@@ -100,19 +100,6 @@ _REWRITES: list = []  # whether TensorFlow's graph optimiser runs in this proces
 LAYER_HP = "lstm"
 
 
-def built_layer(model) -> str:
-    """Which of TRAINING_LSTMS (host.train.model) `model`'s first BiLSTM layer is, read off the built
-    layer itself (a tuning worker says it per trial)."""
-    from host.train.bilstm import FusedBiLSTM
-
-    layer = model.get_layer("bilstm_0")
-    if not isinstance(layer, FusedBiLSTM):
-        return "keras" if getattr(layer.forward_layer, "unroll", False) else "keras-loop"
-    if layer.mask_groups:
-        return "grouped"
-    return "fused-bf16" if layer.train_precision == "bfloat16" else "fused"
-
-
 def graph_rewrites(enabled: bool = False) -> bool:
     """Whether TensorFlow's graph optimiser (grappler) rewrites this process's graphs: off for
     training, because it rewrites every new graph, the unrolled training step (thousands of ops)
@@ -288,7 +275,7 @@ class DecoderHyperModel(kt.HyperModel):
         self._thinning = Thinning(far_rest(self.sets["train"]), k) if k > 1 else None
 
     def build(self, hp):
-        from host.train.model import build_model
+        from host.train.model import build_model, built_layer
 
         train = self.sets["train"]
         lstm = hp.Fixed(LAYER_HP, self.config.lstm)  # a trial's value (the chief's) if it has one

@@ -177,6 +177,20 @@ def _bilstm(kind: str, name: str, units: int, sequences: bool, dropout: float, k
     return keras.layers.Bidirectional(lstm, name=name)
 
 
+def built_layer(model) -> str:
+    """Which of TRAINING_LSTMS `model`'s first BiLSTM layer is, read off the built layer itself (a
+    tuning worker says it per trial): the inverse of `_bilstm`, kept beside it so the two change
+    together."""
+    from host.train.bilstm import FusedBiLSTM
+
+    layer = model.get_layer("bilstm_0")
+    if not isinstance(layer, FusedBiLSTM):
+        return "keras" if getattr(layer.forward_layer, "unroll", False) else "keras-loop"
+    if layer.mask_groups:
+        return "grouped"
+    return "fused-bf16" if layer.train_precision == "bfloat16" else "fused"
+
+
 def fixed_hp(values: dict):
     """HyperParameters with every value fixed: `build_model` then builds exactly that model."""
     import keras_tuner as kt
