@@ -78,7 +78,7 @@ DEFAULTS = {"epoch_sample": 1, "rest_sample": 1, "stop_patience": 10, "lr_patien
 # epoch reached the same test R2 in a third of the time (ZRec50: 0.916 in 36 s vs 0.914 in 55 s),
 # and its validation loss levels off within a few epochs, so it waits less before stopping
 # (docs/method.md, "Training the aperture regressor"). The detector thins its far rest windows to
-# a quarter per epoch: 1.5-3.3x faster on the six sessions, test accuracy within 0.2 points
+# a quarter per epoch: 1.5-3.2x faster on the six sessions, test accuracy within 0.2 points
 # (docs/method.md, "Training speed").
 TASK_DEFAULTS = {"aperture": {"epoch_sample": 3, "stop_patience": 5, "lr_patience": 3},
                  "grasp-phase": {"rest_sample": 4}}

@@ -9,7 +9,7 @@ with factor 0.01.
 Why grasptpu's own layer for training (host/train/bilstm.py, `lstm="fused-bf16"`): the tuner
 needs many fits and the CPU's time goes into the first layer's input projection. The layer is
 Keras' LSTM arithmetic and input dropout, unrolled over the 12 bins (the same recurrence without
-TensorFlow's while-loop: 1.9x on MRec41's two-layer detector), with every bin's projection in one
+TensorFlow's while-loop: 2.0x on MRec41's two-layer detector), with every bin's projection in one
 matmul, done in bfloat16 during training steps where the CPU multiplies bfloat16 natively
 (`default_lstm`; else `lstm="fused"`, the same in float32); its figures against Keras' own unrolled layer
 (`lstm="keras"`) are in docs/method.md, "Training speed". `lstm="grouped"` shares input dropout masks within groups of windows (faster, less
