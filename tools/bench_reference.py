@@ -11,7 +11,8 @@ prints the value; K > 1 thins the far rest windows per epoch, their loss reweigh
 
 Each way runs in its own process (so peak RSS is its own: data preparation, arrays, TensorFlow),
 seeded alike, with the same early stopping and learning-rate schedule; both are scored on the
-session's test split. With several recordings or seeds (`--seeds 0,1,2`) it ends with ours minus
+session's test split. The split is seed 0's (`grasptpu train`'s default) for every training seed,
+so the pairs of one session share their test set; `grasptpu train --seed N` draws the split with N. With several recordings or seeds (`--seeds 0,1,2`) it ends with ours minus
 the reference way's test accuracy and F1, mean and standard error over the (session, seed) pairs.
 Usage: python tools/bench_reference.py data/ZRec50.neo.mat [data/ZRec35.neo.mat ...]
        [--tasks object,grasp-phase] [--seeds 0,1,2] [--json FILE]
@@ -32,6 +33,7 @@ from child_run import ROOT, child_json  # tools/, this script's own folder
 sys.path.insert(0, str(ROOT))
 WAYS = ("ours", "reference")
 TASKS = ("object", "grasp-phase")  # the classifiers: both ways stop on validation accuracy
+SPLIT_SEED = 0  # grasptpu train's default split
 
 
 def _reference_fit(hypermodel, model) -> object:
@@ -59,7 +61,7 @@ def run_way(recording: Path, task: str, way: str, seed: int = 0) -> dict:
         graph_rewrites(True)
     overrides = {"rest_sample": 1} if way == "reference" and task == "grasp-phase" else {}  # every window
     config = TrainConfig(task=task, hyperparameters=preset(name), verbose=0, seed=seed, **overrides)
-    prepared = prepare(recording)
+    prepared = prepare(recording, seed=SPLIT_SEED)  # one split for every training seed: pairs share a test set
     hypermodel = DecoderHyperModel(prepared, config)
     t0 = time.perf_counter()
     if way == "ours":
@@ -117,7 +119,7 @@ def paired_summary(rows: list[dict], task: str) -> list[str]:
 @click.command()
 @click.argument("recordings", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tasks", default="object,grasp-phase", show_default=True)
-@click.option("--seeds", default="0", show_default=True, help="Comma-separated training seeds; each runs both ways.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated training seeds; each runs both ways, on seed 0's split.")
 @click.option("--way", type=click.Choice(WAYS), default=None, help="Run one way here and print its JSON (internal).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the rows here.")
 def main(recordings: tuple[Path, ...], tasks: str, seeds: str, way: str | None, json_out: Path | None) -> None:
@@ -140,8 +142,9 @@ def main(recordings: tuple[Path, ...], tasks: str, seeds: str, way: str | None, 
         print(json.dumps(run_way(paths[0], chosen[0], way, seed_list[0])))
         return
     print(f"training: ours vs the reference way (float windows + model.fit, every window, looped LSTM); "
-          f"{', '.join(r.name for r in recordings)}, default preset, training split fit, validation split stops, "
-          f"test split scores; {os.cpu_count()} CPU cores, seeds {', '.join(map(str, seed_list))}")
+          f"{', '.join(r.name for r in recordings)}, default preset, split of seed 0 for every training seed (training "
+          f"split fits, validation split stops, test split scores); {os.cpu_count()} CPU cores, training seeds "
+          f"{', '.join(map(str, seed_list))}")
     print(f"  {'session':<8} {'seed':>4} {'task':<12} {'way':<10} {'train s':>8} {'epochs':>6} {'best':>5} {'s/epoch':>8}"
           f" {'peak RSS MB':>11} {'test acc':>9} {'F1':>6} {'K':>2}  ours vs reference")
     rows = []
