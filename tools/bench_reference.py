@@ -12,8 +12,9 @@ prints the value; K > 1 thins the far rest windows per epoch, their loss reweigh
 Each way runs in its own process (so peak RSS is its own: data preparation, arrays, TensorFlow),
 seeded alike, with the same early stopping and learning-rate schedule; both are scored on the
 session's test split. The split is seed 0's (`grasptpu train`'s default) for every training seed,
-so the pairs of one session share their test set; `grasptpu train --seed N` draws the split with N. With several recordings or seeds (`--seeds 0,1,2`) it ends with ours minus
-the reference way's test accuracy and F1, mean and standard error over the (session, seed) pairs.
+so the pairs of one session share their test set; `grasptpu train --seed N` draws the split with
+N. With several recordings or seeds (`--seeds 0,1,2`) it ends with ours minus the reference way's
+test accuracy and F1, mean and standard error over the (session, seed) pairs.
 Usage: python tools/bench_reference.py data/ZRec50.neo.mat [data/ZRec35.neo.mat ...]
        [--tasks object,grasp-phase] [--seeds 0,1,2] [--json FILE]
 """
@@ -119,7 +120,8 @@ def paired_summary(rows: list[dict], task: str) -> list[str]:
 @click.command()
 @click.argument("recordings", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tasks", default="object,grasp-phase", show_default=True)
-@click.option("--seeds", default="0", show_default=True, help="Comma-separated training seeds; each runs both ways, on seed 0's split.")
+@click.option("--seeds", default="0", show_default=True,
+              help="Comma-separated training seeds; each runs both ways, on seed 0's split.")
 @click.option("--way", type=click.Choice(WAYS), default=None, help="Run one way here and print its JSON (internal).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the rows here.")
 def main(recordings: tuple[Path, ...], tasks: str, seeds: str, way: str | None, json_out: Path | None) -> None:

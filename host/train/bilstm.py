@@ -21,8 +21,9 @@ unit kept with probability 1 - dropout and scaled by 1 / (1 - dropout); this lay
 The opt-in grouped mode (`grasptpu train --lstm grouped`, `mask_groups=8`) shares one mask within
 each of MASK_GROUPS groups of the shuffled batch (32 windows at batch 256), each group keeping
 exactly round(n x (1 - dropout)) units scaled by n / keep, and multiplies only those units'
-inputs and kernel rows: 16 against 25 ms per training step (Keras' layer), but in paired runs (same seed and
-split, 9 pairs) 1.5 points lower object accuracy and 1.3 points lower detector F1 on average.
+inputs and kernel rows: 16 against 25 ms per training step (Keras' layer), but in paired runs
+(same seed and split, 9 pairs) 1.5 points lower object accuracy and 1.3 points lower detector F1
+on average.
 Exact per-window masks cannot skip the dropped units' arithmetic: gathering them per window was
 no faster than the dense matmul.
 
