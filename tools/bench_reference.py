@@ -121,7 +121,7 @@ def paired_summary(rows: list[dict], task: str) -> list[str]:
 @click.argument("recordings", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tasks", default="object,grasp-phase", show_default=True)
 @click.option("--seeds", default="0", show_default=True,
-              help="Comma-separated training seeds; each runs both ways, on seed 0's split.")
+              help=f"Comma-separated training seeds; each runs both ways, on seed {SPLIT_SEED}'s split.")
 @click.option("--way", type=click.Choice(WAYS), default=None, help="Run one way here and print its JSON (internal).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the rows here.")
 def main(recordings: tuple[Path, ...], tasks: str, seeds: str, way: str | None, json_out: Path | None) -> None:
@@ -144,9 +144,9 @@ def main(recordings: tuple[Path, ...], tasks: str, seeds: str, way: str | None, 
         print(json.dumps(run_way(paths[0], chosen[0], way, seed_list[0])))
         return
     print(f"training: ours vs the reference way (float windows + model.fit, every window, looped LSTM); "
-          f"{', '.join(r.name for r in recordings)}, default preset, split of seed 0 for every training seed (training "
-          f"split fits, validation split stops, test split scores); {os.cpu_count()} CPU cores, training seeds "
-          f"{', '.join(map(str, seed_list))}")
+          f"{', '.join(r.name for r in recordings)}, default preset, split of seed {SPLIT_SEED} for every training "
+          f"seed (training split fits, validation split stops, test split scores); {os.cpu_count()} CPU cores, "
+          f"training seeds {', '.join(map(str, seed_list))}")
     print(f"  {'session':<8} {'seed':>4} {'task':<12} {'way':<10} {'train s':>8} {'epochs':>6} {'best':>5} {'s/epoch':>8}"
           f" {'peak RSS MB':>11} {'test acc':>9} {'F1':>6} {'K':>2}  ours vs reference")
     rows = []
