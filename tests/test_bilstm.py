@@ -12,15 +12,16 @@ import pytest
 from host.train.bilstm import CUSTOM_OBJECTS, FusedBiLSTM
 
 
-def _pair(sequences: bool, n: int = 7, units: int = 5, dropout: float = 0.0, precision: str = "float32"):
-    """Our layer and Keras' unrolled Bidirectional(LSTM), built on (12, n) and holding the same
+def _pair(sequences: bool, n: int = 7, units: int = 5, dropout: float = 0.0, precision: str = "float32",
+          bins: int = 12):
+    """Our layer and Keras' unrolled Bidirectional(LSTM), built on (bins, n) and holding the same
     random weights (large enough to saturate some gates)."""
     import keras
 
     ours = FusedBiLSTM(units, return_sequences=sequences, dropout=dropout, train_precision=precision)
     theirs = keras.layers.Bidirectional(keras.layers.LSTM(units, return_sequences=sequences, unroll=True))
-    ours.build((None, 12, n))
-    theirs.build((None, 12, n))
+    ours.build((None, bins, n))
+    theirs.build((None, bins, n))
     rng = np.random.default_rng(5)
     weights = [rng.normal(0, 0.5, w.shape).astype(np.float32) for w in theirs.get_weights()]
     theirs.set_weights(weights)
@@ -28,18 +29,24 @@ def _pair(sequences: bool, n: int = 7, units: int = 5, dropout: float = 0.0, pre
     return ours, theirs, rng
 
 
+@pytest.mark.parametrize("graph", [False, True])
+@pytest.mark.parametrize("bins", [1, 2, 12])
 @pytest.mark.parametrize("sequences", [False, True])
-def test_outputs_and_gradients_are_keras_bidirectional_lstm(sequences):
+def test_outputs_and_gradients_are_keras_bidirectional_lstm(sequences, bins, graph):
+    """Our hand-written gradient (weights and inputs, eagerly and in a traced step as in training)
+    is TensorFlow's gradient of Keras' layer, for any window length."""
     import tensorflow as tf
 
-    ours, theirs, rng = _pair(sequences)
-    x = tf.constant(rng.normal(0, 1, (6, 12, 7)).astype(np.float32))
+    ours, theirs, rng = _pair(sequences, bins=bins)
+    x = tf.constant(rng.normal(0, 1, (6, bins, 7)).astype(np.float32))
     np.testing.assert_allclose(ours(x), theirs(x), atol=1e-5)
-    grads = []
-    for layer in (ours, theirs):
+
+    def gradients(layer):
         with tf.GradientTape() as tape:
+            tape.watch(x)
             loss = tf.reduce_sum(tf.sin(layer(x, training=True)))  # dropout 0: training = inference
-        grads.append(tape.gradient(loss, layer.trainable_weights))
+        return tape.gradient(loss, [x, *layer.trainable_weights])
+    grads = [tf.function(gradients)(layer) if graph else gradients(layer) for layer in (ours, theirs)]
     for g_ours, g_theirs in zip(*grads):
         np.testing.assert_allclose(g_ours, g_theirs, atol=1e-4)
 
