@@ -168,6 +168,7 @@ def test_each_epoch_is_a_fresh_seeded_order_or_share_of_the_windows():
     epochs = [_end_rows(sampled) for _ in range(3)]
     assert all(len(e) == len(set(e)) == 67 for e in epochs) and epochs[0] != epochs[1]
     assert int(sampled.cardinality()) == -(-67 // 16)
+    assert [len(x) for x, *_ in sampled] == [16, 16, 16, 16, 3]  # full batches, the rest last
     thin = Thinning(far_rest(windows), 4)
     kept = set(windows.end_row[~thin.mask])
     for rows in (_end_rows(make_feed(counts, windows, 16, True, 3, thin.weights(), thin=thin)) for _ in range(2)):

@@ -82,14 +82,15 @@ def main(sessions: str, data: Path, models: Path, tasks: str, train_args: str) -
           f" {'per epoch':>9} {'windows/s':>10}")
     for n, t, s, w, e, b, win, per, wps in timing:
         print(f"  {n:<8} {t:<12} {s:8.1f} {w:7.1f} {e:6d} {b:5d} {win:8d} {per:9d} {wps:10.0f}")
-    classified = [r for r in table if {"acc", "det_acc"} <= set(r)]
+    classified = [r for r in table if {"acc", "det_acc"} & set(r)]  # either classifier (--tasks may name one)
     if classified:
         print("\ntest-split accuracy per session (object: windows for the BiLSTM, trials for naive Bayes)")
         print(f"  {'session':<8} {'classes':>7} {'BiLSTM acc':>10} {'relaxed':>8} {'NB acc':>7} {'relaxed':>8} {'NB LOO':>7}"
               f" {'detector acc':>12} {'F1 grasp':>8} {'F1 mean':>8}")
     for r in classified:
-        print(f"  {r['session']:<8} {r['classes']:7d} {r['acc']:10.1%} {r['relaxed']:8.1%} {r['nb_acc']:7.1%}"
-              f" {r['nb_relaxed']:8.1%} {r['nb_loo']:7.1%} {r['det_acc']:12.2%} {r['det_f1']:8.3f} {r['det_macro_f1']:8.3f}")
+        print(f"  {r['session']:<8} {_cell(r, 'classes', '7d')} {_cell(r, 'acc', '10.1%')} {_cell(r, 'relaxed', '8.1%')}"
+              f" {_cell(r, 'nb_acc', '7.1%')} {_cell(r, 'nb_relaxed', '8.1%')} {_cell(r, 'nb_loo', '7.1%')}"
+              f" {_cell(r, 'det_acc', '12.2%')} {_cell(r, 'det_f1', '8.3f')} {_cell(r, 'det_macro_f1', '8.3f')}")
     if aperture:
         print("\naperture regressor, test split: R2 (BiLSTM float, its int8 model, and the baselines fitted in this run)")
         print(f"  {'session':<8} {'BiLSTM':>7} {'int8':>7} {'Wiener':>7} {'Kalman':>7} {'vs Wiener':>9} {'RMSE mm':>8}"
@@ -100,6 +101,11 @@ def main(sessions: str, data: Path, models: Path, tasks: str, train_args: str) -
                   f"  {'yes' if a['r2'] > max(a['wiener_r2'], a['kalman_r2']) else 'NO'}")
     (models / "bench-train.json").write_text(json.dumps({"timing": timing, "table": table, "aperture": aperture},
                                                         indent=1))
+
+
+def _cell(row: dict, key: str, spec: str) -> str:
+    """row[key] formatted by `spec`, or a dash of the same width for a decoder not trained."""
+    return format(row[key], spec) if key in row else "-".rjust(int(spec.rstrip("%dfs").split(".")[0]))
 
 
 def _aperture_row(session: str, folder: Path, test: dict, baseline: dict, seconds: float) -> dict:
