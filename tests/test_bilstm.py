@@ -41,12 +41,15 @@ def test_outputs_and_gradients_are_keras_bidirectional_lstm(sequences, bins, gra
     x = tf.constant(rng.normal(0, 1, (6, bins, 7)).astype(np.float32))
     np.testing.assert_allclose(ours(x), theirs(x), atol=1e-5)
 
-    def gradients(layer):
+    def gradients(layer, x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_sum(tf.sin(layer(x, training=True)))  # dropout 0: training = inference
         return tape.gradient(loss, [x, *layer.trainable_weights])
-    grads = [tf.function(gradients)(layer) if graph else gradients(layer) for layer in (ours, theirs)]
+
+    def traced(layer):  # as in training: traced once for any batch size
+        return tf.function(lambda x: gradients(layer, x), input_signature=[tf.TensorSpec([None, bins, 7])])(x)
+    grads = [traced(layer) if graph else gradients(layer, x) for layer in (ours, theirs)]
     for g_ours, g_theirs in zip(*grads):
         np.testing.assert_allclose(g_ours, g_theirs, atol=1e-4)
 

@@ -150,7 +150,9 @@ class FusedBiLSTM(keras.layers.Layer):
     def _recur(self, z, recurrent, backward: bool):
         """Keras' LSTM cell over the projected bins (z already holds x @ kernel + bias), its
         gradient written out (`_recurrence`)."""
-        return _recurrence(z, tf.convert_to_tensor(recurrent), self.units, backward, self.return_sequences)
+        # a tensor, not the variable: tf.custom_gradient would otherwise want the variable's
+        # gradient returned through its `variables=` argument
+        return _recurrence(z, tf.convert_to_tensor(recurrent), backward, self.return_sequences)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "units": self.units, "return_sequences": self.return_sequences,
@@ -162,7 +164,7 @@ class FusedBiLSTM(keras.layers.Layer):
                 if self.recurrent_regularizer else None}
 
 
-def _recurrence(z, recurrent, units: int, backward: bool, sequences: bool):
+def _recurrence(z, recurrent, backward: bool, sequences: bool):
     """Keras' LSTM cell unrolled over z's bins (batch, bins, 4 x units: x @ kernel + bias), with a
     hand-written gradient instead of TensorFlow's.
 
@@ -177,11 +179,20 @@ def _recurrence(z, recurrent, units: int, backward: bool, sequences: bool):
     @tf.custom_gradient
     def run(z, recurrent):
         bins = tf.unstack(z, axis=1)
-        kept, hs = _cell_forward(bins[::-1] if backward else bins, recurrent)
-        if not sequences:
-            return hs[-1], lambda d: _cell_backward(d, None, kept, hs, recurrent, backward, units)
-        out = tf.stack(hs[::-1] if backward else hs, axis=1)
-        return out, lambda d: _cell_backward(None, d, kept, hs, recurrent, backward, units)
+        saved, hs = _cell_forward(bins[::-1] if backward else bins, recurrent)
+        out = tf.stack(hs[::-1] if backward else hs, axis=1) if sequences else hs[-1]
+
+        def grad(d):
+            """The gradient reaching each bin's h from above, in reading order, then the cell's."""
+            if sequences:
+                d_out = tf.unstack(d, axis=1)
+                d_out = d_out[::-1] if backward else d_out
+            else:
+                d_out = [None] * (len(hs) - 1) + [d]
+            da, d_recurrent = _cell_backward(d_out, saved, hs, recurrent)
+            return tf.stack(da[::-1] if backward else da, axis=1), d_recurrent
+
+        return out, grad
 
     return run(z, recurrent)
 
@@ -190,30 +201,27 @@ def _cell_forward(bins: list, recurrent) -> tuple[list, list]:
     """The cell over `bins` in reading order: (per bin the activations the gradient reuses:
     input, forget, candidate and output gates, the previous cell state (None at the first bin),
     tanh of the cell state; per bin h)."""
-    kept, hs, c, h = [], [], None, None
+    saved, hs, c, h = [], [], None, None
     for zt in bins:
         a = zt if h is None else zt + tf.matmul(h, recurrent)
         i, f, g, o = tf.split(a, 4, axis=-1)
         si, sf, tg, so = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
-        c_prev, c = c, si * tg if c is None else sf * c + si * tg
+        c_prev = c
+        c = si * tg if c_prev is None else sf * c_prev + si * tg
         tc = tf.tanh(c)
         h = so * tc
-        kept.append((si, sf, tg, so, c_prev, tc))
+        saved.append((si, sf, tg, so, c_prev, tc))
         hs.append(h)
-    return kept, hs
+    return saved, hs
 
 
-def _cell_backward(d_last, d_sequence, kept: list, hs: list, recurrent, backward: bool, units: int):
-    """(dz in time order, d recurrent kernel) from the gradient of the last h (`d_last`) or of
-    the whole time-ordered sequence (`d_sequence`), back through the bins in reverse reading order."""
-    if d_sequence is None:
-        d_out = [None] * (len(kept) - 1) + [d_last]
-    else:
-        d_out = tf.unstack(d_sequence, axis=1)
-        d_out = d_out[::-1] if backward else d_out
-    da, dh_rec, dc_carry = [None] * len(kept), None, None
-    for t in range(len(kept) - 1, -1, -1):
-        si, sf, tg, so, c_prev, tc = kept[t]
+def _cell_backward(d_out: list, saved: list, hs: list, recurrent) -> tuple[list, object]:
+    """(per bin the gradient of the gates' pre-activations, in reading order; the recurrent
+    kernel's gradient) from `d_out`, the gradient reaching each bin's h from above (None: none),
+    back through the bins in reverse reading order."""
+    da, dh_rec, dc_carry = [None] * len(saved), None, None
+    for t in range(len(saved) - 1, -1, -1):
+        si, sf, tg, so, c_prev, tc = saved[t]
         dh = _plus(d_out[t], dh_rec)
         dc = _plus(_tanh_grad(y=tc, dy=dh * so), dc_carry)
         da[t] = tf.concat([_sigmoid_grad(y=si, dy=dc * tg),
@@ -221,12 +229,11 @@ def _cell_backward(d_last, d_sequence, kept: list, hs: list, recurrent, backward
                            _tanh_grad(y=tg, dy=dc * si), _sigmoid_grad(y=so, dy=dh * tc)], -1)
         if t:
             dh_rec, dc_carry = tf.matmul(da[t], recurrent, transpose_b=True), dc * sf
-    if len(kept) > 1:  # h is 0 before the first bin: the recurrent kernel sees the later bins only
-        d_recurrent = tf.matmul(tf.reshape(tf.stack(hs[:-1]), [-1, units]),
-                                tf.reshape(tf.stack(da[1:]), [-1, 4 * units]), transpose_a=True)
-    else:
-        d_recurrent = tf.zeros_like(recurrent)
-    return tf.stack(da[::-1] if backward else da, axis=1), d_recurrent
+    if len(saved) == 1:
+        return da, tf.zeros_like(recurrent)
+    units = int(recurrent.shape[0])  # h is 0 before the first bin: the recurrent kernel sees the later bins only
+    return da, tf.matmul(tf.reshape(tf.stack(hs[:-1]), [-1, units]),
+                         tf.reshape(tf.stack(da[1:]), [-1, 4 * units]), transpose_a=True)
 
 
 def _plus(a, b):
