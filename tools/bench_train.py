@@ -88,8 +88,8 @@ def main(sessions: str, data: Path, models: Path, tasks: str, train_args: str) -
         print(f"  {'session':<8} {'classes':>7} {'BiLSTM acc':>10} {'relaxed':>8} {'NB acc':>7} {'relaxed':>8} {'NB LOO':>7}"
               f" {'detector acc':>12} {'F1 grasp':>8} {'F1 mean':>8}")
         for r in classified:
-            print(f"  {r['session']:<8} {_cell(r, 'classes', '7d')} {_cell(r, 'acc', '10.1%')} {_cell(r, 'relaxed', '8.1%')}"
-                  f" {_cell(r, 'nb_acc', '7.1%')} {_cell(r, 'nb_relaxed', '8.1%')} {_cell(r, 'nb_loo', '7.1%')}"
+            print(f"  {r['session']:<8} {_cell(r, 'classes', '7d')} {_cell(r, 'acc', '10.1%')}"
+                  f" {_cell(r, 'relaxed', '8.1%')} {_cell(r, 'nb_acc', '7.1%')} {_cell(r, 'nb_relaxed', '8.1%')} {_cell(r, 'nb_loo', '7.1%')}"
                   f" {_cell(r, 'det_acc', '12.2%')} {_cell(r, 'det_f1', '8.3f')} {_cell(r, 'det_macro_f1', '8.3f')}")
     if aperture:
         print("\naperture regressor, test split: R2 (BiLSTM float, its int8 model, and the baselines fitted in this run)")
