@@ -28,6 +28,12 @@ sys.path.insert(0, str(ROOT))
 ALL = "MRec40,MRec41,MRec42,ZRec32,ZRec35,ZRec50"
 TASKS = ("object", "grasp-phase", "aperture")
 
+# The accuracy table's columns: (row key, title, width, format); a decoder not trained shows "-".
+ACCURACY_COLUMNS = (("classes", "classes", 7, "d"), ("acc", "BiLSTM acc", 10, ".1%"), ("relaxed", "relaxed", 8, ".1%"),
+                    ("nb_acc", "NB acc", 7, ".1%"), ("nb_relaxed", "relaxed", 8, ".1%"), ("nb_loo", "NB LOO", 7, ".1%"),
+                    ("det_acc", "detector acc", 12, ".2%"), ("det_f1", "F1 grasp", 8, ".3f"),
+                    ("det_macro_f1", "F1 mean", 8, ".3f"))
+
 
 def _run(args: list[str]) -> None:
     run_child(["-m", "host.cli", *args])
@@ -85,12 +91,11 @@ def main(sessions: str, data: Path, models: Path, tasks: str, train_args: str) -
     classified = [r for r in table if {"acc", "det_acc"} & set(r)]  # either classifier (--tasks may name one)
     if classified:
         print("\ntest-split accuracy per session (object: windows for the BiLSTM, trials for naive Bayes)")
-        print(f"  {'session':<8} {'classes':>7} {'BiLSTM acc':>10} {'relaxed':>8} {'NB acc':>7} {'relaxed':>8} {'NB LOO':>7}"
-              f" {'detector acc':>12} {'F1 grasp':>8} {'F1 mean':>8}")
+        print(f"  {'session':<8} " + " ".join(f"{title:>{width}}" for _, title, width, _ in ACCURACY_COLUMNS))
         for r in classified:
-            print(f"  {r['session']:<8} {_cell(r, 'classes', '7d')} {_cell(r, 'acc', '10.1%')}"
-                  f" {_cell(r, 'relaxed', '8.1%')} {_cell(r, 'nb_acc', '7.1%')} {_cell(r, 'nb_relaxed', '8.1%')} {_cell(r, 'nb_loo', '7.1%')}"
-                  f" {_cell(r, 'det_acc', '12.2%')} {_cell(r, 'det_f1', '8.3f')} {_cell(r, 'det_macro_f1', '8.3f')}")
+            cells = (format(r[key], f"{width}{spec}") if key in r else "-".rjust(width)
+                     for key, _, width, spec in ACCURACY_COLUMNS)
+            print(f"  {r['session']:<8} " + " ".join(cells))
     if aperture:
         print("\naperture regressor, test split: R2 (BiLSTM float, its int8 model, and the baselines fitted in this run)")
         print(f"  {'session':<8} {'BiLSTM':>7} {'int8':>7} {'Wiener':>7} {'Kalman':>7} {'vs Wiener':>9} {'RMSE mm':>8}"
@@ -101,11 +106,6 @@ def main(sessions: str, data: Path, models: Path, tasks: str, train_args: str) -
                   f"  {'yes' if a['r2'] > max(a['wiener_r2'], a['kalman_r2']) else 'NO'}")
     (models / "bench-train.json").write_text(json.dumps({"timing": timing, "table": table, "aperture": aperture},
                                                         indent=1))
-
-
-def _cell(row: dict, key: str, spec: str) -> str:
-    """row[key] formatted by `spec`, or a dash of the same width for a decoder not trained."""
-    return format(row[key], spec) if key in row else "-".rjust(int(spec.rstrip("%dfs").split(".")[0]))
 
 
 def _aperture_row(session: str, folder: Path, test: dict, baseline: dict, seconds: float) -> dict:
