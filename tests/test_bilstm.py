@@ -106,7 +106,7 @@ def test_a_group_of_windows_shares_one_mask_keeping_exactly_the_kept_share(batch
     kernel = layer.cells[0][0]
     kernel.assign(np.eye(n, dtype=np.float32))
     x = tf.ones((batch, 12, n))
-    first = layer._project(x, training=True)[0].numpy()
+    first = layer._project(x, kernel, training=True).numpy()
     keep = round(n * 0.25)
     assert first.shape == (batch, 12, n)
     assert set(np.unique(first)) <= {0.0, n / keep}
@@ -118,33 +118,29 @@ def test_a_group_of_windows_shares_one_mask_keeping_exactly_the_kept_share(batch
     assert all((m == m[:1]).all() for m in masks)  # shared within a group
     if batch >= 8:
         assert len({m[0].tobytes() for m in masks}) > 1  # groups draw their own
-    again = layer._project(x, training=True)[0].numpy()
+    again = layer._project(x, kernel, training=True).numpy()
     assert not np.array_equal(first, again)
-    np.testing.assert_array_equal(layer._project(x, training=False)[0], x)  # inference keeps all
+    np.testing.assert_array_equal(layer._project(x, kernel, training=False), x)  # inference keeps all
 
 
 def test_by_default_each_window_draws_its_own_mask_for_all_its_bins():
     """Keras' input dropout: each window keeps each unit with probability 1 - dropout, scaled by
-    1 / (1 - dropout), with one mask for all its bins; windows, batches and the two directions
-    draw their own, independently (Keras' Bidirectional has a layer per direction)."""
+    1 / (1 - dropout), with one mask for all its bins; windows and batches draw anew."""
     import tensorflow as tf
 
     n = 16
     layer = FusedBiLSTM(n // 4, dropout=0.75, seed=1)
     layer.build((None, 12, n))
-    for kernel, _, _ in layer.cells:
-        kernel.assign(np.eye(n, dtype=np.float32))
+    kernel = layer.cells[0][0]
+    kernel.assign(np.eye(n, dtype=np.float32))
     x = tf.ones((512, 12, n))
-    first, backward = (z.numpy() for z in layer._project(x, training=True))
-    for z in (first, backward):
-        assert set(np.unique(z)) == {0.0, 4.0}
-        assert (z == z[:, :1]).all()
-        assert len({w.tobytes() for w in z[:, 0]}) > 400  # windows' masks differ
-        assert abs((z != 0).mean() - 0.25) < 0.02
-    assert abs(((first != 0) & (backward != 0)).mean() - 0.25 ** 2) < 0.01  # independent directions
-    assert not np.array_equal(first, layer._project(x, training=True)[0].numpy())
-    for z in layer._project(x, training=False):
-        np.testing.assert_array_equal(z, x)
+    first = layer._project(x, kernel, training=True).numpy()
+    assert set(np.unique(first)) == {0.0, 4.0}
+    assert (first == first[:, :1]).all()
+    assert len({w.tobytes() for w in first[:, 0]}) > 400  # windows' masks differ
+    assert abs((first != 0).mean() - 0.25) < 0.02
+    assert not np.array_equal(first, layer._project(x, kernel, training=True).numpy())
+    np.testing.assert_array_equal(layer._project(x, kernel, training=False), x)
 
 
 @pytest.mark.parametrize("groups", [8, 0])
@@ -156,9 +152,9 @@ def test_dropout_keeps_every_input_expectation(groups):
     n = 10
     layer = FusedBiLSTM(n // 4 + 1, dropout=0.7, mask_groups=groups, seed=2)
     layer.build((None, 12, n))
-    layer.cells[0][0].assign(np.eye(n, 4 * layer.units, dtype=np.float32))
+    kernel = tf.constant(np.eye(n, 4 * layer.units, dtype=np.float32))
     x = tf.ones((8, 1, n))
-    mean = np.mean([layer._project(x, training=True)[0].numpy()[:, 0, :n] for _ in range(400)], axis=(0, 1))
+    mean = np.mean([layer._project(x, kernel, training=True).numpy()[:, 0, :n] for _ in range(400)], axis=(0, 1))
     np.testing.assert_allclose(mean, 1.0, atol=0.1)
 
 

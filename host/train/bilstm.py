@@ -8,19 +8,16 @@ load already near the cores' float32 peak. Keras' LSTM (unrolled) applies the in
 and multiplies the kernel once per bin; this layer masks each window once and projects all its
 bins in one matmul (in float32 0.98-1.21x Keras' layer, within this machine's timing drift), and
 with `train_precision="bfloat16"` does that matmul in bfloat16 with float32 accumulation (the
-CPU's AVX512-BF16 instructions): its inputs (cast once for both directions, then masked) and
-its kernel (times the dropout scale) rounded to bfloat16, and so are its results, the kernel
-gradient and (above the first layer) the gradient passed down to the layer below. The
-recurrence, the other layers, the weights and the optimiser stay float32. An epoch with
-validation (Keras' evaluate for both) of MRec41's detector or object classifier: 1.13-1.20x
+CPU's AVX512-BF16 instructions): its inputs and kernel rounded to bfloat16, and so are its
+results, the kernel gradient and (above the first layer) the gradient passed down to the layer
+below. The recurrence, the other layers, the weights and the optimiser stay float32. An epoch
+with validation (Keras' evaluate for both) of MRec41's detector or object classifier: 1.13-1.20x
 Keras' layer. Inference (validation, test, export) is float32 always, so every reported metric is
 the float32 model's; in paired runs the bfloat16 and float32 projections ended within 0.2 points
 of each other.
 
 Input dropout: Keras draws one Bernoulli mask per window (`mask_groups=0`, the default), each
-unit kept with probability 1 - dropout and scaled by 1 / (1 - dropout), the two directions
-independently; this layer draws the same (`_window_masks`: from 16-bit random numbers, so the
-probability is 1 - dropout to within 2**-17, and the scale its exact inverse).
+unit kept with probability 1 - dropout and scaled by 1 / (1 - dropout); this layer draws the same.
 The opt-in grouped mode (`grasptpu train --lstm grouped`, `mask_groups=8`) shares one mask within
 each of MASK_GROUPS groups of the shuffled batch (32 windows at batch 256), each group keeping
 exactly round(n x (1 - dropout)) units scaled by n / keep, and multiplies only those units'
@@ -112,7 +109,7 @@ class FusedBiLSTM(keras.layers.Layer):
         return (input_shape[0], 2 * self.units)
 
     def call(self, inputs, training=False):
-        return self.recur_projected([z + bias for z, (_, _, bias) in zip(self._project(inputs, training), self.cells)])
+        return self.recur_projected([self._project(inputs, kernel, training) + bias for kernel, _, bias in self.cells])
 
     def recur_projected(self, projected: list):
         """The layer's output from its inputs already projected, x @ kernel + bias of each direction
@@ -121,41 +118,18 @@ class FusedBiLSTM(keras.layers.Layer):
         return tf.concat([self._recur(z, recurrent, backward)
                           for z, (_, recurrent, _), backward in zip(projected, self.cells, (False, True))], -1)
 
-    def _project(self, x, training) -> list:
-        """x @ kernel of each direction for every bin at once (batch, bins, 4 x units); in training
-        the inputs dropped (`_window_masks`, or per group in `_grouped`) and the matmul in
-        `train_precision`, the inputs cast to it once for both directions."""
+    def _project(self, x, kernel, training):
+        """x @ kernel for every bin at once; in training the inputs dropped (per window, or per
+        group in `_grouped`) and the matmul in `train_precision`."""
         n, bins = int(x.shape[-1]), int(x.shape[1])
-        kernels = [kernel for kernel, _, _ in self.cells]
-        if not training:
-            return [tf.reshape(tf.matmul(tf.reshape(x, [-1, n]), k), [-1, bins, 4 * self.units]) for k in kernels]
-        dtype = self.train_precision
-        if self.dropout > 0 and self.mask_groups:
-            return [self._grouped(x, k, n, bins, dtype) for k in kernels]
-        x = tf.cast(x, dtype)
-        masks, scale = self._window_masks(tf.shape(x)[0], n) if self.dropout > 0 else ((None, None), 1.0)
-        projected = []
-        for mask, kernel in zip(masks, kernels):
-            rows = tf.reshape(x if mask is None else x * tf.cast(mask, dtype), [-1, n])
-            z = tf.matmul(rows, tf.cast(kernel * scale, dtype))
-            projected.append(tf.cast(tf.reshape(z, [-1, bins, 4 * self.units]), "float32"))
-        return projected
-
-    def _window_masks(self, batch, n: int) -> tuple[list, float]:
-        """Keras' input dropout for both directions: each window keeps each unit with probability
-        keep = threshold / 2**16 (1 - dropout to within 2**-17), for all its bins, scaled by
-        1 / keep (returned, to be folded into the kernel: a (units, 4 x units) product instead of a
-        (windows x bins, units) one). (masks (batch, 1, n) per direction, scale.)
-
-        Why one draw of 32-bit words, split into two 16-bit halves, one per direction: the random
-        generator's cost is per word, a quarter of the first layer's input chain on MRec41 (568
-        units); the halves are independent, so the directions' masks are too, as in Keras'
-        Bidirectional (docs/method.md, "Training speed")."""
-        threshold = max(1, round((1.0 - self.dropout) * 2 ** 16))
-        words = tf.random.stateless_uniform((batch, 1, n), seed=self.seed_generator.next(), minval=None, maxval=None,
-                                            dtype=tf.uint32)
-        kept = tf.bitcast(words, tf.uint16) < threshold  # (batch, 1, n, 2): a half per direction
-        return tf.unstack(kept, axis=-1), 2 ** 16 / threshold
+        dtype = self.train_precision if training else "float32"
+        if training and self.dropout > 0:
+            if self.mask_groups:
+                return self._grouped(x, kernel, n, bins, dtype)
+            keep = 1.0 - self.dropout
+            kept = keras.random.uniform((tf.shape(x)[0], 1, n), seed=self.seed_generator) < keep
+            x = x * (tf.cast(kept, x.dtype) / keep)  # Keras' dropout: one mask per window, all its bins
+        return tf.reshape(_matmul(tf.reshape(x, [-1, n]), kernel, dtype), [-1, bins, 4 * self.units])
 
     def _grouped(self, x, kernel, n: int, bins: int, dtype: str):
         """The projection with one input mask per group of windows: each group keeps exactly
