@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import bench_reference  # noqa: E402  (tools/ is not a package)
+import bench_train  # noqa: E402
 
 
 def _row(session: str, seed: int, way: str, accuracy: float, f1: float | None) -> dict:
@@ -45,3 +46,19 @@ def test_one_session_twice_is_refused(tmp_path):
     result = CliRunner().invoke(bench_reference.main, [str(tmp_path / "ZRec50.neo.mat"),
                                                        str(tmp_path / "a" / "ZRec50.neo.mat")])
     assert result.exit_code == 2 and "share a file name" in result.output
+
+
+def _run(seconds: float, epochs: int = 70, accuracy: float = 0.76) -> dict:
+    training = {"seconds": seconds, "epochs_run": epochs, "best_epoch": epochs - 10, "train_windows": 8343,
+                "epoch_windows": 8343, "windows_per_second": epochs * 8343 / seconds}
+    return {"training": training, "wall": seconds + 20, "metrics": {"test": {"accuracy": accuracy}}}
+
+
+def test_repeated_runs_report_the_median_time_its_range_and_whether_they_were_one_run():
+    timed = bench_train.summarise([_run(61.0), _run(53.5), _run(55.0)])
+    assert (timed["seconds"], timed["min_seconds"], timed["max_seconds"]) == (55.0, 53.5, 61.0)
+    assert timed["wall"] == 75.0 and timed["epochs"] == 70 and timed["same_run"]
+    assert timed["windows_per_second"] == pytest.approx(70 * 8343 / 55.0)
+    assert not bench_train.summarise([_run(55.0), _run(55.0, epochs=61)])["same_run"]
+    assert not bench_train.summarise([_run(55.0), _run(55.0, accuracy=0.77)])["same_run"]
+    assert bench_train.summarise([_run(42.0)])["seconds"] == 42.0

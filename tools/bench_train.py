@@ -9,7 +9,12 @@ session's test split. Timings are read from each model's manifest (training only
 preparation and evaluation).
 "windows/s" counts the windows trained on per epoch (fewer than the split's when epochs are
 sampled or the detector's far rest windows thinned).
+With `--repeat R` every model trains R times, in rounds over all the sessions (so a slow spell of
+the machine does not fall on one model's runs only), and the time printed is the median with its
+range: one run's time drifts by 10-20 % on this machine, while with fixed seeds the runs are the
+same run (same epochs and test metrics; a difference is printed).
 Usage: python tools/bench_train.py [--sessions ZRec50,MRec40] [--tasks aperture] [--data data] [--models models/bench]
+       [--repeat 3]
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -49,30 +55,31 @@ def _load(folder: Path) -> tuple[dict, dict]:
 @click.option("--models", type=click.Path(path_type=Path), default=Path("models/bench"), show_default=True)
 @click.option("--tasks", default=",".join(TASKS), show_default=True, help="Comma-separated decoders to train.")
 @click.option("--train-args", default="", help="More `grasptpu train` options for every model, e.g. '--rest-sample 4'.")
-def main(sessions: str, data: Path, models: Path, tasks: str, train_args: str) -> None:
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train every model this many times, in rounds over the sessions; print the median time and range.")
+def main(sessions: str, data: Path, models: Path, tasks: str, train_args: str, repeat: int) -> None:
     """Train the decoders per session and print the timing and accuracy tables."""
     names = [s.strip() for s in sessions.split(",") if s.strip()]
     chosen = [t for t in TASKS if t in tasks.split(",")]
     extra = shlex.split(train_args)
     print(f"training benchmark: sessions {', '.join(names)}; decoders {', '.join(chosen)}; {os.cpu_count()} CPU cores; "
-          f"models in {models}" + (f"; train options {' '.join(extra)}" if extra else ""))
+          f"models in {models}" + (f"; train options {' '.join(extra)}" if extra else "")
+          + (f"; {repeat} runs per model, in rounds" if repeat > 1 else ""))
+    runs = _train_rounds(names, chosen, data, models, extra, repeat)
     timing, table, aperture = [], [], []
     for name in names:
-        recording = (data / f"{name}.neo.mat").resolve()
-        if not recording.exists():
-            _run(["synth", "--session", name, "--out", str(data)])
         row = {"session": name}
         for task in chosen:
-            t0 = time.perf_counter()
-            _run(["train", str(recording), "--task", task, "--models-dir", str(models.resolve()), *extra])
-            wall = time.perf_counter() - t0
-            manifest, metrics = _load(models / f"{name}-{task}")
-            tr = manifest["training"]
-            timing.append((name, task, tr["seconds"], wall, tr["epochs_run"], tr["best_epoch"],
-                           tr["train_windows"], tr["epoch_windows"], tr["windows_per_second"]))
+            timed = summarise(runs[(name, task)])
+            timing.append({"session": name, "task": task, **timed})
+            if not timed["same_run"]:
+                print(f"  note: {name} {task}: the {repeat} runs differ in epochs or test metrics (fixed seeds should "
+                      "make them one run); the accuracy tables show the last")
+            metrics = runs[(name, task)][-1]["metrics"]  # the last run's folder is the one on disk
             test = metrics["test"]
             if task == "aperture":
-                aperture.append(_aperture_row(name, models / f"{name}-{task}", test, metrics["baseline"], tr["seconds"]))
+                aperture.append(_aperture_row(name, models / f"{name}-{task}", test, metrics["baseline"],
+                                              timed["seconds"]))
             elif task == "object":
                 nb = metrics["baseline"]
                 row.update(acc=test["accuracy"], relaxed=test["relaxed_accuracy"],
@@ -80,32 +87,94 @@ def main(sessions: str, data: Path, models: Path, tasks: str, train_args: str) -
                            nb_loo=nb["leave_one_out"]["accuracy"], classes=test["classes"])
             else:
                 row.update(det_acc=test["accuracy"], det_f1=test["f1"], det_macro_f1=test["macro_f1"])
-            print(f"  {name} {task}: {tr['seconds']:.1f} s training, {tr['epochs_run']} epochs", flush=True)
         if len(row) > 1:
             table.append(row)
-    print("\ntraining time (2-core CPU; targets: object < 60 s, grasp-phase < 180 s, aperture < 60 s)")
-    print(f"  {'session':<8} {'task':<12} {'train s':>8} {'wall s':>7} {'epochs':>6} {'best':>5} {'windows':>8}"
-          f" {'per epoch':>9} {'windows/s':>10}")
-    for n, t, s, w, e, b, win, per, wps in timing:
-        print(f"  {n:<8} {t:<12} {s:8.1f} {w:7.1f} {e:6d} {b:5d} {win:8d} {per:9d} {wps:10.0f}")
-    classified = [r for r in table if {"acc", "det_acc"} & set(r)]  # either classifier (--tasks may name one)
-    if classified:
-        print("\ntest-split accuracy per session (object: windows for the BiLSTM, trials for naive Bayes)")
-        print(f"  {'session':<8} " + " ".join(f"{title:>{width}}" for _, title, width, _ in ACCURACY_COLUMNS))
-        for r in classified:
-            cells = (format(r[key], f"{width}{spec}") if key in r else "-".rjust(width)
-                     for key, _, width, spec in ACCURACY_COLUMNS)
-            print(f"  {r['session']:<8} " + " ".join(cells))
-    if aperture:
-        print("\naperture regressor, test split: R2 (BiLSTM float, its int8 model, and the baselines fitted in this run)")
-        print(f"  {'session':<8} {'BiLSTM':>7} {'int8':>7} {'Wiener':>7} {'Kalman':>7} {'vs Wiener':>9} {'RMSE mm':>8}"
-              f" {'int8 RMS diff mm':>16} {'train s':>8}  beats both")
-        for a in aperture:
-            print(f"  {a['session']:<8} {a['r2']:7.3f} {a['int8_r2']:7.3f} {a['wiener_r2']:7.3f} {a['kalman_r2']:7.3f}"
-                  f" {a['r2'] - a['wiener_r2']:+9.3f} {a['rmse']:8.2f} {a['int8_rms_diff']:16.3f} {a['seconds']:8.1f}"
-                  f"  {'yes' if a['r2'] > max(a['wiener_r2'], a['kalman_r2']) else 'NO'}")
+    _print_timing(timing, repeat)
+    _print_accuracy(table)
+    _print_aperture(aperture)
     (models / "bench-train.json").write_text(json.dumps({"timing": timing, "table": table, "aperture": aperture},
                                                         indent=1))
+
+
+def _train_rounds(names: list[str], tasks: list[str], data: Path, models: Path, extra: list[str],
+                  repeat: int) -> dict[tuple[str, str], list[dict]]:
+    """Train every (session, task) `repeat` times, a round over all of them at a time (so a slow spell
+    of the machine is spread over the models); per model its runs' manifest training records, wall
+    times and metrics, read right after each run (the next run overwrites the folder)."""
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for round_ in range(repeat):
+        for name in names:
+            recording = (data / f"{name}.neo.mat").resolve()
+            if not recording.exists():
+                _run(["synth", "--session", name, "--out", str(data)])
+            for task in tasks:
+                t0 = time.perf_counter()
+                _run(["train", str(recording), "--task", task, "--models-dir", str(models.resolve()), *extra])
+                wall = time.perf_counter() - t0
+                manifest, metrics = _load(models / f"{name}-{task}")
+                runs.setdefault((name, task), []).append(
+                    {"training": manifest["training"], "wall": wall, "metrics": metrics})
+                tr = manifest["training"]
+                where = f" (round {round_ + 1} of {repeat})" if repeat > 1 else ""
+                print(f"  {name} {task}{where}: {tr['seconds']:.1f} s training, {tr['epochs_run']} epochs", flush=True)
+    return runs
+
+
+def summarise(runs: list[dict]) -> dict:
+    """One model's runs (each {"training": the manifest's training record, "wall": s, "metrics": metrics.json}):
+    the median training seconds with its range, the median wall time, the epochs and windows, and
+    whether the runs are one run (same epochs, best epoch and test metrics: fixed seeds make them
+    so, so only the time should differ)."""
+    first = runs[0]["training"]
+    seconds = [r["training"]["seconds"] for r in runs]
+    same = all((r["training"]["epochs_run"], r["training"]["best_epoch"], r["metrics"]["test"])
+               == (first["epochs_run"], first["best_epoch"], runs[0]["metrics"]["test"]) for r in runs)
+    return {"seconds": statistics.median(seconds), "min_seconds": min(seconds), "max_seconds": max(seconds),
+            "runs_seconds": seconds, "wall": statistics.median(r["wall"] for r in runs),
+            "epochs": first["epochs_run"], "best": first["best_epoch"], "windows": first["train_windows"],
+            "epoch_windows": first["epoch_windows"],
+            "windows_per_second": statistics.median(r["training"]["windows_per_second"] for r in runs),
+            "same_run": same}
+
+
+def _print_timing(timing: list[dict], repeat: int) -> None:
+    """The training-time table: per model the (median) training and wall seconds, epochs, windows."""
+    print("\ntraining time (2-core CPU; targets: object < 60 s, grasp-phase < 180 s, aperture < 60 s)"
+          + (f"; median of {repeat} runs, range beside it" if repeat > 1 else ""))
+    spread = repeat > 1
+    print(f"  {'session':<8} {'task':<12} {'train s':>8}" + (f" {'range s':>13}" if spread else "")
+          + f" {'wall s':>7} {'epochs':>6} {'best':>5} {'windows':>8} {'per epoch':>9} {'windows/s':>10}")
+    for t in timing:
+        span = f" {t['min_seconds']:6.1f}-{t['max_seconds']:<6.1f}" if spread else ""
+        print(f"  {t['session']:<8} {t['task']:<12} {t['seconds']:8.1f}{span} {t['wall']:7.1f} {t['epochs']:6d}"
+              f" {t['best']:5d} {t['windows']:8d} {t['epoch_windows']:9d} {t['windows_per_second']:10.0f}")
+
+
+def _print_accuracy(table: list[dict]) -> None:
+    """The classifiers' test-split accuracy per session, beside naive Bayes (either classifier may be missing)."""
+    classified = [r for r in table if {"acc", "det_acc"} & set(r)]
+    if not classified:
+        return
+    print("\ntest-split accuracy per session (object: windows for the BiLSTM, trials for naive Bayes)")
+    print(f"  {'session':<8} " + " ".join(f"{title:>{width}}" for _, title, width, _ in ACCURACY_COLUMNS))
+    for r in classified:
+        cells = (format(r[key], f"{width}{spec}") if key in r else "-".rjust(width)
+                 for key, _, width, spec in ACCURACY_COLUMNS)
+        print(f"  {r['session']:<8} " + " ".join(cells))
+
+
+def _print_aperture(aperture: list[dict]) -> None:
+    """The aperture regressor's R2 per session: BiLSTM float and int8 beside the Wiener and Kalman filters."""
+    if not aperture:
+        return
+    print("\naperture regressor, test split: R2 (BiLSTM float, its int8 model, and the baselines fitted in this "
+          "run)")
+    print(f"  {'session':<8} {'BiLSTM':>7} {'int8':>7} {'Wiener':>7} {'Kalman':>7} {'vs Wiener':>9} {'RMSE mm':>8}"
+          f" {'int8 RMS diff mm':>16} {'train s':>8}  beats both")
+    for a in aperture:
+        print(f"  {a['session']:<8} {a['r2']:7.3f} {a['int8_r2']:7.3f} {a['wiener_r2']:7.3f} {a['kalman_r2']:7.3f}"
+              f" {a['r2'] - a['wiener_r2']:+9.3f} {a['rmse']:8.2f} {a['int8_rms_diff']:16.3f} {a['seconds']:8.1f}"
+              f"  {'yes' if a['r2'] > max(a['wiener_r2'], a['kalman_r2']) else 'NO'}")
 
 
 def _aperture_row(session: str, folder: Path, test: dict, baseline: dict, seconds: float) -> dict:
