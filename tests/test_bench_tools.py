@@ -11,6 +11,7 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import bench_reference  # noqa: E402  (tools/ is not a package)
 import bench_train  # noqa: E402
+import bench_tune  # noqa: E402
 
 
 def _row(session: str, seed: int, way: str, accuracy: float, f1: float | None) -> dict:
@@ -62,3 +63,11 @@ def test_repeated_runs_report_the_median_time_its_range_and_whether_they_were_on
     assert not bench_train.summarise([_run(55.0), _run(55.0, epochs=61)])["same_run"]
     assert not bench_train.summarise([_run(55.0), _run(55.0, accuracy=0.77)])["same_run"]
     assert bench_train.summarise([_run(42.0)])["seconds"] == 42.0
+
+
+def test_worker_ratios_are_taken_within_each_round():
+    rows = [{"round": 1, "workers": None, "trials_per_hour": 600}, {"round": 1, "workers": 1, "trials_per_hour": 400},
+            {"round": 1, "workers": 2, "trials_per_hour": 760}, {"round": 2, "workers": 2, "trials_per_hour": 500},
+            {"round": 2, "workers": 1, "trials_per_hour": 250}, {"round": 3, "workers": 2, "trials_per_hour": 900}]
+    assert bench_tune.ratios(rows, 2) == [1.9, 2.0]  # round 3 has no 1-worker run: no ratio
+    assert bench_tune.ratios(rows, 4) == []

@@ -4,13 +4,19 @@ beside one process searching alone with every core, on the same session, budget 
 Each run is one `grasptpu tune ... --workers N --worker-threads T` from start to written results
 (data preparation, worker start-up and the chief included): what a user waits for. The budget is
 small (default 16 trials of 2 epochs) and below the Bayesian search's random start, so every run
-draws the same trials whatever the number of workers. Ratios are against 1 worker in the same run.
+draws the same trials whatever the number of workers. Ratios are against 1 worker in the same
+round. With `--repeat R` the runs are made in R rounds, each round's order the reverse of the one
+before (so a slow spell of the machine does not fall on one setting only), and the summary gives
+per setting the median trials per hour and the median of the rounds' ratios with their range: a
+2-worker search lasts about a minute here, and single ratios drifted from 1.44x to 1.92x in one hour.
 Usage: python tools/bench_tune.py data/ZRec50.neo.mat [--task object] [--trials 16] [--epochs 2] [--workers 1,2,4]
+       [--repeat 3]
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -45,7 +51,10 @@ def _tune(recording: Path, task: str, trials: int, epochs: int, workers: int | N
 @click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--workers", "counts", default="1,2,4", show_default=True, help="Comma-separated worker counts.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the rows here.")
-def main(recording: Path, task: str, trials: int, epochs: int, counts: str, json_out: Path | None) -> None:
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rounds of all the runs, each round in the reverse order of the one before; print medians.")
+def main(recording: Path, task: str, trials: int, epochs: int, counts: str, json_out: Path | None,
+         repeat: int) -> None:
     """Time the same search alone and with N workers each running one TensorFlow op at a time (on one thread)."""
     sys.path.insert(0, str(ROOT))
     from host.data.prepare import prepare
@@ -58,20 +67,53 @@ def main(recording: Path, task: str, trials: int, epochs: int, counts: str, json
                                  param_hint="--workers")
     prepare(recording)  # the session's cache, so no run pays the cold binning
     print(f"tuning throughput: {recording.name}, {task}, {trials} trials x <= {epochs} epochs, seed 0; "
-          f"{cores} CPU cores; each worker one TensorFlow op at a time; wall time from start to written results")
+          f"{cores} CPU cores; each worker one TensorFlow op at a time; wall time from start to written results"
+          + (f"; {repeat} rounds" if repeat > 1 else ""))
     rows = []
+    plan = [(None, cores)] + [(n, 1) for n in worker_counts]
     with tempfile.TemporaryDirectory() as tmp:
-        plan = [(None, cores)] + [(n, 1) for n in worker_counts]
-        for workers, threads in plan:
-            rows.append(_tune(recording.resolve(), task, trials, epochs, workers, threads, Path(tmp)))
-            r = rows[-1]
-            label = "alone (all cores)" if workers is None else f"{workers} worker(s)"
-            base = next((b for b in rows if b["workers"] == 1), None)
-            ratio = f"{r['trials_per_hour'] / base['trials_per_hour']:.2f}x 1 worker" if base and workers else ""
-            print(f"  {label:<18} {r['seconds']:7.1f} s  {r['trials']} trials ({r['failed']} failed)  "
-                  f"{r['trials_per_hour']:6.0f} trials/hour  {ratio}", flush=True)
+        for round_ in range(repeat):
+            for workers, threads in (plan if round_ % 2 == 0 else plan[::-1]):
+                rows.append({"round": round_ + 1,
+                             **_tune(recording.resolve(), task, trials, epochs, workers, threads, Path(tmp))})
+                _print_row(rows[-1], [r for r in rows if r["round"] == round_ + 1], repeat)
+    if repeat > 1:
+        _print_summary(rows, plan)
     if json_out:
         json_out.write_text(json.dumps(rows, indent=1))
+
+
+def _label(workers: int | None) -> str:
+    return "alone (all cores)" if workers is None else f"{workers} worker(s)"
+
+
+def _print_row(r: dict, this_round: list[dict], repeat: int) -> None:
+    """One search's line; its ratio against the round's 1-worker run once that has run."""
+    base = next((b for b in this_round if b["workers"] == 1), None)
+    ratio = f"{r['trials_per_hour'] / base['trials_per_hour']:.2f}x 1 worker" if base and r["workers"] else ""
+    where = f"round {r['round']}: " if repeat > 1 else ""
+    print(f"  {where}{_label(r['workers']):<18} {r['seconds']:7.1f} s  {r['trials']} trials ({r['failed']} failed)  "
+          f"{r['trials_per_hour']:6.0f} trials/hour  {ratio}", flush=True)
+
+
+def ratios(rows: list[dict], workers: int) -> list[float]:
+    """Per round, `workers` workers' trials per hour over the same round's 1 worker's."""
+    by_round = {(r["round"], r["workers"]): r["trials_per_hour"] for r in rows}
+    return [by_round[(n, workers)] / by_round[(n, 1)] for n in sorted({r["round"] for r in rows})
+            if (n, workers) in by_round and (n, 1) in by_round]
+
+
+def _print_summary(rows: list[dict], plan: list[tuple]) -> None:
+    """Per setting the median trials per hour over the rounds, and the median of its per-round ratios."""
+    print("\nmedians over the rounds")
+    for workers, _ in plan:
+        per_hour = statistics.median(r["trials_per_hour"] for r in rows if r["workers"] == workers)
+        line = f"  {_label(workers):<18} {per_hour:6.0f} trials/hour"
+        against = ratios(rows, workers) if workers and workers != 1 else []
+        if against:
+            line += (f"  {statistics.median(against):.2f}x 1 worker (rounds {min(against):.2f}x to "
+                     f"{max(against):.2f}x)")
+        print(line)
 
 
 if __name__ == "__main__":
