@@ -49,19 +49,22 @@ def test_one_session_twice_is_refused(tmp_path):
     assert result.exit_code == 2 and "share a file name" in result.output
 
 
-def _run(seconds: float, epochs: int = 70, accuracy: float = 0.76) -> dict:
-    training = {"seconds": seconds, "epochs_run": epochs, "best_epoch": epochs - 10, "train_windows": 8343,
+def _run(seconds: float, epochs: int = 70, best: int = 60, accuracy: float = 0.76) -> dict:
+    training = {"seconds": seconds, "epochs_run": epochs, "best_epoch": best, "train_windows": 8343,
                 "epoch_windows": 8343, "windows_per_second": epochs * 8343 / seconds}
-    return {"training": training, "wall": seconds + 20, "metrics": {"test": {"accuracy": accuracy}}}
+    return {"training": training, "wall_seconds": seconds + 20,
+            "metrics": {"test": {"accuracy": accuracy, "r2_hold": float("nan")}}}
 
 
 def test_repeated_runs_report_the_median_time_its_range_and_whether_they_were_one_run():
-    timed = bench_train.summarise([_run(61.0), _run(53.5), _run(55.0)])
+    timed = bench_train.summarise([_run(53.5), _run(61.0), _run(55.0)])
     assert (timed["seconds"], timed["min_seconds"], timed["max_seconds"]) == (55.0, 53.5, 61.0)
-    assert timed["wall"] == 75.0 and timed["epochs"] == 70 and timed["same_run"]
+    assert timed["wall_seconds"] == 75.0 and timed["epochs"] == 70
+    assert timed["same_run"]  # an undefined score (NaN) in every run is the same outcome
     assert timed["windows_per_second"] == pytest.approx(70 * 8343 / 55.0)
-    assert not bench_train.summarise([_run(55.0), _run(55.0, epochs=61)])["same_run"]
-    assert not bench_train.summarise([_run(55.0), _run(55.0, accuracy=0.77)])["same_run"]
+    for other in (_run(55.0, epochs=61, best=51), _run(55.0, best=59), _run(55.0, accuracy=0.77)):
+        differs = bench_train.summarise([_run(55.0), other])
+        assert not differs["same_run"] and differs["best"] == other["training"]["best_epoch"]  # the last run's
     assert bench_train.summarise([_run(42.0)])["seconds"] == 42.0
 
 
@@ -69,5 +72,5 @@ def test_worker_ratios_are_taken_within_each_round():
     rows = [{"round": 1, "workers": None, "trials_per_hour": 600}, {"round": 1, "workers": 1, "trials_per_hour": 400},
             {"round": 1, "workers": 2, "trials_per_hour": 760}, {"round": 2, "workers": 2, "trials_per_hour": 500},
             {"round": 2, "workers": 1, "trials_per_hour": 250}, {"round": 3, "workers": 2, "trials_per_hour": 900}]
-    assert bench_tune.ratios(rows, 2) == [1.9, 2.0]  # round 3 has no 1-worker run: no ratio
+    assert bench_tune.ratios(rows, 2) == pytest.approx([1.9, 2.0])  # round 3 has no 1-worker run: no ratio
     assert bench_tune.ratios(rows, 4) == []

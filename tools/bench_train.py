@@ -59,48 +59,47 @@ def _load(folder: Path) -> tuple[dict, dict]:
               help="Train every model this many times, in rounds over the sessions; print the median time and range.")
 def main(sessions: str, data: Path, models: Path, tasks: str, train_args: str, repeat: int) -> None:
     """Train the decoders per session and print the timing and accuracy tables."""
-    names = [s.strip() for s in sessions.split(",") if s.strip()]
+    names = list(dict.fromkeys(s.strip() for s in sessions.split(",") if s.strip()))  # each session once
     chosen = [t for t in TASKS if t in tasks.split(",")]
     extra = shlex.split(train_args)
     print(f"training benchmark: sessions {', '.join(names)}; decoders {', '.join(chosen)}; {os.cpu_count()} CPU cores; "
           f"models in {models}" + (f"; train options {' '.join(extra)}" if extra else "")
           + (f"; {repeat} runs per model, in rounds" if repeat > 1 else ""))
     runs = _train_rounds(names, chosen, data, models, extra, repeat)
-    timing, table, aperture = [], [], []
-    for name in names:
-        row = {"session": name}
-        for task in chosen:
-            timed = summarise(runs[(name, task)])
-            timing.append({"session": name, "task": task, **timed})
-            if not timed["same_run"]:
-                print(f"  note: {name} {task}: the {repeat} runs differ in epochs or test metrics (fixed seeds should "
-                      "make them one run); the accuracy tables show the last")
-            metrics = runs[(name, task)][-1]["metrics"]  # the last run's folder is the one on disk
-            test = metrics["test"]
-            if task == "aperture":
-                aperture.append(_aperture_row(name, models / f"{name}-{task}", test, metrics["baseline"],
-                                              timed["seconds"]))
-            elif task == "object":
-                nb = metrics["baseline"]
-                row.update(acc=test["accuracy"], relaxed=test["relaxed_accuracy"],
-                           nb_acc=nb["test_split"]["accuracy"], nb_relaxed=nb["test_split"]["relaxed_accuracy"],
-                           nb_loo=nb["leave_one_out"]["accuracy"], classes=test["classes"])
-            else:
-                row.update(det_acc=test["accuracy"], det_f1=test["f1"], det_macro_f1=test["macro_f1"])
-        if len(row) > 1:
-            table.append(row)
-    _print_timing(timing, repeat)
+    timing = [{"session": name, "task": task, **summarise(runs[(name, task)])} for name in names for task in chosen]
+    for t in timing:
+        if not t["same_run"]:
+            print(f"  note: {t['session']} {t['task']}: its {repeat} runs differ in epochs or test metrics (fixed "
+                  "seeds should make them one run); the tables show the last")
+    _print_timing(timing, repeat)  # before the aperture models are quantised, so a failure there loses no timing
+    table = [row for row in (_accuracy_row(name, chosen, runs) for name in names) if len(row) > 1]
     _print_accuracy(table)
+    aperture = [_aperture_row(t["session"], models / f"{t['session']}-aperture", runs[(t["session"], "aperture")][-1],
+                              t["seconds"]) for t in timing if t["task"] == "aperture"]
     _print_aperture(aperture)
     (models / "bench-train.json").write_text(json.dumps({"timing": timing, "table": table, "aperture": aperture},
                                                         indent=1))
+
+
+def _accuracy_row(name: str, tasks: list[str], runs: dict) -> dict:
+    """One session's row of the accuracy table from its classifiers' last runs (their folders are on disk)."""
+    row = {"session": name}
+    if "object" in tasks:
+        test, nb = (runs[(name, "object")][-1]["metrics"][k] for k in ("test", "baseline"))
+        row.update(acc=test["accuracy"], relaxed=test["relaxed_accuracy"], nb_acc=nb["test_split"]["accuracy"],
+                   nb_relaxed=nb["test_split"]["relaxed_accuracy"], nb_loo=nb["leave_one_out"]["accuracy"],
+                   classes=test["classes"])
+    if "grasp-phase" in tasks:
+        test = runs[(name, "grasp-phase")][-1]["metrics"]["test"]
+        row.update(det_acc=test["accuracy"], det_f1=test["f1"], det_macro_f1=test["macro_f1"])
+    return row
 
 
 def _train_rounds(names: list[str], tasks: list[str], data: Path, models: Path, extra: list[str],
                   repeat: int) -> dict[tuple[str, str], list[dict]]:
     """Train every (session, task) `repeat` times, a round over all of them at a time (so a slow spell
     of the machine is spread over the models); per model its runs' manifest training records, wall
-    times and metrics, read right after each run (the next run overwrites the folder)."""
+    seconds and metrics, read right after each run (the next run overwrites the folder)."""
     runs: dict[tuple[str, str], list[dict]] = {}
     for round_ in range(repeat):
         for name in names:
@@ -112,29 +111,31 @@ def _train_rounds(names: list[str], tasks: list[str], data: Path, models: Path, 
                 _run(["train", str(recording), "--task", task, "--models-dir", str(models.resolve()), *extra])
                 wall = time.perf_counter() - t0
                 manifest, metrics = _load(models / f"{name}-{task}")
-                runs.setdefault((name, task), []).append(
-                    {"training": manifest["training"], "wall": wall, "metrics": metrics})
                 tr = manifest["training"]
+                runs.setdefault((name, task), []).append({"training": tr, "wall_seconds": wall, "metrics": metrics})
                 where = f" (round {round_ + 1} of {repeat})" if repeat > 1 else ""
                 print(f"  {name} {task}{where}: {tr['seconds']:.1f} s training, {tr['epochs_run']} epochs", flush=True)
     return runs
 
 
 def summarise(runs: list[dict]) -> dict:
-    """One model's runs (each {"training": the manifest's training record, "wall": s, "metrics": metrics.json}):
-    the median training seconds with its range, the median wall time, the epochs and windows, and
-    whether the runs are one run (same epochs, best epoch and test metrics: fixed seeds make them
-    so, so only the time should differ)."""
-    first = runs[0]["training"]
+    """One model's runs (each {"training": the manifest's training record, "wall_seconds": s, "metrics":
+    metrics.json}): the median training seconds with its range, the median wall seconds, the last run's
+    epochs and windows (the tables show the last run), and whether the runs are one run (same epochs,
+    best epoch and test metrics: fixed seeds make them so, so only the time should differ)."""
+    last = runs[-1]["training"]
     seconds = [r["training"]["seconds"] for r in runs]
-    same = all((r["training"]["epochs_run"], r["training"]["best_epoch"], r["metrics"]["test"])
-               == (first["epochs_run"], first["best_epoch"], runs[0]["metrics"]["test"]) for r in runs)
+
+    def outcome(run: dict) -> tuple:  # test metrics as JSON text: NaN (an undefined score) equals itself there
+        tr = run["training"]
+        return tr["epochs_run"], tr["best_epoch"], json.dumps(run["metrics"]["test"], sort_keys=True)
+
     return {"seconds": statistics.median(seconds), "min_seconds": min(seconds), "max_seconds": max(seconds),
-            "runs_seconds": seconds, "wall": statistics.median(r["wall"] for r in runs),
-            "epochs": first["epochs_run"], "best": first["best_epoch"], "windows": first["train_windows"],
-            "epoch_windows": first["epoch_windows"],
+            "runs_seconds": seconds, "wall_seconds": statistics.median(r["wall_seconds"] for r in runs),
+            "epochs": last["epochs_run"], "best": last["best_epoch"], "windows": last["train_windows"],
+            "epoch_windows": last["epoch_windows"],
             "windows_per_second": statistics.median(r["training"]["windows_per_second"] for r in runs),
-            "same_run": same}
+            "same_run": len({outcome(r) for r in runs}) == 1}
 
 
 def _print_timing(timing: list[dict], repeat: int) -> None:
@@ -142,11 +143,11 @@ def _print_timing(timing: list[dict], repeat: int) -> None:
     print("\ntraining time (2-core CPU; targets: object < 60 s, grasp-phase < 180 s, aperture < 60 s)"
           + (f"; median of {repeat} runs, range beside it" if repeat > 1 else ""))
     spread = repeat > 1
-    print(f"  {'session':<8} {'task':<12} {'train s':>8}" + (f" {'range s':>13}" if spread else "")
+    print(f"  {'session':<8} {'task':<12} {'train s':>8}" + (f" {'range s':>11}" if spread else "")
           + f" {'wall s':>7} {'epochs':>6} {'best':>5} {'windows':>8} {'per epoch':>9} {'windows/s':>10}")
     for t in timing:
-        span = f" {t['min_seconds']:6.1f}-{t['max_seconds']:<6.1f}" if spread else ""
-        print(f"  {t['session']:<8} {t['task']:<12} {t['seconds']:8.1f}{span} {t['wall']:7.1f} {t['epochs']:6d}"
+        span = f" {t['min_seconds']:.1f}-{t['max_seconds']:.1f}".rjust(12) if spread else ""
+        print(f"  {t['session']:<8} {t['task']:<12} {t['seconds']:8.1f}{span} {t['wall_seconds']:7.1f} {t['epochs']:6d}"
               f" {t['best']:5d} {t['windows']:8d} {t['epoch_windows']:9d} {t['windows_per_second']:10.0f}")
 
 
@@ -167,8 +168,8 @@ def _print_aperture(aperture: list[dict]) -> None:
     """The aperture regressor's R2 per session: BiLSTM float and int8 beside the Wiener and Kalman filters."""
     if not aperture:
         return
-    print("\naperture regressor, test split: R2 (BiLSTM float, its int8 model, and the baselines fitted in this "
-          "run)")
+    print("\naperture regressor, test split: R2 (BiLSTM float, its int8 model, "
+          "and the baselines fitted in this run)")
     print(f"  {'session':<8} {'BiLSTM':>7} {'int8':>7} {'Wiener':>7} {'Kalman':>7} {'vs Wiener':>9} {'RMSE mm':>8}"
           f" {'int8 RMS diff mm':>16} {'train s':>8}  beats both")
     for a in aperture:
@@ -177,9 +178,10 @@ def _print_aperture(aperture: list[dict]) -> None:
               f"  {'yes' if a['r2'] > max(a['wiener_r2'], a['kalman_r2']) else 'NO'}")
 
 
-def _aperture_row(session: str, folder: Path, test: dict, baseline: dict, seconds: float) -> dict:
-    """One session's aperture figures: the BiLSTM and its baselines (metrics.json), then the int8
-    model's, quantised here (`grasptpu quantize` also runs the float-vs-int8 comparison)."""
+def _aperture_row(session: str, folder: Path, run: dict, seconds: float) -> dict:
+    """One session's aperture figures: the BiLSTM and its baselines (the run's metrics.json), then the
+    int8 model's, quantised here (`grasptpu quantize` also runs the float-vs-int8 comparison)."""
+    test, baseline = run["metrics"]["test"], run["metrics"]["baseline"]
     _run(["quantize", str(folder)])
     q = json.loads((folder / "manifest.json").read_text())["quantization"]
     return {"session": session, "r2": test["r2"], "rmse": test["rmse"], "wiener_r2": baseline["wiener"]["r2"],

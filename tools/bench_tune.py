@@ -77,6 +77,8 @@ def main(recording: Path, task: str, trials: int, epochs: int, counts: str, json
                 rows.append({"round": round_ + 1,
                              **_tune(recording.resolve(), task, trials, epochs, workers, threads, Path(tmp))})
                 _print_row(rows[-1], [r for r in rows if r["round"] == round_ + 1], repeat)
+            if round_ % 2:  # its 1-worker run came after the others: their ratios, now
+                _print_round_ratios(rows, round_ + 1, worker_counts)
     if repeat > 1:
         _print_summary(rows, plan)
     if json_out:
@@ -84,6 +86,7 @@ def main(recording: Path, task: str, trials: int, epochs: int, counts: str, json
 
 
 def _label(workers: int | None) -> str:
+    """How a run is named in the output: the search alone, or its number of workers."""
     return "alone (all cores)" if workers is None else f"{workers} worker(s)"
 
 
@@ -103,7 +106,15 @@ def ratios(rows: list[dict], workers: int) -> list[float]:
             if (n, workers) in by_round and (n, 1) in by_round]
 
 
-def _print_summary(rows: list[dict], plan: list[tuple]) -> None:
+def _print_round_ratios(rows: list[dict], round_: int, worker_counts: list[int]) -> None:
+    """The ratios of a round run in reverse order, whose lines came before its 1-worker run."""
+    this_round = [r for r in rows if r["round"] == round_]
+    found = [(n, ratios(this_round, n)) for n in worker_counts if n != 1]
+    if found and all(r for _, r in found):
+        print(f"  round {round_}: " + ", ".join(f"{_label(n)} {r[0]:.2f}x 1 worker" for n, r in found), flush=True)
+
+
+def _print_summary(rows: list[dict], plan: list[tuple[int | None, int]]) -> None:
     """Per setting the median trials per hour over the rounds, and the median of its per-round ratios."""
     print("\nmedians over the rounds")
     for workers, _ in plan:
@@ -111,8 +122,8 @@ def _print_summary(rows: list[dict], plan: list[tuple]) -> None:
         line = f"  {_label(workers):<18} {per_hour:6.0f} trials/hour"
         against = ratios(rows, workers) if workers and workers != 1 else []
         if against:
-            line += (f"  {statistics.median(against):.2f}x 1 worker (rounds {min(against):.2f}x to "
-                     f"{max(against):.2f}x)")
+            line += (f"  {statistics.median(against):.2f}x 1 worker (the median of the rounds' ratios, "
+                     f"{min(against):.2f}x to {max(against):.2f}x)")
         print(line)
 
 
