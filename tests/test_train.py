@@ -460,3 +460,15 @@ def test_an_unknown_lstm_layer_is_one_line():
 
     with pytest.raises(GrasptpuError, match="--lstm 'cudnn': choose one of fused-bf16, fused, keras, grouped"):
         TrainConfig(task="object", hyperparameters=SMALL_HP, lstm="cudnn")
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_a_negative_seed_is_refused_before_anything_is_read(session, tmp_path, command):
+    """numpy's generators take no negative seed: said of the option, not a traceback from the split."""
+    from click.testing import CliRunner
+
+    from host.cli import main
+
+    result = CliRunner().invoke(main, [command, str(session), "--seed", "-1", "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "Invalid value for '--seed'" in result.output and "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())

@@ -49,18 +49,22 @@ class Tuned:
 def make_tuner(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path,
                batch_size: int = BATCH_SIZE, stop_patience: int = TUNE_STOP_PATIENCE, verbose: int | None = None,
                lstm: str | None = None):
-    """The Bayesian tuner over the task's hypermodel. In KerasTuner's distributed mode (its environment
+    """The Bayesian tuner over the task's hypermodel, its random start run longest trial first and
+    seeded as asked (host.train.oracle). In KerasTuner's distributed mode (its environment
     variables set) the same call makes the chief's tuner or a worker's. A trial whose worker died is
     retried once (max_retries_per_trial), then recorded as failed. `lstm`: the layer trained (None:
     this CPU's default); the chief's choice is part of the search space (DecoderHyperModel.build), so
     every worker trains the chief's layer whatever its own CPU's default."""
     import keras_tuner as kt
 
+    from host.train.oracle import LongestFirstOracle
+
     config = TrainConfig(task=task, hyperparameters={}, epochs=epochs, batch_size=batch_size,
                          stop_patience=stop_patience, seed=seed, verbose=verbose, lstm=lstm)
-    return kt.BayesianOptimization(DecoderHyperModel(prepared, config), objective=kt.Objective(*OBJECTIVES[task]),
-                                   max_trials=max_trials, seed=seed, directory=str(workdir), project_name="search",
-                                   overwrite=True, max_retries_per_trial=1, num_initial_points=INITIAL_POINTS)
+    oracle = LongestFirstOracle(objective=kt.Objective(*OBJECTIVES[task]), max_trials=max_trials, seed=seed,
+                                max_retries_per_trial=1, num_initial_points=INITIAL_POINTS)
+    return kt.Tuner(oracle=oracle, hypermodel=DecoderHyperModel(prepared, config), directory=str(workdir),
+                    project_name="search", overwrite=True)
 
 
 def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path,
