@@ -357,9 +357,8 @@ def _workers(recording: Path, task: str, max_trials: int, epochs: int, count: in
              threads: int | None, timeout: float):
     """The chief's plan: its address and the local workers' command (the same search and data options,
     the seed among them)."""
-    from host.train.distributed import Address, check_port_free, free_port, worker_command
-    from host.train.fit import usable_cores
-    from host.train.tune import Workers
+    from host.train.config import usable_cores
+    from host.train.distributed import Address, Workers, check_port_free, free_port, worker_command
 
     address = Address.parse(chief_address) if chief_address else Address("127.0.0.1", free_port())
     check_port_free(address)  # before the data is prepared; serve() checks again as it binds
@@ -392,8 +391,9 @@ def tune_worker(recording: Path, task: str, max_trials: int, epochs: int, chief_
     if tuner_id.startswith("chief"):
         raise GrasptpuError("a worker's --id must not start with 'chief' (KerasTuner would take it for the chief)")
     address = dist.Address.parse(chief_address)
-    dist.die_with_chief()
-    dist.wait_for_chief(address, wait_s)  # before TensorFlow loads: a missing chief is one quick line
+    local = dist.die_with_chief()
+    if not local:  # before TensorFlow loads: a missing chief is one quick line
+        dist.wait_for_chief(address, wait_s)
 
     from host.data.prepare import prepare
     from host.train.fit import use_threads
@@ -404,6 +404,8 @@ def tune_worker(recording: Path, task: str, max_trials: int, epochs: int, chief_
     prepared = prepare(recording, seed=seed, bin_ms=bin_ms, label_bin=label_bin, **reading)
     with tempfile.TemporaryDirectory(prefix=f"grasptpu-{tuner_id}-") as workdir:
         tuner = make_tuner(prepared, task, max_trials, epochs, seed, Path(workdir), verbose=0)
+        if local:  # started by the chief, which loaded TensorFlow meanwhile: it serves soon
+            dist.wait_for_chief(address, wait_s)
         # from here on each build is a trial's, with the chief's layer (the built one is named)
         tuner.hypermodel.announce = lambda kind: click.echo(f"tune-worker {tuner_id}: trial model built with the "
                                                             f"{kind} layer")

@@ -58,7 +58,7 @@ def main(recording: Path, task: str, trials: int, epochs: int, counts: str, json
     """Time the same search alone and with N workers each running one TensorFlow op at a time (on one thread)."""
     sys.path.insert(0, str(ROOT))
     from host.data.prepare import prepare
-    from host.train.fit import usable_cores
+    from host.train.config import usable_cores
 
     cores = usable_cores()  # what `grasptpu tune --workers` divides among its workers
     worker_counts = [int(n) for n in counts.split(",") if n.strip()]
@@ -92,8 +92,8 @@ def _label(workers: int | None) -> str:
 
 def _print_row(r: dict, this_round: list[dict], repeat: int) -> None:
     """One search's line; its ratio against the round's 1-worker run once that has run."""
-    base = next((b for b in this_round if b["workers"] == 1), None)
-    ratio = f"{r['trials_per_hour'] / base['trials_per_hour']:.2f}x 1 worker" if base and r["workers"] else ""
+    against = ratios(this_round, r["workers"]) if r["workers"] else []
+    ratio = f"{against[0]:.2f}x 1 worker" if against else ""
     where = f"round {r['round']}: " if repeat > 1 else ""
     print(f"  {where}{_label(r['workers']):<18} {r['seconds']:7.1f} s  {r['trials']} trials ({r['failed']} failed)  "
           f"{r['trials_per_hour']:6.0f} trials/hour  {ratio}", flush=True)

@@ -7,10 +7,26 @@ line can list them without importing TensorFlow.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from host.errors import GrasptpuError
 from host.train.model import TRAINING_LSTMS, default_lstm
+
+
+# The hyperparameter naming the LSTM layer a model trains (TrainConfig.lstm). In a search it is a
+# fixed value of the space, set by the chief's tuner: KerasTuner hands every trial the chief's value,
+# so workers whose CPUs default to another layer still train the same one, and each trial records it.
+LAYER_HP = "lstm"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a SLURM task's or a container's share),
+    not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _option(default, help: str, **extra):

@@ -49,6 +49,16 @@ class Address:
         return f"{self.host}:{self.port}"
 
 
+
+@dataclass
+class Workers:
+    """How a distributed search runs: the chief's address, the local workers and their command."""
+
+    address: Address           # where the chief serves
+    count: int                 # local workers to start (0: only workers elsewhere)
+    command: list              # a local worker's command line, without its --id
+    timeout: float = 3600.0    # a worker elsewhere silent this long is dropped
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -124,22 +134,28 @@ class Slot:
 
 @dataclass
 class Supervisor:
-    """Starts the local workers, replaces dead ones, drops silent remote ones (see the module docstring)."""
+    """Starts the local workers, replaces dead ones, drops silent remote ones (see the module docstring).
+    The workers start (`launch`) before the chief has its oracle, so that both load TensorFlow at the
+    same time; the watching starts (`watch`) once the oracle exists."""
 
-    oracle: object
     worker_command: list
     address: Address
     n_workers: int
     worker_timeout: float = 3600.0
     echo: object = print
+    oracle: object = None
     slots: list = field(default_factory=list)
     events: list = field(default_factory=list)
     failed: str = ""
 
-    def start(self) -> None:
+    def launch(self) -> None:
         self.slots = [Slot(k) for k in range(self.n_workers)]
         for slot in self.slots:
             self._launch(slot)
+
+    def watch(self, oracle) -> None:
+        """Supervise the workers (twice a second, in a thread) against the chief's `oracle`."""
+        self.oracle = oracle
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="tune-supervisor", daemon=True)
         self._thread.start()
@@ -245,21 +261,23 @@ LAST_SEEN: dict = {}  # trial id -> when a worker was handed it or last reported
 CHIEF_PID = "GRASPTPU_TUNE_CHIEF_PID"  # set for local workers: the chief that started them
 
 
-def die_with_chief() -> None:
+def die_with_chief() -> bool:
     """In a local worker: ask the kernel for SIGTERM when the chief that started it dies (Linux
-    PR_SET_PDEATHSIG), so a killed chief leaves no worker training; exit now if it is already gone."""
+    PR_SET_PDEATHSIG), so a killed chief leaves no worker training; exit now if it is already gone.
+    True in a local worker (started by a chief on this machine), False in one started by hand or SLURM."""
     import ctypes
     import signal
 
     chief = os.environ.get(CHIEF_PID)
     if not chief:
-        return  # a worker started by hand or by SLURM
+        return False
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))
     except OSError:  # not Linux: the chief's own stop() is then the only way its workers end
-        return
+        return True
     if str(os.getppid()) != chief:
         raise GrasptpuError("the chief that started this worker is gone")
+    return True
 
 
 def serve_oracle(tuner, poll_s: float = 0.2) -> None:

@@ -13,7 +13,6 @@ Validation uses the validation split only; the test split is touched by evaluati
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +23,7 @@ import numpy as np
 from host.data.prepare import Prepared, assert_disjoint
 from host.data.windows import WindowSet
 from host.errors import GrasptpuError
-from host.train.config import TrainConfig
+from host.train.config import LAYER_HP, TrainConfig, usable_cores
 
 
 @dataclass
@@ -59,15 +58,6 @@ def _first_choice_stands(chosen: list, choose):
     return chosen[0]
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity: a SLURM task's or a container's share),
-    not the machine's."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def use_threads(cores: int | None = None, per_op: int = 1) -> tuple[int, int]:
     """TensorFlow's threads for training, (intra-op, inter-op): each op on `per_op` thread, up to
     `cores` ops at once (default: every usable core); 0 leaves either to TensorFlow. The BiLSTM's
@@ -92,12 +82,6 @@ def use_threads(cores: int | None = None, per_op: int = 1) -> tuple[int, int]:
 
 
 _REWRITES: list = []  # whether TensorFlow's graph optimiser runs in this process; the first choice stands
-
-
-# The hyperparameter naming the LSTM layer a model trains (TrainConfig.lstm). In a search it is a
-# fixed value of the space, set by the chief's tuner: KerasTuner hands every trial the chief's value,
-# so workers whose CPUs default to another layer still train the same one, and each trial records it.
-LAYER_HP = "lstm"
 
 
 def graph_rewrites(enabled: bool = False) -> bool:

@@ -21,7 +21,8 @@ from pathlib import Path
 from host.data.prepare import Prepared, prepare
 from host.errors import GrasptpuError
 from host.files import StagedDir, write_json, write_text
-from host.train.fit import LAYER_HP, DecoderHyperModel, TrainConfig
+from host.train import distributed as dist
+from host.train.config import LAYER_HP, TrainConfig
 from host.train.model import SEARCH_SPACE
 
 BEST_FILE = "best_hyperparameters.json"
@@ -57,6 +58,7 @@ def make_tuner(prepared: Prepared, task: str, max_trials: int, epochs: int, seed
     every worker trains the chief's layer whatever its own CPU's default."""
     import keras_tuner as kt
 
+    from host.train.fit import DecoderHyperModel
     from host.train.oracle import LongestFirstOracle
 
     config = TrainConfig(task=task, hyperparameters={}, epochs=epochs, batch_size=batch_size,
@@ -76,24 +78,12 @@ def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: in
     return tuner
 
 
-@dataclass
-class Workers:
-    """How a distributed search runs: the chief's address, the local workers and their command."""
-
-    address: object            # host.train.distributed.Address the chief serves on
-    count: int                 # local workers to start (0: only workers elsewhere)
-    command: list              # a local worker's command line, without its --id
-    timeout: float = 3600.0    # a worker elsewhere silent this long is dropped
-
-
-def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path, workers: Workers,
+def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path, workers: dist.Workers,
           echo=print, lstm: str | None = None):
     """Be the chief of a distributed search until its budget is done; (tuner, supervisor events, why it
     stopped early: "" when it did not, "interrupted" on Ctrl-C / SIGTERM, else the supervisor's reason)."""
     import os
     import signal
-
-    from host.train import distributed as dist
 
     def terminated(*_):
         raise KeyboardInterrupt  # `kill` / `scancel` on the chief: stop the workers and write, as Ctrl-C does
@@ -102,13 +92,12 @@ def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int
     previous = signal.signal(signal.SIGTERM, terminated)
     saved = {k: os.environ.get(k) for k in dist.role_environment("chief", workers.address)}
     os.environ.update(dist.role_environment("chief", workers.address))
-    supervisor = None
+    supervisor = dist.Supervisor(workers.command, workers.address, workers.count, workers.timeout, echo)
     try:
+        supervisor.launch()  # the workers load TensorFlow and the session while the chief does (they wait for it)
         tuner = make_tuner(prepared, task, max_trials, epochs, seed, workdir, lstm=lstm)
         dist.track_reports(tuner.oracle)
-        supervisor = dist.Supervisor(tuner.oracle, workers.command, workers.address, workers.count, workers.timeout,
-                                     echo)
-        supervisor.start()
+        supervisor.watch(tuner.oracle)
         echo(f"tune: chief serving on {workers.address}; {workers.count} local worker(s) started")
         try:
             dist.serve_oracle(tuner)
@@ -118,8 +107,7 @@ def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int
         return tuner, supervisor.events, stopped
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if supervisor is not None:
-            supervisor.stop()
+        supervisor.stop()
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
@@ -149,7 +137,7 @@ def tsv(rows: list[dict]) -> str:
 
 
 def run_tuning(recording: Path, task: str, models_dir: Path, name: str | None, max_trials: int, epochs: int,
-               seed: int, data_options: dict | None = None, workers: Workers | None = None, echo=print,
+               seed: int, data_options: dict | None = None, workers: dist.Workers | None = None, echo=print,
                lstm: str | None = None) -> Tuned:
     """Search (here, or as the chief of workers), then write the table and the best hyperparameters
     atomically; an interrupted distributed search writes the trials it finished and says so. Every
