@@ -14,6 +14,7 @@ from device.contract import TASKS, DeviceError
 from host.errors import GrasptpuError
 
 DEFAULT_DATA_DIR = Path("data")
+SEED_MAX = 2**32 - 1  # numpy's generators (and KerasTuner's) take seeds of 0 to 2**32 - 1
 # TensorFlow's C++ INFO/WARNING lines (CPU features, MLIR passes) bury the figures a user reads;
 # errors still show. Set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -46,7 +47,7 @@ def data_options(func):
         option("--bin-ms", type=click.FloatRange(min=1.0), default=40.0, help="Bin width in milliseconds."),
         option("--label-bin", type=click.Choice(["last", "next"]), default="last",
                help="Window label: its last bin (paper) or the bin after it (reference scripts)."),
-        option("--seed", type=click.IntRange(min=0), default=0, help="Seed for the split, the weights and the batch order."),
+        option("--seed", type=click.IntRange(0, SEED_MAX), default=0, help="Seed for the split, the weights and the batch order."),
         option("--allow-pickle", is_flag=True,
                help="Read a Neo pickle (.pkl): unpickling runs any code the file holds, so only for files you wrote."),
         option("--max-trial-bins", type=click.IntRange(min=1), default=MAX_TRIAL_BINS,
@@ -160,7 +161,7 @@ def main() -> None:
 @click.option("--all", "all_sessions", is_flag=True, help="Write all six sessions.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA_DIR,
               help="Folder for the <session>.neo.mat files.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, help="Generator seed (each session also mixes in its name).")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, help="Generator seed (each session also mixes in its name).")
 @click.option("--difficulty", type=click.FloatRange(min=0.0, min_open=True), default=1.0,
               help="1 = default (hard but learnable); higher = weaker object tuning, more noise.")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Override the trial count (small test sessions).")
@@ -402,7 +403,7 @@ def tune_worker(recording: Path, task: str, max_trials: int, epochs: int, chief_
     os.environ.update(dist.role_environment(tuner_id, address))
     use_threads(threads)  # N workers share the cores
     prepared = prepare(recording, seed=seed, bin_ms=bin_ms, label_bin=label_bin, **reading)
-    with tempfile.TemporaryDirectory(prefix=f"grasptpu-{tuner_id}-") as workdir:
+    with tempfile.TemporaryDirectory(prefix=f"grasptpu-{tuner_id}-") as workdir, dist.guarded_stdout():
         tuner = make_tuner(prepared, task, max_trials, epochs, seed, Path(workdir), verbose=0)
         if local:  # started by the chief, which loaded TensorFlow meanwhile: it serves soon
             dist.wait_for_chief(address, wait_s)
@@ -410,7 +411,7 @@ def tune_worker(recording: Path, task: str, max_trials: int, epochs: int, chief_
         tuner.hypermodel.announce = lambda kind: click.echo(f"tune-worker {tuner_id}: trial model built with the "
                                                             f"{kind} layer")
         tuner.search(epochs=epochs)
-    click.echo(f"tune-worker {tuner_id}: the chief at {address} has no trial left")
+        click.echo(f"tune-worker {tuner_id}: the chief at {address} has no trial left")
 
 
 @main.command()
@@ -464,7 +465,7 @@ def _model_dirs(func):
                    "busiest window kept). Default: all of them (--calibration-windows of train, 1000).")
 @click.option("--representative", "rep_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Calibrate on these windows instead: a .npy of shape (n, window_bins, units).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the --representative-size subsample.")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, help="Seed of the --representative-size subsample.")
 def quantize(model_dirs: tuple[Path, ...], representative_size: int | None, rep_file: Path | None, seed: int) -> None:
     """Full-int8 TFLite (and a float TFLite) of trained models, for the Edge TPU; results into each MODEL_DIR.
 

@@ -258,3 +258,16 @@ def test_the_checker_sees_relative_imports_and_a_board_importing_the_host(tmp_pa
     assert crossings(graph, "device", "host") == ["device/run.py:4 device.run -> host.x"]
     assert crossings(graph, "firmware_tests", "host") == ["firmware_tests/test_x.py:2 firmware_tests.test_x -> host.y"]
     assert [e.target for e in graph["firmware_tests.conftest"]] == ["device.run"]
+
+
+def test_the_tuning_chief_starts_its_workers_before_tensorflow_loads():
+    """`grasptpu tune --workers` overlaps the start-ups (host.train.tune.serve): the modules it runs
+    before make_tuner must not import TensorFlow, Keras or KerasTuner."""
+    import subprocess
+    import sys
+
+    code = ("import sys, host.cli, host.train.tune, host.train.distributed, host.data.prepare; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'keras_tuner', 'grpc') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -98,6 +98,13 @@ def test_a_chief_and_two_workers_finish_the_search(session, tmp_path):
     built = re.findall(r"tune-worker (tuner\d): trial model built with the (\S+) layer", out.text)
     assert len(built) >= 3 and {kind for _, kind in built} == {"keras"}, out.text  # the layer each worker built
     assert "chief serving on 127.0.0.1:" in out.text and not _workers_alive(str(session))
+    # the same search in one process trains the same trials to the same scores (host.train.fit.trial_seed)
+    alone = tmp_path / "alone"
+    assert subprocess.run([sys.executable, "-m", "host.cli", "tune", str(session), "--task", "object", "--models-dir",
+                           str(alone), "--max-trials", "3", "--epochs", "1", "--lstm", "keras"], cwd=REPO,
+                          capture_output=True).returncode == 0
+    assert sorted(row.split("\t", 1)[1] for row in _results(alone)[1][1:]) == \
+        sorted(row.split("\t", 1)[1] for row in rows[1:])
 
 
 @pytest.mark.slow
@@ -121,9 +128,10 @@ def test_a_worker_killed_mid_trial_is_replaced_and_the_search_finishes(session, 
 @pytest.mark.slow
 def test_a_worker_killed_after_the_other_was_told_to_stop_is_replaced_and_its_trial_retried(session, tmp_path):
     """The chief must not finish while a trial waits for its retry: a worker that dies near the end,
-    after the other worker was told there is no trial left, leaves one (seed 0 draws a two-layer
-    and a four-layer trial, so the two-layer worker is told to stop first)."""
-    proc = _tune(session, tmp_path, "--max-trials", 2, "--epochs", 20, "--workers", 2)
+    after the other worker was told there is no trial left, leaves one (seed 7 draws a four-layer
+    trial learning at 1e-4 and a one-layer one at 1e-2, so the one-layer worker is told to stop
+    first; test_seven_draws_a_long_and_a_short_trial checks the draws)."""
+    proc = _tune(session, tmp_path, "--max-trials", 2, "--epochs", 20, "--workers", 2, "--seed", 7)
     out = Output(proc)
     out.wait_for("has no trial left", 600)
     victims = _workers_alive(str(session))
@@ -135,6 +143,17 @@ def test_a_worker_killed_after_the_other_was_told_to_stop_is_replaced_and_its_tr
     assert any("died" in e for e in best["events"]) and not _workers_alive(str(session))
 
 
+def test_seven_draws_a_long_and_a_short_trial(session, tmp_path):
+    """The premise of the test above, from the search's own tuner (its space, its draws)."""
+    from host.data.prepare import prepare
+    from host.train.tune import make_tuner
+
+    tuner = make_tuner(prepare(session, seed=7), "object", 2, 1, 7, tmp_path, verbose=0)
+    first, second = (tuner.oracle.create_trial(f"worker{k}").hyperparameters.values for k in range(2))
+    assert (first["bilstm_layers"], first["learning_rate"]) == (4, 1e-4)
+    assert (second["bilstm_layers"], second["learning_rate"]) == (1, 1e-2)
+
+
 @pytest.mark.slow
 def test_ctrl_c_on_the_chief_stops_its_workers_and_leaves_the_results_readable(session, tmp_path):
     proc = _tune(session, tmp_path, "--max-trials", 8, "--epochs", 2, "--workers", 2)
@@ -143,6 +162,32 @@ def test_ctrl_c_on_the_chief_stops_its_workers_and_leaves_the_results_readable(s
     proc.send_signal(signal.SIGINT)
     assert proc.wait(120) == 2, out.text
     assert "interrupted: stopped after" in out.text and "finished trial(s) of 8" in out.text
+    best, rows = _results(tmp_path)
+    assert best["interrupted"] is True and 1 <= best["trials_finished"] < 8
+    status = rows[0].split("\t").index("status")
+    cut = [row for row in rows[1:] if row.split("\t")[status] == "unfinished"]
+    assert best.get("trials_unfinished", 0) == len(cut) and best["trials_failed"] == 0  # cut short is not failed
+    assert not _workers_alive(str(session))
+
+
+@pytest.mark.slow
+def test_a_chief_whose_output_pipe_closes_stops_like_ctrl_c(session, tmp_path):
+    """`grasptpu tune ... | head`: the chief's KerasTuner display prints inside gRPC calls, whose
+    failure killed the workers with tracebacks and kept the chief going for minutes. Now the first
+    write into the closed pipe stops the search: the finished trials written, one line on stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "host.cli", "tune", str(session), "--task", "object",
+                             "--models-dir", str(tmp_path), "--max-trials", "8", "--epochs", "2", "--workers", "2"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen = ""
+    while "Trial 1 Complete" not in seen:  # read as `head` would, then go away
+        line = proc.stdout.readline()
+        assert line, "the chief ended before its first trial"
+        seen += line
+    proc.stdout.close()
+    assert proc.wait(120) == 2
+    errors = [ln for ln in proc.stderr.read().splitlines() if ln.startswith("grasptpu") or "Traceback" in ln]
+    assert len(errors) == 1 and "output pipe closed" in errors[0] and "stopped after" in errors[0], errors
     best, rows = _results(tmp_path)
     assert best["interrupted"] is True and 1 <= best["trials_finished"] < 8
     assert not _workers_alive(str(session))

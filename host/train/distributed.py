@@ -20,6 +20,7 @@ and writes the trials finished so far.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -84,7 +85,11 @@ def wait_for_chief(address: Address, timeout: float) -> None:
     """Return once the chief's gRPC service answers; a one-line error after `timeout` s."""
     import grpc
 
-    channel = grpc.insecure_channel(str(address))
+    # gRPC retries a refused connection after 1 s, then 1.6 times longer each time: a local worker
+    # waiting for a chief that is still starting would connect 1-3 s late; retry every 0.1-0.25 s
+    channel = grpc.insecure_channel(str(address), options=[("grpc.initial_reconnect_backoff_ms", 100),
+                                                           ("grpc.min_reconnect_backoff_ms", 100),
+                                                           ("grpc.max_reconnect_backoff_ms", 250)])
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout)
     except grpc.FutureTimeoutError:
@@ -178,12 +183,21 @@ class Supervisor:
                     self._check(slot)
                 self._drop_silent()
                 idle_since = time.time() if self.oracle.tuner_ids or not self._unfinished() else idle_since
-                self.failed = self._why_stuck(idle_since)
+                self.failed = self.failed or self._why_stuck(idle_since)  # abort() may have set it
             except Exception as exc:  # a supervisor that died silently would leave the chief waiting for ever
                 self.failed = str(exc) if isinstance(exc, GrasptpuError) else f"the supervisor failed: {exc!r}"
             if self.failed:
                 _thread.interrupt_main()
                 return
+
+    def abort(self, why: str) -> None:
+        """End the search from another thread, as the supervisor's own checks do: the chief stops its
+        workers and writes the finished trials; `why` is its one line."""
+        import _thread
+
+        if not self.failed:
+            self.failed = why
+            _thread.interrupt_main()
 
     def _check(self, slot: Slot) -> None:
         code = None if slot.proc is None else slot.proc.poll()
@@ -253,6 +267,55 @@ class Supervisor:
                     slot.proc.wait(20)
                 except subprocess.TimeoutExpired:
                     slot.proc.kill()
+
+
+class GuardedOutput:
+    """Standard output that outlives its reader (`grasptpu tune ... | head`): the first write that
+    finds the pipe closed points the descriptor at /dev/null, drops that write and all later ones,
+    and calls `on_break` once. Without it the chief's KerasTuner display, printing inside a gRPC
+    call, failed that call, and the worker that made it died with a traceback, over and over."""
+
+    def __init__(self, stream, on_break=lambda: None) -> None:
+        self._stream, self._on_break, self.broken = stream, on_break, False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._break()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._break()
+
+    def _break(self) -> None:
+        self.broken = True
+        try:  # what is still buffered then flushes into /dev/null, at exit too, not into an error
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError):
+            pass
+        self._on_break()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def guarded_stdout(on_break=lambda: None):
+    """sys.stdout as a GuardedOutput for the duration (print and click.echo both write through it)."""
+    original = sys.stdout
+    sys.stdout = GuardedOutput(original, on_break)
+    try:
+        yield sys.stdout
+    finally:
+        sys.stdout = original
 
 
 LAST_SEEN: dict = {}  # trial id -> when a worker was handed it or last reported on it, chief side

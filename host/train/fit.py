@@ -13,8 +13,10 @@ Validation uses the validation split only; the test split is touched by evaluati
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass
 
 import keras_tuner as kt
@@ -229,14 +231,22 @@ def input_statistics(windows: WindowSet, max_windows: int = 20000, seed: int = 0
     return x.mean(axis=0), x.var(axis=0)
 
 
+def trial_seed(seed: int, values: dict) -> int:
+    """The seed of one search trial's weights and dropout: from the search's seed and the trial's own
+    hyperparameter values, not from the models this process built before it, so a trial trains the
+    same on any worker and in any order (docs/tuning.md, "Which trials, in which order")."""
+    return (seed + zlib.crc32(json.dumps(values, sort_keys=True).encode())) % 2**32
+
+
 class DecoderHyperModel(kt.HyperModel):
     """The decoder for one task of one prepared session: `build` and `fit`, for train and tune alike.
 
     Creating it seeds Keras (weights, dropout) and checks that no test trial feeds training or
-    validation; the test windows are never touched here.
+    validation; the test windows are never touched here. With `seed_per_trial` (a search's) each
+    build seeds Keras again, from `trial_seed`.
     """
 
-    def __init__(self, prepared: Prepared, config: TrainConfig) -> None:
+    def __init__(self, prepared: Prepared, config: TrainConfig, seed_per_trial: bool = False) -> None:
         import keras
 
         super().__init__(name=f"bilstm-{config.task}")
@@ -255,6 +265,7 @@ class DecoderHyperModel(kt.HyperModel):
         self.target_scale = None if target is None else (float(target.mean()), float(target.std() or 1.0))
         self.early_stopping = None
         self.announce = None  # called with built_layer() of each model built (a tuning worker's log)
+        self.seed_per_trial = seed_per_trial
         k = config.rest_sample
         self._thinning = Thinning(far_rest(self.sets["train"]), k) if k > 1 else None
 
@@ -263,6 +274,10 @@ class DecoderHyperModel(kt.HyperModel):
 
         train = self.sets["train"]
         lstm = hp.Fixed(LAYER_HP, self.config.lstm)  # a trial's value (the chief's) if it has one
+        if self.seed_per_trial:
+            import keras
+
+            keras.utils.set_random_seed(trial_seed(self.config.seed, hp.values))
         model = build_model(hp, train.counts.shape[1], self.n_classes, train.window_bins, self.mean, self.var,
                             self.target_scale, lstm=lstm)
         if self.announce:

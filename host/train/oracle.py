@@ -8,9 +8,11 @@ trial, 4 layers of 64 units, ran alone for its last 9 of 58 s; docs/tuning.md, "
 Here the random start is drawn at once, with KerasTuner's own draws (same seed, same values, no
 duplicates), and handed out longest first: the classic longest-processing-time-first order, which
 ends a batch of jobs on several machines within about one short job of each other. The set of
-trials is unchanged; only their order is: a search in one process gets the same results, and the
-Gaussian process later fits the same completed trials. The seed is taken as given, 0 included
-(KerasTuner alone would draw a random one for 0, grasptpu's default).
+trials is unchanged, and each trial trains the same whenever it runs (its weights and dropout are
+seeded from the search's seed and its own values: host.train.fit.trial_seed), so with a budget
+within the random start a search scores the same trials the same on any number of workers. The
+seed is taken as given, 0 included (KerasTuner alone would draw a random one for 0, grasptpu's
+default).
 """
 
 from __future__ import annotations
@@ -33,13 +35,17 @@ class LongestFirstOracle(kt.oracles.BayesianOptimizationOracle):
     """BayesianOptimizationOracle whose random start runs longest trial first (see the module docstring)."""
 
     def __init__(self, *, seed: int, **kwargs):
+        if not isinstance(seed, int):
+            raise TypeError(f"the search needs an integer seed, not {seed!r}")
         super().__init__(seed=seed, **kwargs)
         # KerasTuner takes a seed of 0 for none and draws one at random (`seed or random.randint(...)`):
         # grasptpu's default seed, 0, would give another search each run. Seed as asked instead.
         self.seed = self._seed_state = seed
         self._random_state = np.random.RandomState(seed)
         self.gpr = self._make_gpr()
-        self._planned: list | None = None  # the random start not yet handed out, longest first
+        # the random start not yet handed out, longest first. Not part of the saved state: grasptpu
+        # never resumes a search (its tuners overwrite), and a worker's oracle is the chief's.
+        self._planned: list | None = None
 
     def _random_values(self):
         if self._planned is None:

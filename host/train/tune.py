@@ -65,8 +65,8 @@ def make_tuner(prepared: Prepared, task: str, max_trials: int, epochs: int, seed
                          stop_patience=stop_patience, seed=seed, verbose=verbose, lstm=lstm)
     oracle = LongestFirstOracle(objective=kt.Objective(*OBJECTIVES[task]), max_trials=max_trials, seed=seed,
                                 max_retries_per_trial=1, num_initial_points=INITIAL_POINTS)
-    return kt.Tuner(oracle=oracle, hypermodel=DecoderHyperModel(prepared, config), directory=str(workdir),
-                    project_name="search", overwrite=True)
+    return kt.Tuner(oracle=oracle, hypermodel=DecoderHyperModel(prepared, config, seed_per_trial=True),
+                    directory=str(workdir), project_name="search", overwrite=True)
 
 
 def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path,
@@ -93,18 +93,24 @@ def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int
     saved = {k: os.environ.get(k) for k in dist.role_environment("chief", workers.address)}
     os.environ.update(dist.role_environment("chief", workers.address))
     supervisor = dist.Supervisor(workers.command, workers.address, workers.count, workers.timeout, echo)
+    closed = "this command's output pipe closed (its reader ended)"  # `| head`: stop as on Ctrl-C
     try:
-        supervisor.launch()  # the workers load TensorFlow and the session while the chief does (they wait for it)
-        tuner = make_tuner(prepared, task, max_trials, epochs, seed, workdir, lstm=lstm)
-        dist.track_reports(tuner.oracle)
-        supervisor.watch(tuner.oracle)
-        echo(f"tune: chief serving on {workers.address}; {workers.count} local worker(s) started")
-        try:
-            dist.serve_oracle(tuner)
-            stopped = ""
-        except KeyboardInterrupt:
-            stopped = supervisor.failed or "interrupted"
-        return tuner, supervisor.events, stopped
+        with dist.guarded_stdout(lambda: supervisor.abort(closed)):
+            supervisor.launch()  # the workers load TensorFlow and the session while the chief does
+            try:
+                tuner = make_tuner(prepared, task, max_trials, epochs, seed, workdir, lstm=lstm)
+            except KeyboardInterrupt:
+                raise TuningInterrupted(f"{supervisor.failed or 'interrupted'} before any trial started; nothing "
+                                        "was written") from None
+            dist.track_reports(tuner.oracle)
+            supervisor.watch(tuner.oracle)
+            echo(f"tune: chief serving on {workers.address}; {workers.count} local worker(s) started")
+            try:
+                dist.serve_oracle(tuner)
+                stopped = ""
+            except KeyboardInterrupt:
+                stopped = supervisor.failed or "interrupted"
+            return tuner, supervisor.events, stopped
     finally:
         signal.signal(signal.SIGTERM, previous)
         supervisor.stop()
@@ -113,16 +119,24 @@ def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int
 
 
 def results_table(tuner, task: str) -> list[dict]:
-    """One row per finished trial: its hyperparameters and its score on the task's objective (best
-    validation accuracy, or lowest validation loss), best first; failed trials (None) last."""
+    """One row per trial: its score on the task's objective (best validation accuracy, or lowest
+    validation loss), how it ended and its hyperparameters, best first; trials without a score
+    (failed, or cut short by a stopped search) last."""
     name, direction = OBJECTIVES[task]
     sign = -1.0 if direction == "max" else 1.0
     rows = []
     for trial in tuner.oracle.trials.values():
         score = trial.score
         rows.append({"trial": trial.trial_id, name: None if score is None else float(score),
-                     **trial.hyperparameters.values})
+                     "status": trial_status(trial), **trial.hyperparameters.values})
     return sorted(rows, key=lambda r: (r[name] is None, 0.0 if r[name] is None else sign * r[name]))
+
+
+def trial_status(trial) -> str:
+    """KerasTuner's word for how a trial ended (COMPLETED, FAILED, ...), or "unfinished" for one still
+    running when the search was stopped."""
+    status = str(trial.status)
+    return "unfinished" if status in ("RUNNING", "IDLE") else status
 
 
 def tsv(rows: list[dict]) -> str:
@@ -162,12 +176,14 @@ def run_tuning(recording: Path, task: str, models_dir: Path, name: str | None, m
         layer = best.pop(LAYER_HP)
         write_text(staged.path / "results.tsv", tsv(rows) + "\n")
         done = sum(r[objective] is not None for r in rows)
+        unfinished = sum(r["status"] == "unfinished" for r in rows)
         write_json(staged.path / BEST_FILE, {
             "task": task, "session": prepared.binned.session,
             "objective": f"{objective} ({direction}imum, validation split)",
             "max_trials": max_trials, "epochs": epochs, "seed": seed,
             f"best_{objective}": rows[0][objective], "hyperparameters": best, "lstm": layer,
-            "trials_finished": done, "trials_failed": len(rows) - done,
+            "trials_finished": done, "trials_failed": len(rows) - done - unfinished,
+            **({"trials_unfinished": unfinished} if unfinished else {}),
             **({"workers": workers.count, "chief": str(workers.address), "events": events} if workers else {}),
             **({"interrupted": True, "stopped": stopped} if stopped else {}),
         })
