@@ -26,10 +26,10 @@ def session(write_session):
     return write_session(16, 160, seed=4)
 
 
-def _tune(session, models: Path, *args) -> subprocess.Popen:
+def _tune(session, models: Path, *args, stderr=subprocess.STDOUT) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "host.cli", "tune", str(session), "--task", "object",
                              "--models-dir", str(models), *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
+                            stderr=stderr, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})  # each line as it is printed
 
 
@@ -100,9 +100,9 @@ def test_a_chief_and_two_workers_finish_the_search(session, tmp_path):
     assert "chief serving on 127.0.0.1:" in out.text and not _workers_alive(str(session))
     # the same search in one process trains the same trials to the same scores (host.train.fit.trial_seed)
     alone = tmp_path / "alone"
-    assert subprocess.run([sys.executable, "-m", "host.cli", "tune", str(session), "--task", "object", "--models-dir",
-                           str(alone), "--max-trials", "3", "--epochs", "1", "--lstm", "keras"], cwd=REPO,
-                          capture_output=True).returncode == 0
+    proc = _tune(session, alone, "--max-trials", 3, "--epochs", 1, "--lstm", "keras")
+    out = Output(proc)
+    assert proc.wait(600) == 0, out.text
     assert sorted(row.split("\t", 1)[1] for row in _results(alone)[1][1:]) == \
         sorted(row.split("\t", 1)[1] for row in rows[1:])
 
@@ -175,10 +175,7 @@ def test_a_chief_whose_output_pipe_closes_stops_like_ctrl_c(session, tmp_path):
     """`grasptpu tune ... | head`: the chief's KerasTuner display prints inside gRPC calls, whose
     failure killed the workers with tracebacks and kept the chief going for minutes. Now the first
     write into the closed pipe stops the search: the finished trials written, one line on stderr."""
-    proc = subprocess.Popen([sys.executable, "-m", "host.cli", "tune", str(session), "--task", "object",
-                             "--models-dir", str(tmp_path), "--max-trials", "8", "--epochs", "2", "--workers", "2"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = _tune(session, tmp_path, "--max-trials", 8, "--epochs", 2, "--workers", 2, stderr=subprocess.PIPE)
     seen = ""
     while "Trial 1 Complete" not in seen:  # read as `head` would, then go away
         line = proc.stdout.readline()

@@ -50,7 +50,6 @@ class Address:
         return f"{self.host}:{self.port}"
 
 
-
 @dataclass
 class Workers:
     """How a distributed search runs: the chief's address, the local workers and their command."""
@@ -59,6 +58,7 @@ class Workers:
     count: int                 # local workers to start (0: only workers elsewhere)
     command: list              # a local worker's command line, without its --id
     timeout: float = 3600.0    # a worker elsewhere silent this long is dropped
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -174,8 +174,6 @@ class Supervisor:
 
     def _watch(self) -> None:
         """Check the workers twice a second; any failure here ends the search with one line, never a hang."""
-        import _thread
-
         idle_since = time.time()
         while not self._stop.wait(0.5):
             try:
@@ -183,16 +181,17 @@ class Supervisor:
                     self._check(slot)
                 self._drop_silent()
                 idle_since = time.time() if self.oracle.tuner_ids or not self._unfinished() else idle_since
-                self.failed = self.failed or self._why_stuck(idle_since)  # abort() may have set it
+                why = self._why_stuck(idle_since)
             except Exception as exc:  # a supervisor that died silently would leave the chief waiting for ever
-                self.failed = str(exc) if isinstance(exc, GrasptpuError) else f"the supervisor failed: {exc!r}"
-            if self.failed:
-                _thread.interrupt_main()
+                why = str(exc) if isinstance(exc, GrasptpuError) else f"the supervisor failed: {exc!r}"
+            if why:
+                self.abort(why)
+            if self.failed:  # this check's, or another thread's abort()
                 return
 
     def abort(self, why: str) -> None:
-        """End the search from another thread, as the supervisor's own checks do: the chief stops its
-        workers and writes the finished trials; `why` is its one line."""
+        """End the search (from the watch or any other thread; the first reason stands): the chief
+        stops its workers and writes the finished trials; `why` is its one line."""
         import _thread
 
         if not self.failed:

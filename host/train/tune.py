@@ -81,7 +81,8 @@ def search(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: in
 def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int, workdir: Path, workers: dist.Workers,
           echo=print, lstm: str | None = None):
     """Be the chief of a distributed search until its budget is done; (tuner, supervisor events, why it
-    stopped early: "" when it did not, "interrupted" on Ctrl-C / SIGTERM, else the supervisor's reason)."""
+    stopped early: "" when it did not, "interrupted" on Ctrl-C / SIGTERM, else the supervisor's reason).
+    The tuner is None if the search stopped before the chief had one."""
     import os
     import signal
 
@@ -99,9 +100,8 @@ def serve(prepared: Prepared, task: str, max_trials: int, epochs: int, seed: int
             supervisor.launch()  # the workers load TensorFlow and the session while the chief does
             try:
                 tuner = make_tuner(prepared, task, max_trials, epochs, seed, workdir, lstm=lstm)
-            except KeyboardInterrupt:
-                raise TuningInterrupted(f"{supervisor.failed or 'interrupted'} before any trial started; nothing "
-                                        "was written") from None
+            except KeyboardInterrupt:  # stopped while starting: no tuner, no trial
+                return None, supervisor.events, supervisor.failed or "interrupted"
             dist.track_reports(tuner.oracle)
             supervisor.watch(tuner.oracle)
             echo(f"tune: chief serving on {workers.address}; {workers.count} local worker(s) started")
@@ -166,7 +166,7 @@ def run_tuning(recording: Path, task: str, models_dir: Path, name: str | None, m
         else:
             tuner, events, stopped = serve(prepared, task, max_trials, epochs, seed, staged.path / "keras_tuner",
                                            workers, echo, lstm)
-        rows = results_table(tuner, task)
+        rows = results_table(tuner, task) if tuner is not None else []
         objective, direction = OBJECTIVES[task]
         if not rows or rows[0][objective] is None:
             if stopped:
